@@ -1,0 +1,3 @@
+from queuectl.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The command-line interface: parser.py (stdlib only), commands.py, main.py."""

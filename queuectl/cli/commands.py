@@ -1,0 +1,332 @@
+"""One function per command: call the core, print the result. Errors are raised."""
+
+import json
+import shlex
+import sys
+
+from queuectl import database, jobspec
+from queuectl.errors import ValidationError
+from queuectl.states import JobState
+
+
+def _db(args, durable: bool = True):
+    return database.open_database(args.db, durable=durable)
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(rows: list[list], headers: list[str]) -> None:
+    cells = [headers] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --- enqueue -------------------------------------------------------------------------
+
+
+def _flag_defaults(args) -> dict:
+    return {
+        "id": args.id,
+        "max_retries": args.max_retries,
+        "priority": args.priority,
+        "delay": args.delay,
+        "run_at": args.run_at,
+        "timeout": args.timeout,
+        "queue": args.queue,
+        "cwd": args.cwd,
+    }
+
+
+def _specs_from_file(args) -> list:
+    if args.command:
+        raise ValidationError("give either a COMMAND or --file, not both")
+    if args.id:
+        raise ValidationError("--id names one job; it cannot be used with --file")
+    defaults = _flag_defaults(args)
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="strict")
+        with stream:
+            lines = list(stream)
+    except OSError as err:
+        raise ValidationError(f"cannot read {args.file}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValidationError(f"{args.file} is not valid UTF-8") from None
+    specs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            specs.append(jobspec.from_line(line, defaults))
+        except ValidationError as err:
+            raise ValidationError(f"{args.file}: line {number}: {err}") from None
+    if not specs:
+        raise ValidationError(f"{args.file}: no jobs in it")
+    return specs
+
+
+def enqueue(args) -> int:
+    from queuectl import jobs
+
+    if args.file is not None:
+        specs = _specs_from_file(args)
+    elif not args.command:
+        raise ValidationError("the command is empty (give a COMMAND, a JSON job spec or --file)")
+    elif len(args.command) == 1 and args.command[0].lstrip().startswith("{"):
+        specs = [jobspec.from_json(args.command[0], _flag_defaults(args))]
+    else:
+        command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
+        specs = [jobspec.build(command, **_flag_defaults(args))]
+    rows = jobs.enqueue(_db(args), specs)
+    if args.json:
+        _print_json([jobs.to_dict(r) for r in rows] if args.file is not None else jobs.to_dict(rows[0]))
+    elif args.file is not None:
+        print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
+    else:
+        print(f"enqueued id={rows[0]['id']} cmd={rows[0]['command']}")
+    return 0
+
+
+# --- reading jobs --------------------------------------------------------------------
+
+
+def list_jobs(args) -> int:
+    from queuectl import jobs
+
+    state = JobState.parse(args.state) if args.state is not None else None
+    queue = jobspec.check_queue(args.queue) if args.queue is not None else None
+    rows = [jobs.to_dict(r) for r in jobs.listing(_db(args), state=state, queue=queue, limit=args.limit)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no jobs")
+        return 0
+    _table(
+        [[r["id"], r["state"], r["attempts"], r["priority"], r["queue"], r["run_at"], _short(r["command"])] for r in rows],
+        ["ID", "STATE", "ATTEMPTS", "PRIO", "QUEUE", "RUN_AT", "COMMAND"],
+    )
+    return 0
+
+
+def show(args) -> int:
+    from queuectl import jobs
+
+    job = jobs.to_dict(jobs.get(_db(args), args.id))
+    if args.json:
+        _print_json(job)
+        return 0
+    for key, value in job.items():
+        if key != "output":
+            print(f"{key + ':':13} {'' if value is None else value}")
+    print("output:" if job["output"] else "output:       (none)")
+    if job["output"]:
+        print(job["output"], end="" if job["output"].endswith("\n") else "\n")
+    return 0
+
+
+def logs(args) -> int:
+    from queuectl import jobs
+
+    output = jobs.get(_db(args), args.id).output or ""
+    sys.stdout.write(output)
+    return 0
+
+
+def status(args) -> int:
+    from queuectl import status as status_mod
+
+    report = status_mod.report(_db(args))
+    if args.json:
+        _print_json(report)
+        return 0
+    counts = report["jobs"]
+    print("=== Queue Status ===")
+    for label, key in (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead")):
+        print(f"{label}: {counts[key]}")
+    nxt = report["next_scheduled"]
+    print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")
+    print()
+    print("=== Workers ===")
+    if not report["workers"]:
+        print("no workers running")
+        return 0
+    _table(
+        [
+            [w["id"], w["host"], w["pid"], w["state"], w["job_id"] or "-", f"{w['heartbeat_age']:.1f}s", _pct(w.get("cpu_percent")), _mb(w.get("rss_bytes")), w["processed"], w["failed"]]
+            for w in report["workers"]
+        ],
+        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED"],
+    )
+    return 0
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _mb(value) -> str:
+    return "-" if value is None else f"{value / 1048576:.1f}M"
+
+
+# --- dlq -----------------------------------------------------------------------------
+
+
+def dlq_list(args) -> int:
+    from queuectl import jobs
+
+    rows = [jobs.to_dict(r) for r in jobs.listing(_db(args), state=JobState.DEAD)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("the dead-letter queue is empty")
+        return 0
+    _table(
+        [[r["id"], r["attempts"], r["exit_code"], _short(r["last_error"] or "", 40), _short(r["command"], 40)] for r in rows],
+        ["ID", "ATTEMPTS", "EXIT", "LAST_ERROR", "COMMAND"],
+    )
+    return 0
+
+
+def _dlq_targets(args) -> list[str] | None:
+    if args.all and args.ids:
+        raise ValidationError("give job ids or --all, not both")
+    if not args.all and not args.ids:
+        raise ValidationError("give job ids or --all")
+    return None if args.all else args.ids
+
+
+def dlq_retry(args) -> int:
+    from queuectl import dlq
+
+    ids = dlq.retry(_db(args), _dlq_targets(args))
+    print(f"retried {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
+    return 0
+
+
+def dlq_purge(args) -> int:
+    from queuectl import dlq
+
+    ids = dlq.purge(_db(args), _dlq_targets(args))
+    print(f"purged {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
+    return 0
+
+
+# --- config --------------------------------------------------------------------------
+
+
+def config_list(args) -> int:
+    from queuectl import settings
+
+    with _db(args).read() as conn:
+        entries = settings.describe(conn)
+    if args.json:
+        _print_json({e["key"]: e["value"] for e in entries})
+        return 0
+    _table([[e["key"], e["value"], "(default)" if e["default"] else "", e["help"]] for e in entries], ["KEY", "VALUE", "", "MEANING"])
+    return 0
+
+
+def config_get(args) -> int:
+    from queuectl import config, settings
+
+    config.canonical_key(args.key)  # an unknown key is a usage error before touching the database
+    with _db(args).read() as conn:
+        print(settings.get(conn, args.key))
+    return 0
+
+
+def config_set(args) -> int:
+    from queuectl import config, settings
+
+    config.parse_value(config.canonical_key(args.key), args.value)
+    with _db(args).begin() as conn:
+        key, value = settings.set_value(conn, args.key, args.value)
+    print(f"{key} = {value}")
+    return 0
+
+
+def config_unset(args) -> int:
+    from queuectl import config, settings
+
+    key = config.canonical_key(args.key)
+    with _db(args).begin() as conn:
+        settings.unset(conn, key)
+        value = settings.get(conn, key)
+    print(f"{key} = {value} (default)")
+    return 0
+
+
+# --- workers -------------------------------------------------------------------------
+
+
+def worker_start(args) -> int:
+    from queuectl.worker import supervisor
+
+    if args.queues:
+        args.queues = [jobspec.check_queue(q) for q in args.queues]
+    if args.detach:
+        pid, log_path = supervisor.detach(args)
+        print(f"started supervisor pid={pid} log={log_path}")
+        return 0
+    return supervisor.run(
+        database.resolve_url(args.db),
+        concurrency=args.concurrency,
+        queues=tuple(args.queues or ()),
+        burst=args.burst,
+        hostname=args.hostname,
+    )
+
+
+def worker_stop(args) -> int:
+    from queuectl.worker import stop
+
+    if args.timeout is not None and args.timeout < 0:
+        raise ValidationError("--timeout must not be negative")
+    result = stop.stop(_db(args), now=args.now, timeout=args.timeout, wait=args.wait)
+    print(result.message)
+    return result.exit_code
+
+
+# --- db ------------------------------------------------------------------------------
+
+
+def db_command(args) -> int:
+    from queuectl import migrate
+
+    return migrate.run(database.resolve_url(args.db), args.command_name.split()[1], getattr(args, "revision", None))
+
+
+COMMANDS = {
+    "enqueue": enqueue,
+    "list": list_jobs,
+    "show": show,
+    "logs": logs,
+    "status": status,
+    "dlq list": dlq_list,
+    "dlq retry": dlq_retry,
+    "dlq purge": dlq_purge,
+    "config list": config_list,
+    "config get": config_get,
+    "config set": config_set,
+    "config unset": config_unset,
+    "worker start": worker_start,
+    "worker stop": worker_stop,
+    "db upgrade": db_command,
+    "db current": db_command,
+    "db history": db_command,
+    "db downgrade": db_command,
+}
+
+
+def run(args) -> int:
+    return COMMANDS[args.command_name](args)

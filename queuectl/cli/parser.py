@@ -1,0 +1,158 @@
+"""The argparse parser. Imports only the standard library, so argparse-manpage can
+build the man page from it, and `--help` is instant."""
+
+import argparse
+import os
+
+try:
+    from queuectl import __version__
+except ImportError:  # argparse-manpage loads this file on its own at build time
+    __version__ = "unknown"
+
+STATES = "pending, running (alias processing), failed, completed, dead"
+DB_HELP = (
+    "database: a SQLite file path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
+    "(env QUEUECTL_DB; default $XDG_DATA_HOME/queuectl/queue.db)"
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _add_json(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _enqueue(sub) -> None:
+    p = sub.add_parser(
+        "enqueue",
+        help="add a job (a shell command or a JSON job spec)",
+        description=(
+            "Add a job. One argument is a shell command string; several words are joined as the shell "
+            "would quote them; a single argument starting with '{' is a JSON job spec "
+            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd). '
+            "With --file, one JSON spec or plain command per line, all in one transaction."
+        ),
+    )
+    p.add_argument("command", nargs="*", metavar="COMMAND", help="shell command, its words, or a JSON job spec")
+    p.add_argument("--file", "-f", metavar="PATH", help="enqueue every line of PATH ('-' for stdin), all or nothing")
+    p.add_argument("--id", help="name the job (1-128 of A-Z a-z 0-9 . _ : -, not all digits)")
+    p.add_argument("--max-retries", "--retries", dest="max_retries", metavar="N", help="retries after the first attempt (default: config max-retries)")
+    p.add_argument("--priority", metavar="N", help="higher runs first (default 0)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--delay", metavar="DURATION", help="run no sooner than DURATION from now (90, 90s, 5m, 2h, 1d)")
+    when.add_argument("--run-at", dest="run_at", metavar="TIMESTAMP", help="run no sooner than this ISO 8601 time (UTC unless it has an offset)")
+    p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
+    p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
+    p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)")
+    _add_json(p)
+    p.set_defaults(command_name="enqueue")
+
+
+def _list(sub) -> None:
+    for name in ("list", "jobs"):
+        p = sub.add_parser(name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""), description="List jobs in enqueue order, live and dead.")
+        p.add_argument("--state", help=f"only jobs in this state ({STATES})")
+        p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+        p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
+        _add_json(p)
+        p.set_defaults(command_name="list")
+
+
+def _show(sub) -> None:
+    p = sub.add_parser("show", help="show one job with every field", description="Show one job, live or dead.")
+    p.add_argument("id", metavar="ID")
+    _add_json(p)
+    p.set_defaults(command_name="show")
+    p = sub.add_parser("logs", help="print a job's captured output", description="Print the captured stdout+stderr of a job's last attempt.")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(command_name="logs")
+
+
+def _status(sub) -> None:
+    p = sub.add_parser("status", help="job counts, next scheduled job and workers", description="Show job counts per state, the next scheduled job and the workers.")
+    _add_json(p)
+    p.set_defaults(command_name="status")
+
+
+def _dlq(sub) -> None:
+    p = sub.add_parser("dlq", help="the dead-letter queue", description="Inspect, retry or purge dead jobs (out of retries).")
+    _add_json(p)
+    p.set_defaults(command_name="dlq list")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION")
+    lp = dsub.add_parser("list", help="list dead jobs", description="List dead jobs.")
+    _add_json(lp)
+    lp.set_defaults(command_name="dlq list")
+    for action, text in (("retry", "move dead jobs back to pending, attempts reset"), ("purge", "delete dead jobs for good")):
+        ap = dsub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        ap.add_argument("ids", nargs="*", metavar="ID")
+        ap.add_argument("--all", action="store_true", help="every dead job")
+        ap.set_defaults(command_name=f"dlq {action}")
+
+
+def _config(sub) -> None:
+    p = sub.add_parser("config", help="show or change configuration", description="Configuration lives in the database, shared by every process.")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    lp = csub.add_parser("list", help="every key with its value", description="List every key with its value.")
+    _add_json(lp)
+    lp.set_defaults(command_name="config list")
+    gp = csub.add_parser("get", help="print one value", description="Print the bare value of KEY.")
+    gp.add_argument("key", metavar="KEY")
+    gp.set_defaults(command_name="config get")
+    sp = csub.add_parser("set", help="change a value", description="Set KEY to VALUE (validated).")
+    sp.add_argument("key", metavar="KEY")
+    sp.add_argument("value", metavar="VALUE")
+    sp.set_defaults(command_name="config set")
+    up = csub.add_parser("unset", help="restore a default", description="Restore KEY to its default.")
+    up.add_argument("key", metavar="KEY")
+    up.set_defaults(command_name="config unset")
+
+
+def _worker(sub) -> None:
+    p = sub.add_parser("worker", help="run or stop workers", description="Run a supervisor with worker processes, or stop running ones.")
+    wsub = p.add_subparsers(dest="worker_command", metavar="ACTION", required=True)
+    sp = wsub.add_parser("start", help="run a supervisor and its workers", description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.")
+    sp.add_argument("--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
+    sp.add_argument("--burst", action="store_true", help="exit once no job is pending, running or awaiting a retry")
+    sp.add_argument("--detach", action="store_true", help="run in the background; log next to the database; print the pid")
+    sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
+    sp.set_defaults(command_name="worker start")
+    tp = wsub.add_parser("stop", help="stop running supervisors", description="Stop the supervisors of this database: on this host by signal, elsewhere through a stop flag in the database.")
+    tp.add_argument("--now", action="store_true", help="kill running jobs and requeue them instead of letting them finish")
+    tp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wait at most this long (default: until they exit)")
+    tp.add_argument("--no-wait", dest="wait", action="store_false", help="signal and return at once")
+    tp.set_defaults(command_name="worker stop")
+
+
+def _db(sub) -> None:
+    p = sub.add_parser("db", help="schema migrations (Alembic)", description="Manage the database schema.")
+    dsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    dsub.add_parser("upgrade", help="migrate to the newest schema").set_defaults(command_name="db upgrade")
+    dsub.add_parser("current", help="print the current revision").set_defaults(command_name="db current")
+    dsub.add_parser("history", help="list the revisions").set_defaults(command_name="db history")
+    dp = dsub.add_parser("downgrade", help="migrate down to REV (destroys data of later revisions)")
+    dp.add_argument("revision", metavar="REV")
+    dp.set_defaults(command_name="db downgrade")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="queuectl",
+        description="A durable background job queue for shell commands: enqueue commands, run them on a pool of workers with retries, exponential backoff and a dead-letter queue.",
+        epilog="Exit status: 0 success, 1 operational error (not found, duplicate id, database unusable), 2 usage or validation error.",
+    )
+    parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
+    sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
+    for add in (_enqueue, _list, _show, _status, _dlq, _config, _worker, _db):
+        add(sub)
+    return parser

@@ -1,0 +1,89 @@
+"""Configuration keys: defaults, types and ranges. Values live in the `config` table."""
+
+from dataclasses import dataclass
+from typing import Callable
+
+from queuectl.errors import ValidationError
+from queuectl.timeutil import parse_duration
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise ValidationError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ValidationError(f"{value} is out of range ({low}..{high})")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise ValidationError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also rejects nan
+            raise ValidationError(f"{value} is out of range ({low}..{high})")
+        return value
+
+    return parse
+
+
+def _duration_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = parse_duration(text)
+        if not low <= value <= high:
+            raise ValidationError(f"{text!r} is out of range ({low:g}s..{high:g}s)")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    default: str
+    parse: Callable[[str], int | float]
+    help: str
+
+
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key("max-retries", "3", _int_range(0, 1000), "retries after the first attempt (3 = 4 attempts)"),
+        Key("backoff-base", "2", _float_range(1, 1000), "retry delay is backoff-base ** (attempts - 1) seconds"),
+        Key("backoff-max", "3600", _duration_range(0, 30 * 86400), "upper bound of a retry delay"),
+        Key("backoff-jitter", "0", _float_range(0, 1), "random fraction (0..1) added to a retry delay"),
+        Key("job-timeout", "0", _duration_range(0, 30 * 86400), "default job timeout; 0 means none"),
+        Key("poll-interval", "0.05", _duration_range(0.005, 60), "how often an idle worker looks for work"),
+        Key("heartbeat-interval", "1", _duration_range(0.05, 3600), "how often workers heartbeat"),
+        Key("heartbeat-timeout", "30", _duration_range(0.2, 86400), "silence after which a worker is presumed dead"),
+        Key("output-limit", "65536", _int_range(0, 64 * 1024 * 1024), "bytes of output kept per job"),
+    )
+}
+
+
+def canonical_key(name: str) -> str:
+    """Accept hyphen or underscore spelling; reject unknown keys listing the valid ones."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in KEYS:
+        raise ValidationError(f"unknown config key {name!r} (valid: {', '.join(KEYS)})")
+    return key
+
+
+def parse_value(key: str, text: str) -> str:
+    """Validate a value for key and return its canonical stored text."""
+    try:
+        value = KEYS[key].parse(text)
+    except ValidationError as exc:
+        raise ValidationError(f"invalid value for {key}: {exc}") from None
+    return str(value)
+
+
+def typed(key: str, stored: str | None) -> int | float:
+    """The typed value of a key from its stored text (or its default)."""
+    return KEYS[key].parse(KEYS[key].default if stored is None else stored)

@@ -1,0 +1,103 @@
+"""Where the database lives, and opening it ready for use (schema migrated)."""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, exc
+from sqlalchemy.engine import Engine, make_url
+
+from queuectl import dialect
+from queuectl.errors import DatabaseError
+
+ENV_VAR = "QUEUECTL_DB"
+
+
+def default_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "queuectl" / "queue.db"
+
+
+def resolve_url(db: str | None = None) -> str:
+    """--db > $QUEUECTL_DB > the XDG default. A plain path means a SQLite file."""
+    value = db or os.environ.get(ENV_VAR) or str(default_path())
+    if "://" in value:
+        return value
+    return "sqlite:///" + os.path.abspath(os.path.expanduser(value))
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for logs, titles and errors."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<invalid database URL>"
+
+
+class Database:
+    """An engine plus the dialect helpers; create one per process (never share across fork)."""
+
+    def __init__(self, url: str, *, durable: bool = True):
+        self.url = url
+        self.display_url = safe_url(url)
+        try:
+            parsed = make_url(url)
+        except exc.ArgumentError:
+            from queuectl.errors import ValidationError
+
+            raise ValidationError(f"invalid database URL {self.display_url!r}") from None
+        self.dialect = dialect.for_url(parsed)
+        self.dialect.prepare_location(parsed)
+        try:
+            self.engine: Engine = create_engine(parsed, **self.dialect.engine_options())
+        except ImportError as err:
+            raise DatabaseError(self.dialect.missing_driver_message(err)) from None
+        except exc.ArgumentError as err:
+            raise DatabaseError(f"cannot use database {self.display_url}: {err}") from None
+        self.dialect.configure(self.engine, durable=durable)
+
+    @contextmanager
+    def begin(self):
+        """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
+        with self._translated():
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextmanager
+    def read(self):
+        """A read-only transaction that never waits for writers."""
+        with self._translated():
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(queuectl_read_only=True)
+                with conn.begin():
+                    yield conn
+
+    @contextmanager
+    def _translated(self):
+        try:
+            yield
+        except exc.DBAPIError as err:
+            if err.connection_invalidated or isinstance(err, exc.OperationalError):
+                raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
+            raise
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the schema if it is not at this queuectl's head revision."""
+        from queuectl import schema
+
+        schema.ensure(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(err: BaseException | None) -> str:
+    return str(err).strip().splitlines()[0] if err and str(err).strip() else type(err).__name__
+
+
+def open_database(db: str | None = None, *, durable: bool = True) -> Database:
+    """Open the configured database and make sure its schema is current."""
+    database = Database(resolve_url(db), durable=durable)
+    database.ensure_schema()
+    return database
+

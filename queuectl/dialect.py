@@ -1,0 +1,192 @@
+"""Every difference between SQLite and PostgreSQL lives here, and only here."""
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine
+
+# Long enough that no command fails with "database is locked" under load: writers
+# queue behind each other instead of giving up (transactions here are short).
+SQLITE_BUSY_TIMEOUT_S = 60
+NOTIFY_CHANNEL = "queuectl_jobs"
+# pg_advisory_lock key for migrations: an arbitrary constant ("qctl" in ASCII).
+PG_MIGRATION_LOCK = 0x7163746C
+
+
+class SQLiteDialect:
+    name = "sqlite"
+    supports_listen = False
+
+    def __init__(self, url: URL):
+        self.path = url.database if url.database and url.database != ":memory:" else None
+
+    def missing_driver_message(self, err: ImportError) -> str:
+        return f"SQLite support is missing from this Python: {err}"
+
+    def prepare_location(self, url: URL) -> None:
+        """Create the database directory (0700) and file (0600) private to the user."""
+        if not self.path:
+            return
+        path = Path(self.path)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError:
+                pass  # sqlite reports the real problem, with the path, on connect
+
+    def engine_options(self) -> dict:
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+
+    def configure(self, engine: Engine, *, durable: bool) -> None:
+        # synchronous=FULL fsyncs the WAL at every commit: an acknowledged enqueue
+        # survives a power cut. Workers use NORMAL (durable against process crashes;
+        # a power cut may forget the last outcomes, and those jobs simply run again).
+        synchronous = "FULL" if durable else "NORMAL"
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_connection, _record):
+            # Let SQLAlchemy's begin event below issue BEGIN, not pysqlite.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(conn: Connection):
+            # IMMEDIATE takes the write lock up front: a deferred transaction that
+            # later writes can fail with SQLITE_BUSY without waiting. Readers in WAL
+            # mode never block, so they begin deferred.
+            if conn.get_execution_options().get("queuectl_read_only"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def migration_lock(self, engine: Engine):
+        """Serialise schema creation among processes opening a fresh database."""
+        if not self.path:
+            with engine.begin() as conn:
+                yield conn
+            return
+        fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with engine.connect() as conn:
+                # WAL lets readers run beside the writer; the mode is stored in the file.
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                yield conn
+        finally:
+            os.close(fd)
+
+    def notify(self, conn: Connection) -> None:
+        """No server to notify; idle workers poll (see worker/waiter.py)."""
+
+    def listener(self, url: str):
+        return None
+
+
+class PostgresDialect:
+    name = "postgresql"
+    supports_listen = True
+
+    def __init__(self, url: URL):
+        self.url = url
+
+    def missing_driver_message(self, err: ImportError) -> str:
+        return f"PostgreSQL support is not installed ({err}): pip install 'queuectl[postgres]'"
+
+    def prepare_location(self, url: URL) -> None:
+        pass
+
+    def engine_options(self) -> dict:
+        # pre_ping: a connection broken by a server restart is replaced, not used.
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+    def configure(self, engine: Engine, *, durable: bool) -> None:
+        pass  # PostgreSQL commits are durable and its transactions need no hints.
+
+    @contextmanager
+    def migration_lock(self, engine: Engine):
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
+                conn.commit()
+
+    def notify(self, conn: Connection) -> None:
+        """Wake listening workers when the transaction commits."""
+        conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+    def listener(self, url: str) -> "PostgresListener":
+        return PostgresListener(url)
+
+
+class PostgresListener:
+    """A dedicated autocommit connection LISTENing for enqueue notifications."""
+
+    def __init__(self, url: str):
+        from sqlalchemy.engine import make_url
+
+        self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conn = None
+
+    def _connect(self):
+        import psycopg
+
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+            self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self.conn
+
+    def wait(self, timeout: float, interrupted) -> None:
+        """Return at the first notification, after timeout, or soon after interrupted()."""
+        import psycopg
+
+        from queuectl.errors import DatabaseError
+
+        deadline = time.monotonic() + timeout
+        try:
+            conn = self._connect()
+            while not interrupted():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                # Short slices, so a stop signal is noticed promptly.
+                for _ in conn.notifies(timeout=min(left, 0.25), stop_after=1):
+                    # Drain the rest of a burst of notifications without waiting.
+                    for _ in conn.notifies(timeout=0):
+                        pass
+                    return
+        except psycopg.Error as err:
+            self.close()
+            raise DatabaseError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+
+def for_url(url: URL):
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return SQLiteDialect(url)
+    if backend in ("postgresql", "postgres"):
+        return PostgresDialect(url)
+    from queuectl.errors import ValidationError
+
+    raise ValidationError(f"unsupported database {backend!r} (use a SQLite path or a postgresql+psycopg:// URL)")

@@ -1,0 +1,32 @@
+"""One exception hierarchy; the CLI maps it to exit codes (see cli/main.py)."""
+
+
+class QueuectlError(Exception):
+    """An operational error (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or self.__doc__)
+
+
+class ValidationError(QueuectlError):
+    """Invalid input (exit 2)."""
+
+    exit_code = 2
+
+
+class NotFound(QueuectlError):
+    """No such job."""
+
+
+class DuplicateId(QueuectlError):
+    """A job with this id already exists."""
+
+
+class DatabaseError(QueuectlError):
+    """The database could not be used."""
+
+
+class SchemaTooNew(DatabaseError):
+    """The database was created by a newer queuectl; upgrade queuectl first."""

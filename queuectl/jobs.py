@@ -1,0 +1,137 @@
+"""Enqueueing and reading jobs (live and dead)."""
+
+from sqlalchemy import BigInteger, Text, cast, select, union_all, update
+
+from queuectl import settings
+from queuectl.errors import DuplicateId, NotFound
+from queuectl.jobspec import JobSpec, lookup_id
+from queuectl.models import ConfigEntry, DeadJob, Job
+from queuectl.states import JobState
+from queuectl.timeutil import after, iso, utcnow
+
+SEQ_KEY = "_seq"
+# Columns a job carries, in the order JSON and `show` present them.
+FIELDS = [c.name for c in Job.__table__.columns if c.name != "seq"]
+# SQLite allows 32766 bound parameters per statement; stay well below.
+_CHUNK = 500
+
+
+def _reserve_ids(conn, count: int) -> int:
+    """Take `count` sequence numbers from the counter row; returns the first one.
+
+    The counter only grows and is bumped inside the enqueue transaction, so ids
+    are never reused (not even after a purge) and a rolled back enqueue takes none.
+    """
+    bumped = cast(cast(ConfigEntry.value, BigInteger) + count, Text)
+    top = conn.execute(
+        update(ConfigEntry).where(ConfigEntry.key == SEQ_KEY).values(value=bumped).returning(ConfigEntry.value)
+    ).scalar_one()
+    return int(top) - count + 1
+
+
+def _existing_ids(conn, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        query = union_all(select(Job.id).where(Job.id.in_(chunk)), select(DeadJob.id).where(DeadJob.id.in_(chunk)))
+        found.update(conn.execute(query).scalars())
+    return found
+
+
+def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
+    """Insert jobs in one transaction (all or nothing); returns their rows as dicts."""
+    now = now or utcnow()
+    named = [s.id for s in specs if s.id]
+    if len(set(named)) != len(named):
+        seen: set[str] = set()
+        dup = next(i for i in named if i in seen or seen.add(i))
+        raise DuplicateId(f"job id {dup!r} appears more than once")
+    with db.begin() as conn:
+        defaults = settings.load(conn)
+        if named:
+            clash = _existing_ids(conn, named)
+            if clash:
+                raise DuplicateId(f"a job with id {sorted(clash)[0]!r} already exists")
+        first = _reserve_ids(conn, len(specs))
+        rows = []
+        for offset, spec in enumerate(specs):
+            seq = first + offset
+            if spec.run_at is not None:
+                run_at = spec.run_at
+            else:
+                run_at = after(now, spec.delay) if spec.delay else now
+            timeout = spec.timeout if spec.timeout is not None else (defaults["job-timeout"] or None)
+            rows.append(
+                {
+                    "id": spec.id or str(seq),
+                    "seq": seq,
+                    "command": spec.command,
+                    "state": JobState.PENDING.value,
+                    "attempts": 0,
+                    "max_retries": spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
+                    "priority": spec.priority,
+                    "queue": spec.queue,
+                    "run_at": run_at,
+                    "timeout": timeout,
+                    "cwd": spec.cwd,
+                    "created_at": now,
+                    "updated_at": now,
+                    "started_at": None,
+                    "finished_at": None,
+                    "exit_code": None,
+                    "last_error": None,
+                    "output": None,
+                    "worker_id": None,
+                }
+            )
+        conn.execute(Job.__table__.insert(), rows)
+        db.dialect.notify(conn)
+    return rows
+
+
+def to_dict(row) -> dict:
+    """A job row (live or dead) as the JSON object the CLI prints."""
+    data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+    data.pop("seq", None)
+    for key, value in data.items():
+        if hasattr(value, "isoformat"):
+            data[key] = iso(value)
+    return data
+
+
+def _job_columns(table):
+    return [table.c[name] for name in FIELDS]
+
+
+def get(db, job_id: str):
+    """A job by id, live or dead; NotFound otherwise."""
+    job_id = lookup_id(job_id)
+    with db.read() as conn:
+        for table in (Job.__table__, DeadJob.__table__):
+            row = conn.execute(select(*_job_columns(table)).where(table.c.id == job_id)).first()
+            if row is not None:
+                return row
+    raise NotFound(f"no job with id {job_id!r}")
+
+
+def listing(db, state: JobState | None = None, queue: str | None = None, limit: int | None = None):
+    """Jobs in enqueue order; without a state, live and dead jobs together."""
+    parts = []
+    for table in (Job.__table__, DeadJob.__table__):
+        if table is DeadJob.__table__ and state not in (None, JobState.DEAD):
+            continue
+        if table is Job.__table__ and state is JobState.DEAD:
+            continue
+        query = select(*_job_columns(table), table.c.seq)
+        if state is not None and table is Job.__table__:
+            query = query.where(table.c.state == state.value)
+        if queue is not None:
+            query = query.where(table.c.queue == queue)
+        parts.append(query)
+    combined = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
+    query = select(*[combined.c[name] for name in FIELDS]).order_by(combined.c.seq)
+    if limit:
+        query = query.limit(limit)
+    with db.read() as conn:
+        return conn.execute(query).all()
+

@@ -1,0 +1,153 @@
+"""Validating what a user asks to enqueue: ids, JSON specs, plain command lines."""
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from queuectl.errors import ValidationError
+from queuectl.timeutil import parse_duration, parse_timestamp
+
+_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_QUEUE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_COMMAND_BYTES = 1024 * 1024
+MAX_PRIORITY = 1_000_000
+MAX_RETRIES = 1000
+SPEC_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "cwd")
+
+
+@dataclass
+class JobSpec:
+    """A validated request to enqueue one job; None means "use the configured default"."""
+
+    command: str
+    id: str | None = None
+    max_retries: int | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    delay: float | None = None
+    timeout: float | None = None
+    queue: str = "default"
+    cwd: str | None = None
+
+
+def check_id(value) -> str:
+    """A user-chosen id: 1-128 of [A-Za-z0-9._:-], not all digits (those are auto ids)."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value.isdigit():
+        raise ValidationError(f"invalid job id {value!r} (1-128 characters of A-Z a-z 0-9 . _ : -, not all digits)")
+    return value
+
+
+def lookup_id(value: str) -> str:
+    """An id typed to find a job: any auto id or any valid name."""
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return str(int(value))
+    return check_id(value)
+
+
+def check_command(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("the command is empty")
+    if "\x00" in value:
+        raise ValidationError("the command contains a NUL byte")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_COMMAND_BYTES:
+        raise ValidationError(f"the command is longer than {MAX_COMMAND_BYTES} bytes")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("the command is not valid UTF-8") from None
+    return value
+
+
+def check_int(value, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValidationError(f"invalid {what} {value!r} (a whole number from {low} to {high})")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError(f"invalid {what} {value!r} (a whole number from {low} to {high})") from None
+    if not low <= number <= high:
+        raise ValidationError(f"invalid {what} {value!r} (a whole number from {low} to {high})")
+    return number
+
+
+def check_queue(value) -> str:
+    if not isinstance(value, str) or not _QUEUE.fullmatch(value):
+        raise ValidationError(f"invalid queue name {value!r} (1-64 characters of A-Z a-z 0-9 . _ : -)")
+    return value
+
+
+def check_cwd(value) -> str:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ValidationError(f"invalid working directory {value!r}")
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isdir(path):
+        raise ValidationError(f"working directory {value!r} does not exist")
+    return path
+
+
+def build(
+    command,
+    *,
+    id=None,
+    max_retries=None,
+    priority=None,
+    run_at=None,
+    delay=None,
+    timeout=None,
+    queue=None,
+    cwd=None,
+) -> JobSpec:
+    """Validate every field; raises ValidationError naming the first bad one."""
+    if run_at is not None and delay is not None:
+        raise ValidationError("give either a delay or run_at, not both")
+    spec = JobSpec(command=check_command(command))
+    if id is not None:
+        spec.id = check_id(id)
+    if max_retries is not None:
+        spec.max_retries = check_int(max_retries, "max_retries", 0, MAX_RETRIES)
+    if priority is not None:
+        spec.priority = check_int(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if run_at is not None:
+        spec.run_at = parse_timestamp(run_at) if not isinstance(run_at, datetime) else run_at
+    if delay is not None:
+        spec.delay = parse_duration(delay, "delay")
+    if timeout is not None:
+        spec.timeout = parse_duration(timeout, "timeout") or None
+    if queue is not None:
+        spec.queue = check_queue(queue)
+    spec.cwd = check_cwd(cwd if cwd is not None else os.getcwd())
+    return spec
+
+
+def from_json(text: str, defaults: dict | None = None) -> JobSpec:
+    """A JSON object job spec; only "command" is required, unknown keys are refused.
+
+    defaults (the command-line flags) fill the keys the spec leaves out.
+    """
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValidationError(f"invalid JSON job spec: {err}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("a JSON job spec must be an object")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise ValidationError(f"unknown key(s) in job spec: {', '.join(unknown)} (valid: {', '.join(SPEC_KEYS)})")
+    if "command" not in data:
+        raise ValidationError('a job spec needs a "command"')
+    fields = {k: v for k, v in (defaults or {}).items() if v is not None}
+    if data.get("run_at") is not None or data.get("delay") is not None:
+        fields.pop("run_at", None)
+        fields.pop("delay", None)
+    fields.update({k: v for k, v in data.items() if v is not None})
+    return build(**fields)
+
+
+def from_line(line: str, defaults: dict | None = None) -> JobSpec:
+    """One line of an --file: a JSON spec if it starts with '{', else a shell command."""
+    stripped = line.strip()
+    if stripped.startswith("{"):
+        return from_json(stripped, defaults)
+    return build(stripped, **(defaults or {}))

@@ -1,0 +1,133 @@
+"""SQLAlchemy models: the schema that the Alembic migrations create."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from queuectl.states import CLAIMABLE
+
+
+class UTCDateTime(TypeDecorator):
+    """Naive UTC in the database (portable, sorts as text on SQLite); aware UTC in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    # Stable constraint names, so that SQLite batch migrations can find them.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class JobColumns:
+    """Columns shared by live jobs and dead jobs, so a job moves between them whole."""
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Enqueue order: FIFO among equal priority and run_at; unnamed jobs use it as their id.
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    command: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    queue: Mapped[str] = mapped_column(String(64), default="default")
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    timeout: Mapped[float | None] = mapped_column(Float)
+    cwd: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    output: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Job(JobColumns, Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state", "state"),)
+
+
+# The claim query's exact shape (see dialect.claim_statement): only runnable rows are
+# indexed, in claim order, so the cost of a claim does not grow with completed history.
+_claimable = Job.state.in_(CLAIMABLE)
+Index(
+    "ix_jobs_claim",
+    Job.priority.desc(),
+    Job.run_at,
+    Job.seq,
+    sqlite_where=_claimable,
+    postgresql_where=_claimable,
+)
+
+
+class DeadJob(JobColumns, Base):
+    __tablename__ = "dead_jobs"
+
+    dead_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConfigEntry(Base):
+    __tablename__ = "config"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Worker(Base):
+    """A supervisor (role 'supervisor') or one of its worker processes (role 'worker')."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_state", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    # psutil create_time() of pid, so a recycled pid is never mistaken for this process.
+    pid_started: Mapped[float] = mapped_column(Float)
+    supervisor_id: Mapped[str | None] = mapped_column(String(64))
+    supervisor_pid: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(128))
+    # Process group of the running job, recorded once it has run a moment, so a
+    # reaper on this host can kill what a dead worker left behind.
+    job_pgid: Mapped[int | None] = mapped_column(Integer)
+    queues: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    # 'graceful' or 'now' on a supervisor row: how `worker stop` reaches other hosts.
+    stop_request: Mapped[str | None] = mapped_column(String(16))

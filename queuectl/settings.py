@@ -1,0 +1,45 @@
+"""Reading and changing configuration in the `config` table (shared by every process)."""
+
+from sqlalchemy import delete, select, update
+
+from queuectl import config
+from queuectl.models import ConfigEntry
+
+
+def load(conn) -> dict[str, int | float]:
+    """Every key's typed value: the stored one, else its default."""
+    stored = dict(conn.execute(select(ConfigEntry.key, ConfigEntry.value).where(ConfigEntry.key.in_(config.KEYS))).all())
+    return {key: config.typed(key, stored.get(key)) for key in config.KEYS}
+
+
+def describe(conn) -> list[dict]:
+    stored = dict(conn.execute(select(ConfigEntry.key, ConfigEntry.value).where(ConfigEntry.key.in_(config.KEYS))).all())
+    return [
+        {
+            "key": key,
+            "value": config.typed(key, stored.get(key)),
+            "default": key not in stored,
+            "help": spec.help,
+        }
+        for key, spec in config.KEYS.items()
+    ]
+
+
+def get(conn, name: str) -> int | float:
+    key = config.canonical_key(name)
+    return load(conn)[key]
+
+
+def set_value(conn, name: str, value: str) -> tuple[str, int | float]:
+    key = config.canonical_key(name)
+    stored = config.parse_value(key, value)
+    changed = conn.execute(update(ConfigEntry).where(ConfigEntry.key == key).values(value=stored)).rowcount
+    if not changed:
+        conn.execute(ConfigEntry.__table__.insert().values(key=key, value=stored))
+    return key, config.typed(key, stored)
+
+
+def unset(conn, name: str) -> str:
+    key = config.canonical_key(name)
+    conn.execute(delete(ConfigEntry).where(ConfigEntry.key == key))
+    return key

@@ -1,0 +1,45 @@
+"""Job and worker states, stored as their string values."""
+
+import enum
+
+
+class JobState(str, enum.Enum):
+    PENDING = "pending"
+    """Waiting for its run_at time and a free worker."""
+    RUNNING = "running"
+    """Claimed by a worker (worker_id says which); its command is running."""
+    FAILED = "failed"
+    """The last attempt failed; a retry is scheduled at run_at."""
+    COMPLETED = "completed"
+    """Exited 0. Kept as history until purged."""
+    DEAD = "dead"
+    """Out of retries; the job lives in dead_jobs (the DLQ)."""
+
+    @classmethod
+    def parse(cls, text: str) -> "JobState":
+        """Parse a state typed by a user; 'processing' is an alias of running."""
+        from queuectl.errors import ValidationError
+
+        value = text.strip().lower()
+        if value == "processing":
+            value = "running"
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(s.value for s in cls)
+            raise ValidationError(f"unknown state {text!r} (valid: {valid}, processing)") from None
+
+
+# States a worker may claim (failed ones only once run_at has come).
+CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
+
+
+class WorkerState(str, enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DEAD = "dead"
+
+
+LIVE_WORKER_STATES = (WorkerState.IDLE.value, WorkerState.BUSY.value, WorkerState.STOPPING.value)

@@ -1,0 +1,151 @@
+"""The job state machine: every change a worker (or a reaper) makes to a running job.
+
+Every function takes a connection inside a write transaction. Each change of a
+running job is guarded by `state = 'running' AND worker_id = <owner>`: if a reaper
+already recovered the job, or the job finished, the guard matches nothing and the
+late writer learns it no longer owns the job. These are Core statements on the hot
+path, so SQLAlchemy caches their compiled form.
+"""
+
+import math
+import random
+from datetime import datetime
+
+from sqlalchemy import and_, delete, insert, literal, select, update
+
+from queuectl.models import DeadJob, Job
+from queuectl.states import CLAIMABLE, JobState
+from queuectl.timeutil import after
+
+jobs = Job.__table__
+dead_jobs = DeadJob.__table__
+
+RUNNING = JobState.RUNNING.value
+CLAIM_COLUMNS = (jobs.c.id, jobs.c.command, jobs.c.attempts, jobs.c.max_retries, jobs.c.timeout, jobs.c.cwd)
+WORKER_LOST = "worker lost"
+
+
+def claim_statement(worker_id: str, queues: tuple[str, ...] | None, now: datetime):
+    """Take the next runnable job atomically: UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING.
+
+    This is the one claim query for both databases. On PostgreSQL the subquery
+    renders FOR UPDATE SKIP LOCKED, so concurrent claimers skip each other's rows
+    instead of waiting; SQLAlchemy's SQLite compiler drops that clause, and SQLite
+    needs none: the write transaction (BEGIN IMMEDIATE) already holds the database's
+    only write lock while it picks and updates the row.
+    """
+    pick = select(jobs.c.id).where(jobs.c.state.in_(CLAIMABLE), jobs.c.run_at <= now)
+    if queues:
+        pick = pick.where(jobs.c.queue.in_(queues))
+    pick = (
+        pick.order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == pick, jobs.c.state.in_(CLAIMABLE))
+        .values(state=RUNNING, worker_id=worker_id, started_at=now, updated_at=now, finished_at=None)
+        .returning(*CLAIM_COLUMNS)
+    )
+
+
+def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
+    """The claimed job's row (id, command, attempts, max_retries, timeout, cwd) or None."""
+    return conn.execute(claim_statement(worker_id, queues, now)).first()
+
+
+def _owned(job_id: str, worker_id: str):
+    return and_(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.worker_id == worker_id)
+
+
+def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> bool:
+    """Record success; False if this worker no longer owns the job."""
+    result = conn.execute(
+        update(jobs)
+        .where(_owned(job_id, worker_id))
+        .values(
+            state=JobState.COMPLETED.value,
+            finished_at=now,
+            updated_at=now,
+            exit_code=exit_code,
+            output=output,
+            last_error=None,
+        )
+    )
+    return result.rowcount == 1
+
+
+def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:
+    """min(backoff-max, backoff-base ** (attempts - 1)), plus up to backoff-jitter of itself."""
+    cap = float(cfg["backoff-max"])
+    try:
+        delay = min(cap, math.pow(float(cfg["backoff-base"]), max(0, attempts - 1)))
+    except OverflowError:
+        delay = cap
+    jitter = float(cfg["backoff-jitter"])
+    if jitter:
+        delay += delay * jitter * (rng or random).random()
+    return delay
+
+
+def fail(
+    conn,
+    job_id: str,
+    worker_id: str,
+    *,
+    error: str,
+    exit_code: int | None,
+    output: str | None,
+    now: datetime,
+    cfg: dict,
+    rng: random.Random | None = None,
+) -> str | None:
+    """Charge a failed attempt: schedule a retry ('failed') or move to the DLQ ('dead').
+
+    Returns the new state, or None if this worker no longer owns the job.
+    """
+    row = conn.execute(
+        select(jobs.c.attempts, jobs.c.max_retries).where(_owned(job_id, worker_id)).with_for_update()
+    ).first()
+    if row is None:
+        return None
+    attempts = row.attempts + 1
+    outcome = dict(attempts=attempts, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error, output=output)
+    if attempts <= row.max_retries:
+        run_at = after(now, backoff_delay(attempts, cfg, rng))
+        conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
+        return JobState.FAILED.value
+    conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(state=JobState.DEAD.value, **outcome))
+    move_job(conn, jobs, dead_jobs, job_id, extra={"dead_at": now})
+    return JobState.DEAD.value
+
+
+def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
+    """Give a job back unrun (an immediate stop): pending again, no attempt charged."""
+    result = conn.execute(
+        update(jobs)
+        .where(_owned(job_id, worker_id))
+        .values(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
+    )
+    return result.rowcount == 1
+
+
+def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORKER_LOST) -> list[tuple[str, str]]:
+    """Charge a failed attempt to every job a dead worker still holds; [(job id, new state)]."""
+    held = conn.execute(select(jobs.c.id).where(jobs.c.state == RUNNING, jobs.c.worker_id == worker_id)).scalars().all()
+    results = []
+    for job_id in held:
+        state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)
+        if state:
+            results.append((job_id, state))
+    return results
+
+
+def move_job(conn, source, target, job_id: str, extra: dict) -> None:
+    """Move one row between jobs and dead_jobs, keeping every shared column."""
+    names = [c.name for c in source.columns if c.name in target.c and c.name not in extra]
+    values = [source.c[n] for n in names] + [literal(v, target.c[k].type) for k, v in extra.items()]
+    conn.execute(insert(target).from_select(names + list(extra), select(*values).where(source.c.id == job_id)))
+    conn.execute(delete(source).where(source.c.id == job_id))

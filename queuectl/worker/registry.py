@@ -1,0 +1,89 @@
+"""The `workers` table: registration, heartbeats, and declaring processes dead.
+
+Supervisors and worker processes both have rows (role 'supervisor' / 'worker').
+A row's state moves idle/busy/stopping -> stopped (clean exit) or dead (declared
+so by a reaper); `state != 'dead'` guards every write a live process makes, so a
+process that was declared dead learns it from its next heartbeat.
+"""
+
+import os
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from queuectl.models import Worker
+from queuectl.states import LIVE_WORKER_STATES, WorkerState
+
+workers = Worker.__table__
+# Rows of processes that ended are deleted after this long.
+KEEP_ENDED = timedelta(days=1)
+
+
+def register(conn, *, id: str, role: str, host: str, pid_started: float, now: datetime, supervisor_id=None, supervisor_pid=None, queues=None) -> None:
+    conn.execute(
+        insert(workers).values(
+            id=id,
+            role=role,
+            host=host,
+            pid=os.getpid(),
+            pid_started=pid_started,
+            supervisor_id=supervisor_id,
+            supervisor_pid=supervisor_pid,
+            state=WorkerState.IDLE.value,
+            queues=",".join(queues) if queues else None,
+            started_at=now,
+            last_heartbeat=now,
+            processed=0,
+            failed=0,
+        )
+    )
+
+
+def heartbeat(conn, worker_id: str, now: datetime, **fields) -> bool:
+    """Refresh last_heartbeat (and any fields); False if this process was declared dead."""
+    result = conn.execute(
+        update(workers).where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES)).values(last_heartbeat=now, **fields)
+    )
+    return result.rowcount == 1
+
+
+def stop_request(conn, supervisor_id: str) -> str | None:
+    return conn.execute(select(workers.c.stop_request).where(workers.c.id == supervisor_id)).scalar()
+
+
+def end(conn, worker_id: str, state: WorkerState, now: datetime) -> bool:
+    """Mark a row stopped or dead; True only for the caller that ended it (reapers race)."""
+    result = conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES))
+        .values(state=state.value, stopped_at=now, job_id=None, job_pgid=None)
+    )
+    return result.rowcount == 1
+
+
+def suspects(conn, *, host: str, stale_before: datetime) -> list:
+    """Live rows that may be dead: on this host (pids to check) or silent too long."""
+    return conn.execute(
+        select(workers).where(
+            workers.c.state.in_(LIVE_WORKER_STATES),
+            or_(workers.c.host == host, workers.c.last_heartbeat < stale_before),
+        )
+    ).all()
+
+
+def live_supervisors(conn) -> list:
+    return conn.execute(
+        select(workers).where(workers.c.role == "supervisor", workers.c.state.in_(LIVE_WORKER_STATES))
+    ).all()
+
+
+def request_stop(conn, supervisor_ids: list[str], mode: str) -> None:
+    conn.execute(update(workers).where(workers.c.id.in_(supervisor_ids)).values(stop_request=mode))
+
+
+def prune(conn, now: datetime) -> None:
+    conn.execute(
+        delete(workers).where(
+            and_(workers.c.state.not_in(LIVE_WORKER_STATES), workers.c.stopped_at < now - KEEP_ENDED)
+        )
+    )

@@ -1,0 +1,262 @@
+"""The supervisor: forks worker processes, replaces dead ones, reaps dead workers
+of other supervisors, and stops gracefully (first signal) or at once (second).
+
+Shaped as initialize / loop_once / shutdown; signal handlers only set flags.
+"""
+
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.connection import wait as wait_for_exit
+
+from queuectl import settings, transitions
+from queuectl.database import Database
+from queuectl.errors import DatabaseError
+from queuectl.states import WorkerState
+from queuectl.timeutil import utcnow
+from queuectl.worker import identity, registry, runner
+from queuectl.worker import worker as worker_mod
+from queuectl.worker.proctitle import set_title
+from queuectl.worker.retry import retry_db
+
+log = logging.getLogger("queuectl.supervisor")
+# How often the supervisor looks at its children: a dead worker is noticed this fast.
+CHILD_CHECK = 0.25
+GRACEFUL, NOW = "graceful", "now"
+
+
+@dataclass
+class Slot:
+    index: int
+    worker_id: str = ""
+    process: multiprocessing.Process | None = None
+    pgid: object = None  # multiprocessing.Value('i'): the running job's process group
+    done: bool = False  # exited cleanly (stop or burst): not to be replaced
+
+
+@dataclass
+class Supervisor:
+    url: str
+    concurrency: int
+    queues: tuple[str, ...] = ()
+    burst: bool = False
+    hostname: str | None = None
+    slots: list[Slot] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.hostname = self.hostname or identity.default_hostname()
+        self.id = identity.new_id("s")
+        self.stop_mode: str | None = None
+        self.signals = 0
+        self.ctx = multiprocessing.get_context("fork")
+        self.next_beat = 0.0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGUSR1, self._on_now_signal)
+        self.db = Database(self.url, durable=False)
+        self.db.ensure_schema()
+        set_title(f"queuectl supervisor ({self.concurrency} workers, db {self.db.display_url})")
+        with self.db.begin() as conn:
+            registry.register(conn, id=self.id, role="supervisor", host=self.hostname, pid_started=identity.start_time(), now=utcnow(), queues=self.queues)
+            self.cfg = settings.load(conn)
+        # Whatever a previous crashed run on this host left behind is recovered first.
+        self.reap()
+        self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
+        for slot in self.slots:
+            self._spawn(slot)
+        log.info("supervisor %s started %d worker(s) on %s (db %s)", self.id, self.concurrency, self.hostname, self.db.display_url)
+
+    def run(self) -> int:
+        self.initialize()
+        try:
+            while not all(slot.done for slot in self.slots):
+                self.loop_once()
+            return 0
+        finally:
+            self.shutdown()
+
+    def loop_once(self) -> None:
+        sentinels = [s.process.sentinel for s in self.slots if s.process is not None and not s.done]
+        if sentinels:
+            wait_for_exit(sentinels, timeout=CHILD_CHECK)
+        for slot in self.slots:
+            if slot.process is not None and not slot.done and not slot.process.is_alive():
+                self._child_exited(slot)
+        if time.monotonic() >= self.next_beat:
+            self._heartbeat()
+            self.reap()
+        self._forward_stop()
+
+    def shutdown(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
+                self._child_exited(slot)
+        try:
+            with self.db.begin() as conn:
+                registry.end(conn, self.id, WorkerState.STOPPED, utcnow())
+        except DatabaseError as err:
+            log.warning("could not deregister supervisor %s: %s", self.id, err)
+        self.db.dispose()
+        log.info("supervisor %s stopped", self.id)
+
+    # --- children --------------------------------------------------------------------
+
+    def _spawn(self, slot: Slot) -> None:
+        slot.worker_id = identity.new_id("w")
+        slot.pgid = self.ctx.Value("i", 0, lock=False)
+        options = worker_mod.WorkerOptions(
+            url=self.url,
+            worker_id=slot.worker_id,
+            supervisor_id=self.id,
+            supervisor_pid=os.getpid(),
+            index=slot.index,
+            count=self.concurrency,
+            queues=self.queues,
+            hostname=self.hostname,
+            burst=self.burst,
+        )
+        # No pooled connection may cross the fork; the child opens its own.
+        self.db.engine.dispose(close=False)
+        slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.pgid), name=f"worker-{slot.index}", daemon=False)
+        slot.process.start()
+        if self.stop_mode:  # a stop arrived while we were spawning
+            os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+
+    def _child_exited(self, slot: Slot) -> None:
+        process = slot.process
+        process.join()
+        clean = process.exitcode == 0
+        pgid = slot.pgid.value
+        if pgid:
+            runner.kill_group(pgid)  # no job process outlives its worker
+        recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean)) or []
+        for job_id, state in recovered:
+            log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
+        if clean and (self.stop_mode or self.burst):
+            slot.done = True
+            return
+        if self.stop_mode:
+            slot.done = True
+            return
+        log.warning("worker %s (pid %s) exited with %s; starting a replacement", slot.worker_id, process.pid, process.exitcode)
+        self._spawn(slot)
+
+    def _end_worker(self, worker_id: str, clean: bool) -> list[tuple[str, str]]:
+        """Mark an exited child's row and charge its held job (if any) a failed attempt."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            registry.end(conn, worker_id, WorkerState.STOPPED if clean else WorkerState.DEAD, now)
+            return transitions.recover(conn, worker_id, now=now, cfg=self.cfg)
+
+    # --- liveness and recovery -------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        try:
+            with self.db.begin() as conn:
+                registry.heartbeat(conn, self.id, utcnow(), state=WorkerState.STOPPING.value if self.stop_mode else WorkerState.IDLE.value)
+                request = registry.stop_request(conn, self.id)
+                self.cfg = settings.load(conn)
+                registry.prune(conn, utcnow())
+        except DatabaseError as err:
+            log.warning("supervisor heartbeat failed (will retry): %s", err)
+            self.next_beat = time.monotonic() + 1.0
+            return
+        self.next_beat = time.monotonic() + self.cfg["heartbeat-interval"]
+        if request == NOW:
+            self.stop_mode = NOW
+        elif request == GRACEFUL and not self.stop_mode:
+            self.stop_mode = GRACEFUL
+
+    def reap(self) -> None:
+        """Declare dead the workers whose process is gone from this host, or whose
+        heartbeat is older than heartbeat-timeout on any host, and recover their jobs."""
+        own = {slot.worker_id for slot in self.slots} | {self.id}
+        now = utcnow()
+        stale_before = now - timedelta(seconds=self.cfg["heartbeat-timeout"])
+        try:
+            with self.db.read() as conn:
+                suspects = registry.suspects(conn, host=self.hostname, stale_before=stale_before)
+            for row in suspects:
+                if row.id in own:
+                    continue
+                local = row.host == self.hostname
+                if local and row.last_heartbeat >= stale_before and identity.local_process(row.pid, row.pid_started):
+                    continue  # alive on this host
+                if not local and row.last_heartbeat >= stale_before:
+                    continue
+                self._declare_dead(row, local)
+        except DatabaseError as err:
+            log.warning("reaping failed (will retry): %s", err)
+
+    def _declare_dead(self, row, local: bool) -> None:
+        if local and row.job_pgid:
+            runner.kill_group(row.job_pgid)  # only the owning host kills by pid
+        now = utcnow()
+        with self.db.begin() as conn:
+            if not registry.end(conn, row.id, WorkerState.DEAD, now):
+                return  # another reaper got there first
+            recovered = transitions.recover(conn, row.id, now=now, cfg=self.cfg)
+        log.warning("declared %s %s (host %s, pid %s) dead; recovered %d job(s)", row.role, row.id, row.host, row.pid, len(recovered))
+
+    # --- stopping --------------------------------------------------------------------
+
+    def _on_stop_signal(self, _signum, _frame) -> None:
+        self.signals += 1
+        self.stop_mode = NOW if self.signals >= 2 else (self.stop_mode or GRACEFUL)
+
+    def _on_now_signal(self, _signum, _frame) -> None:
+        self.stop_mode = NOW
+
+    def _forward_stop(self) -> None:
+        """Tell the children once per stop mode; they finish (or abandon) their job and exit."""
+        if not self.stop_mode or getattr(self, "_forwarded", None) == self.stop_mode:
+            return
+        self._forwarded = self.stop_mode
+        log.info("stopping (%s)", "killing running jobs" if self.stop_mode == NOW else "after running jobs finish")
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+
+def run(url: str, *, concurrency: int, queues: tuple[str, ...], burst: bool, hostname: str | None) -> int:
+    return Supervisor(url, concurrency, queues, burst, hostname).run()
+
+
+def detach(args) -> tuple[int, str]:
+    """Start `worker start` in the background, logging next to the database."""
+    from queuectl.database import default_path, resolve_url
+    from sqlalchemy.engine import make_url
+
+    url = resolve_url(args.db)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        log_path = parsed.database + ".worker.log"
+    else:
+        log_path = str(default_path().parent / "worker.log")
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    command = [sys.executable, "-m", "queuectl", "worker", "start", "--concurrency", str(args.concurrency)]
+    for queue in args.queues or ():
+        command += ["--queue", queue]
+    if args.burst:
+        command.append("--burst")
+    if args.hostname:
+        command += ["--hostname", args.hostname]
+    # The URL travels in the environment, not argv: a password must not show in `ps`.
+    env = dict(os.environ, QUEUECTL_DB=url)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, start_new_session=True, close_fds=True)
+    finally:
+        os.close(fd)
+    return proc.pid, log_path

@@ -1,0 +1,61 @@
+"""How an idle worker waits for work: LISTEN/NOTIFY where the database has it,
+else a cheap read-only poll every poll-interval."""
+
+import logging
+import time
+
+from sqlalchemy import exists, select
+
+from queuectl.errors import DatabaseError
+from queuectl.states import CLAIMABLE
+from queuectl.timeutil import utcnow
+from queuectl.transitions import jobs
+
+log = logging.getLogger("queuectl.worker")
+# With notifications, polling is only the safety net for a lost one.
+LISTEN_FALLBACK_POLL = 1.0
+_SLICE = 0.05
+
+
+class Waiter:
+    def __init__(self, db, queues: tuple[str, ...]):
+        self.db = db
+        self.queues = queues
+        self.listener = db.dialect.listener(db.url)
+        self.last_claim_found = False
+        query = select(jobs.c.id).where(jobs.c.state.in_(CLAIMABLE))
+        if queues:
+            query = query.where(jobs.c.queue.in_(queues))
+        self._query = query
+
+    def work_may_exist(self) -> bool:
+        """A read-only look before taking the write lock to claim: idle pools stay cheap.
+
+        Skipped right after a successful claim: a busy worker claims the next job at once.
+        """
+        if self.last_claim_found:
+            return True
+        with self.db.read() as conn:
+            return bool(conn.execute(select(exists(self._query.where(jobs.c.run_at <= utcnow())))).scalar())
+
+    def found(self, found: bool) -> None:
+        self.last_claim_found = found
+
+    def wait(self, poll_interval: float, interrupted) -> None:
+        """Return when work may have arrived, poll_interval passed, or we are interrupted."""
+        if self.listener is not None:
+            try:
+                self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted)
+                return
+            except DatabaseError as err:
+                log.warning("LISTEN connection lost (polling until it is back): %s", err)
+        deadline = time.monotonic() + poll_interval
+        while not interrupted():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, _SLICE))
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()

@@ -1,0 +1,260 @@
+"""One worker process: claim a job, run it, record the outcome; heartbeat throughout.
+
+Shaped as initialize / loop_once / shutdown. Signal handlers only set flags:
+SIGTERM = finish the current job, then exit; SIGUSR1 = stop now (kill the job and
+give it back unrun). SIGINT is ignored: a Ctrl-C reaches the whole terminal process
+group, and the supervisor alone decides what it means.
+"""
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from queuectl import settings, transitions
+from queuectl.database import Database
+from queuectl.errors import DatabaseError
+from queuectl.states import JobState, WorkerState
+from queuectl.timeutil import utcnow
+from queuectl.worker import identity, registry, runner
+from queuectl.worker.proctitle import set_title
+from queuectl.worker.retry import retry_db
+from queuectl.worker.waiter import Waiter
+
+log = logging.getLogger("queuectl.worker")
+
+# A job's process group is written to the workers row once it has run this long,
+# so the many short jobs cost no extra write while long ones can be found by a reaper.
+RECORD_BUSY_AFTER = 0.2
+
+
+@dataclass
+class WorkerOptions:
+    url: str
+    worker_id: str
+    supervisor_id: str
+    supervisor_pid: int
+    index: int
+    count: int
+    queues: tuple[str, ...]
+    hostname: str
+    burst: bool
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions, shared_pgid):
+        self.o = options
+        self.shared_pgid = shared_pgid  # read by the supervisor if this process dies
+        self.graceful = False
+        self.now_requested = False
+        self.declared_dead = False
+        self.processed = 0
+        self.failed = 0
+        self.next_heartbeat = 0.0
+        self.job = None
+        self.job_started = 0.0
+        self.busy_recorded = False
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_now)
+        self._title("starting")
+        # A fresh engine in this process: connections are never shared across fork.
+        self.db = Database(self.o.url, durable=False)
+        with self.db.begin() as conn:
+            registry.register(
+                conn,
+                id=self.o.worker_id,
+                role="worker",
+                host=self.o.hostname,
+                pid_started=identity.start_time(),
+                now=utcnow(),
+                supervisor_id=self.o.supervisor_id,
+                supervisor_pid=self.o.supervisor_pid,
+                queues=self.o.queues,
+            )
+            self.cfg = settings.load(conn)
+        self.waiter = Waiter(self.db, self.o.queues)
+        self.next_heartbeat = time.monotonic() + self.cfg["heartbeat-interval"]
+        self._title("idle")
+
+    def run(self) -> int:
+        self.initialize()
+        try:
+            while not self._should_exit():
+                if not self.loop_once():
+                    if self.o.burst and self._queue_drained():
+                        break
+                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted)
+            return 0
+        finally:
+            self.shutdown()
+
+    def loop_once(self) -> bool:
+        """Claim and run one job; False if there was nothing to claim."""
+        self._heartbeat_if_due()
+        if self._should_exit():
+            return True
+        job = retry_db(self._claim, give_up=self._should_exit)
+        if job is None:
+            return False
+        self._run(job)
+        return True
+
+    def shutdown(self) -> None:
+        self.waiter.close()
+        if not self.declared_dead:
+            try:
+                with self.db.begin() as conn:
+                    registry.heartbeat(conn, self.o.worker_id, utcnow(), processed=self.processed, failed=self.failed)
+                    registry.end(conn, self.o.worker_id, WorkerState.STOPPED, utcnow())
+            except DatabaseError as err:
+                log.warning("worker %s could not deregister: %s", self.o.worker_id, err)
+        self.db.dispose()
+
+    # --- one job ---------------------------------------------------------------------
+
+    def _claim(self):
+        if not self.waiter.work_may_exist():
+            return None
+        with self.db.begin() as conn:
+            job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, utcnow())
+        self.waiter.found(job is not None)
+        return job
+
+    def _run(self, job) -> None:
+        self.job = job
+        self.job_started = time.monotonic()
+        self.busy_recorded = False
+        self._title(f"busy job={job.id}")
+        env = dict(os.environ, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
+        timeout = job.timeout or None
+        outcome = runner.run(
+            job.command,
+            cwd=job.cwd,
+            env=env,
+            timeout=timeout,
+            output_limit=int(self.cfg["output-limit"]),
+            on_start=self._on_job_start,
+            tick=self._tick,
+        )
+        self.shared_pgid.value = 0
+        # Never given up: the outcome is written once the database is back.
+        retry_db(lambda: self._record(job, outcome))
+        self.job = None
+        self._title("idle")
+
+    def _on_job_start(self, pgid: int) -> None:
+        self.shared_pgid.value = pgid
+
+    def _tick(self) -> bool:
+        """Called while a job runs: heartbeat when due; True means kill it now."""
+        if self.now_requested or self.declared_dead:
+            return True
+        if not self.busy_recorded and time.monotonic() - self.job_started >= RECORD_BUSY_AFTER:
+            self.busy_recorded = True
+            self.next_heartbeat = 0.0  # heartbeat now, with the job and its process group
+        self._heartbeat_if_due()
+        return self.declared_dead
+
+    def _record(self, job, outcome: runner.Outcome) -> None:
+        now = utcnow()
+        with self.db.begin() as conn:
+            if self.declared_dead:
+                return
+            if outcome.stopped:
+                owned = transitions.release(conn, job.id, self.o.worker_id, now=now)
+                state = JobState.PENDING.value if owned else None
+            elif outcome.error is None:
+                owned = transitions.complete(conn, job.id, self.o.worker_id, exit_code=0, output=outcome.output, now=now)
+                state = JobState.COMPLETED.value if owned else None
+            else:
+                state = transitions.fail(
+                    conn,
+                    job.id,
+                    self.o.worker_id,
+                    error=outcome.error,
+                    exit_code=outcome.exit_code,
+                    output=outcome.output,
+                    now=now,
+                    cfg=self.cfg,
+                )
+        if state is None:
+            log.warning("job %s was recovered by another process meanwhile; its outcome is discarded", job.id)
+        elif state == JobState.COMPLETED.value:
+            self.processed += 1
+        elif state != JobState.PENDING.value:
+            self.processed += 1
+            self.failed += 1
+            log.info("job %s failed (%s): %s", job.id, state, outcome.error)
+
+    # --- heartbeats, flags, waiting --------------------------------------------------
+
+    def _heartbeat_if_due(self) -> None:
+        if time.monotonic() < self.next_heartbeat:
+            return
+        if self.job is not None:
+            fields = dict(state=WorkerState.BUSY.value, job_id=self.job.id, job_pgid=self.shared_pgid.value or None)
+        else:
+            fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
+        try:
+            with self.db.begin() as conn:
+                alive = registry.heartbeat(conn, self.o.worker_id, utcnow(), processed=self.processed, failed=self.failed, **fields)
+                self.cfg = settings.load(conn)  # every process sees `config set` within a heartbeat
+        except DatabaseError as err:
+            log.warning("heartbeat failed (will retry): %s", err)
+            self.next_heartbeat = time.monotonic() + 1.0
+            return
+        self.next_heartbeat = time.monotonic() + self.cfg["heartbeat-interval"]
+        if not alive:
+            log.error("worker %s was declared dead by a reaper; stopping", self.o.worker_id)
+            self.declared_dead = True
+
+    def _queue_drained(self) -> bool:
+        """Burst mode: nothing pending now, running, or failed awaiting a retry."""
+        from sqlalchemy import and_, exists, or_, select
+
+        jobs = transitions.jobs
+        busy = or_(
+            jobs.c.state.in_((JobState.RUNNING.value, JobState.FAILED.value)),
+            and_(jobs.c.state == JobState.PENDING.value, jobs.c.run_at <= utcnow()),
+        )
+        query = select(jobs.c.id).where(busy)
+        if self.o.queues:
+            query = query.where(jobs.c.queue.in_(self.o.queues))
+        with self.db.read() as conn:
+            return not conn.execute(select(exists(query))).scalar()
+
+    def _should_exit(self) -> bool:
+        if os.getppid() != self.o.supervisor_pid and not self.graceful:
+            log.warning("supervisor %d is gone; worker %s stops after its current job", self.o.supervisor_pid, self.o.worker_id)
+            self.graceful = True
+        return self.graceful or self.now_requested or self.declared_dead
+
+    def _interrupted(self) -> bool:
+        return self.graceful or self.now_requested
+
+    def _on_term(self, _signum, _frame) -> None:
+        self.graceful = True
+
+    def _on_now(self, _signum, _frame) -> None:
+        self.now_requested = True
+
+    def _title(self, what: str) -> None:
+        set_title(f"queuectl worker {self.o.index}/{self.o.count} {what}")
+
+
+def main(options: WorkerOptions, shared_pgid) -> None:
+    """multiprocessing target: runs in the forked child."""
+    code = 1
+    try:
+        code = Worker(options, shared_pgid).run()
+    except Exception:
+        log.exception("worker %s crashed", options.worker_id)
+    finally:
+        logging.shutdown()
+        os._exit(code)
