@@ -1,0 +1,38 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# PostgreSQL for the test suite; `make test` uses it when it answers.
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+DEMO_DB ?= $(CURDIR)/.demo/queue.db
+
+.PHONY: install demo test test-fast bench soak man clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# A regular (non-editable) install: proves the package builds, with its migrations and man page.
+	$(PY) -m pip install -q '.[postgres,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	rm -rf $(dir $(DEMO_DB)) && mkdir -p $(dir $(DEMO_DB))
+	QUEUECTL_DB=$(DEMO_DB) bash examples/demo.sh $(VENV)/bin/queuectl
+
+# Both backends when PostgreSQL answers (QUEUECTL_TEST_PG_URL), else SQLite only;
+# pytest's last lines say which backends ran.
+test: install
+	@if [ -z "$$QUEUECTL_TEST_PG_URL" ] && $(PY) -c "import sqlalchemy as s; s.create_engine('$(PG_URL)').connect().close()" 2>/dev/null; then \
+		export QUEUECTL_TEST_PG_URL='$(PG_URL)'; fi; \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run.py
+
+man: install
+	man -l $(VENV)/share/man/man1/queuectl.1
+
+clean:
+	rm -rf $(VENV) build man *.egg-info .demo .pytest_cache
