@@ -59,7 +59,7 @@ class Database:
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
-        with self._translated():
+        with self._translated(), self.dialect.write_lock():
             with self.engine.begin() as conn:
                 yield conn
 

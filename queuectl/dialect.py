@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine
 
+from queuectl.errors import DatabaseError, ValidationError
+
 # Long enough that no command fails with "database is locked" under load: writers
 # queue behind each other instead of giving up (transactions here are short).
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -23,6 +25,8 @@ class SQLiteDialect:
 
     def __init__(self, url: URL):
         self.path = url.database if url.database and url.database != ":memory:" else None
+        self._fd: int | None = None
+        self._fd_pid = 0
 
     def missing_driver_message(self, err: ImportError) -> str:
         return f"SQLite support is missing from this Python: {err}"
@@ -69,21 +73,49 @@ class SQLiteDialect:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @contextmanager
+    def write_lock(self):
+        """Queue this host's writers on a kernel file lock before BEGIN IMMEDIATE.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so two
+        busy workers waste most of their time asleep; flock() wakes the next
+        writer the moment the lock is free. Writers that do not take it (the
+        sqlite3 shell, `alembic`) are still serialised by busy_timeout.
+        """
+        fd = self._lock_fd()
+        if fd is None:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int | None:
+        if not self.path:
+            return None
+        if self._fd is None or self._fd_pid != os.getpid():  # never share an fd's lock across fork
+            try:
+                self._fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return None  # a read-only directory: busy_timeout alone serialises writers
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    @contextmanager
     def migration_lock(self, engine: Engine):
         """Serialise schema creation among processes opening a fresh database."""
         if not self.path:
             with engine.begin() as conn:
                 yield conn
             return
-        fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with engine.connect() as conn:
-                # WAL lets readers run beside the writer; the mode is stored in the file.
-                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-                yield conn
-        finally:
-            os.close(fd)
+        with self.write_lock(), engine.connect() as conn:
+            # WAL lets readers run beside the writer; the mode is stored in the file.
+            # It cannot change inside a transaction, hence the driver connection.
+            mode = conn.connection.driver_connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise DatabaseError(f"SQLite refused WAL mode for {self.path} (got {mode!r})")
+            yield conn
 
     def notify(self, conn: Connection) -> None:
         """No server to notify; idle workers poll (see worker/waiter.py)."""
@@ -111,6 +143,10 @@ class PostgresDialect:
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
         pass  # PostgreSQL commits are durable and its transactions need no hints.
+
+    @contextmanager
+    def write_lock(self):
+        yield  # row locks and SKIP LOCKED: writers need no queue of their own
 
     @contextmanager
     def migration_lock(self, engine: Engine):
@@ -153,8 +189,6 @@ class PostgresListener:
         """Return at the first notification, after timeout, or soon after interrupted()."""
         import psycopg
 
-        from queuectl.errors import DatabaseError
-
         deadline = time.monotonic() + timeout
         try:
             conn = self._connect()
@@ -187,6 +221,4 @@ def for_url(url: URL):
         return SQLiteDialect(url)
     if backend in ("postgresql", "postgres"):
         return PostgresDialect(url)
-    from queuectl.errors import ValidationError
-
     raise ValidationError(f"unsupported database {backend!r} (use a SQLite path or a postgresql+psycopg:// URL)")

@@ -75,7 +75,8 @@ class JobColumns:
 
 class Job(JobColumns, Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_state", "state"),)
+    # No plain index on state: SQLite's planner, without statistics, would prefer it
+    # to ix_jobs_claim for the claim and then sort every runnable job on each claim.
 
 
 # The claim query's exact shape (see dialect.claim_statement): only runnable rows are

@@ -7,11 +7,12 @@ late writer learns it no longer owns the job. These are Core statements on the h
 path, so SQLAlchemy caches their compiled form.
 """
 
+import functools
 import math
 import random
 from datetime import datetime
 
-from sqlalchemy import and_, delete, insert, literal, select, update
+from sqlalchemy import and_, bindparam, delete, insert, literal, select, update
 
 from queuectl.models import DeadJob, Job
 from queuectl.states import CLAIMABLE, JobState
@@ -25,16 +26,24 @@ CLAIM_COLUMNS = (jobs.c.id, jobs.c.command, jobs.c.attempts, jobs.c.max_retries,
 WORKER_LOST = "worker lost"
 
 
-def claim_statement(worker_id: str, queues: tuple[str, ...] | None, now: datetime):
+def _claimable():
+    """state IN ('pending', 'failed') as literals, never bound parameters: SQLite uses a
+    partial index only when the query's WHERE visibly implies the index's WHERE."""
+    return jobs.c.state.in_(bindparam("claimable", CLAIMABLE, expanding=True, literal_execute=True))
+
+
+@functools.lru_cache(maxsize=64)
+def claim_statement(queues: tuple[str, ...] | None):
     """Take the next runnable job atomically: UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING.
 
     This is the one claim query for both databases. On PostgreSQL the subquery
     renders FOR UPDATE SKIP LOCKED, so concurrent claimers skip each other's rows
     instead of waiting; SQLAlchemy's SQLite compiler drops that clause, and SQLite
     needs none: the write transaction (BEGIN IMMEDIATE) already holds the database's
-    only write lock while it picks and updates the row.
+    only write lock while it picks and updates the row. Built once per queue set,
+    with the time and worker as parameters; its ORDER BY is ix_jobs_claim's order.
     """
-    pick = select(jobs.c.id).where(jobs.c.state.in_(CLAIMABLE), jobs.c.run_at <= now)
+    pick = select(jobs.c.id).where(_claimable(), jobs.c.run_at <= bindparam("now"))
     if queues:
         pick = pick.where(jobs.c.queue.in_(queues))
     pick = (
@@ -45,36 +54,46 @@ def claim_statement(worker_id: str, queues: tuple[str, ...] | None, now: datetim
     )
     return (
         update(jobs)
-        .where(jobs.c.id == pick, jobs.c.state.in_(CLAIMABLE))
-        .values(state=RUNNING, worker_id=worker_id, started_at=now, updated_at=now, finished_at=None)
+        .where(jobs.c.id == pick, _claimable())
+        .values(
+            state=RUNNING,
+            worker_id=bindparam("worker_id"),
+            started_at=bindparam("now"),
+            updated_at=bindparam("now"),
+            finished_at=None,
+        )
         .returning(*CLAIM_COLUMNS)
     )
 
 
 def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
     """The claimed job's row (id, command, attempts, max_retries, timeout, cwd) or None."""
-    return conn.execute(claim_statement(worker_id, queues, now)).first()
+    return conn.execute(claim_statement(tuple(queues) if queues else None), {"now": now, "worker_id": worker_id}).first()
 
 
 def _owned(job_id: str, worker_id: str):
     return and_(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.worker_id == worker_id)
 
 
+# Built once: success is the hot path (bound parameters, compiled form cached).
+_COMPLETE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"), jobs.c.state == RUNNING, jobs.c.worker_id == bindparam("owner"))
+    .values(
+        state=JobState.COMPLETED.value,
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        exit_code=bindparam("exit_code"),
+        output=bindparam("output"),
+        last_error=None,
+    )
+)
+
+
 def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> bool:
     """Record success; False if this worker no longer owns the job."""
-    result = conn.execute(
-        update(jobs)
-        .where(_owned(job_id, worker_id))
-        .values(
-            state=JobState.COMPLETED.value,
-            finished_at=now,
-            updated_at=now,
-            exit_code=exit_code,
-            output=output,
-            last_error=None,
-        )
-    )
-    return result.rowcount == 1
+    params = {"job_id": job_id, "owner": worker_id, "now": now, "exit_code": exit_code, "output": output}
+    return conn.execute(_COMPLETE, params).rowcount == 1
 
 
 def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:

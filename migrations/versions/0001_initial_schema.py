@@ -74,7 +74,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_claim', [sa.literal_column('priority DESC'), 'run_at', 'seq'], unique=False, sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
-        batch_op.create_index('ix_jobs_state', ['state'], unique=False)
 
     op.create_table('workers',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -108,7 +107,6 @@ def downgrade() -> None:
 
     op.drop_table('workers')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index('ix_jobs_state')
         batch_op.drop_index('ix_jobs_claim', sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
 
     op.drop_table('jobs')

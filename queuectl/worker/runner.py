@@ -5,6 +5,7 @@ import ctypes
 import errno
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +17,10 @@ KILL_GRACE = 2.0
 _READ_SIZE = 65536
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+# util-linux's setpriv sets the parent-death signal and execs the shell. It costs an
+# exec (~1 ms) where a Python preexec_fn would force a full fork() of this process
+# (~2.5 ms a job, measured); the preexec_fn is the fallback where setpriv is missing.
+_SETPRIV = shutil.which("setpriv")
 
 
 @dataclass
@@ -79,16 +84,19 @@ def run(
     """Run `command` to its end. `tick()` is called about every tick_interval seconds
     while it runs; it returns True to have the job killed at once (stop now)."""
     tail = _Tail(output_limit)
+    argv = ["/bin/sh", "-c", command]
+    if _SETPRIV:
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--"] + argv
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=None if _SETPRIV else _die_with_parent,
         )
     except OSError as err:
         return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")

@@ -55,6 +55,7 @@ class Worker:
         self.job = None
         self.job_started = 0.0
         self.busy_recorded = False
+        self.next_job = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -99,7 +100,9 @@ class Worker:
         self._heartbeat_if_due()
         if self._should_exit():
             return True
-        job = retry_db(self._claim, give_up=self._should_exit)
+        # The previous job's outcome was recorded in the same transaction that
+        # claimed this one: one write per job instead of two.
+        job, self.next_job = self.next_job or retry_db(self._claim, give_up=self._should_exit), None
         if job is None:
             return False
         self._run(job)
@@ -110,6 +113,8 @@ class Worker:
         if not self.declared_dead:
             try:
                 with self.db.begin() as conn:
+                    if self.next_job is not None:  # claimed as the last job ended, never started
+                        transitions.release(conn, self.next_job.id, self.o.worker_id, now=utcnow())
                     registry.heartbeat(conn, self.o.worker_id, utcnow(), processed=self.processed, failed=self.failed)
                     registry.end(conn, self.o.worker_id, WorkerState.STOPPED, utcnow())
             except DatabaseError as err:
@@ -162,7 +167,9 @@ class Worker:
         return self.declared_dead
 
     def _record(self, job, outcome: runner.Outcome) -> None:
+        """Write the outcome and, unless stopping, claim the next job in the same transaction."""
         now = utcnow()
+        next_job = None
         with self.db.begin() as conn:
             if self.declared_dead:
                 return
@@ -183,6 +190,10 @@ class Worker:
                     now=now,
                     cfg=self.cfg,
                 )
+            if not self._should_exit():
+                next_job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, now)
+        self.next_job = next_job
+        self.waiter.found(next_job is not None)
         if state is None:
             log.warning("job %s was recovered by another process meanwhile; its outcome is discarded", job.id)
         elif state == JobState.COMPLETED.value:
