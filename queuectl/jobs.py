@@ -1,6 +1,6 @@
 """Enqueueing and reading jobs (live and dead)."""
 
-from sqlalchemy import BigInteger, Text, cast, select, union_all, update
+from sqlalchemy import BigInteger, Text, cast, exc, select, union_all, update
 
 from queuectl import settings
 from queuectl.errors import DuplicateId, NotFound
@@ -47,12 +47,14 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
         dup = next(i for i in named if i in seen or seen.add(i))
         raise DuplicateId(f"job id {dup!r} appears more than once")
     with db.begin() as conn:
+        # Bumping the counter first locks its row (PostgreSQL) until commit, so
+        # concurrent enqueues queue up here and the check below sees their jobs.
+        first = _reserve_ids(conn, len(specs))
         defaults = settings.load(conn)
         if named:
             clash = _existing_ids(conn, named)
             if clash:
                 raise DuplicateId(f"a job with id {sorted(clash)[0]!r} already exists")
-        first = _reserve_ids(conn, len(specs))
         rows = []
         for offset, spec in enumerate(specs):
             seq = first + offset
@@ -60,7 +62,8 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 run_at = spec.run_at
             else:
                 run_at = after(now, spec.delay) if spec.delay else now
-            timeout = spec.timeout if spec.timeout is not None else (defaults["job-timeout"] or None)
+            # An explicit timeout of 0 means none, whatever the configured default.
+            timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
             rows.append(
                 {
                     "id": spec.id or str(seq),
@@ -84,7 +87,12 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                     "worker_id": None,
                 }
             )
-        conn.execute(Job.__table__.insert(), rows)
+        try:
+            conn.execute(Job.__table__.insert(), rows)
+        except exc.IntegrityError:
+            # Only a unique id can clash (seq numbers come from the locked counter).
+            which = f"id {named[0]!r}" if len(named) == 1 else "one of these ids"
+            raise DuplicateId(f"a job with {which} already exists") from None
         db.dialect.notify(conn)
     return rows
 

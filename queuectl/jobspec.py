@@ -27,7 +27,7 @@ class JobSpec:
     priority: int = 0
     run_at: datetime | None = None
     delay: float | None = None
-    timeout: float | None = None
+    timeout: float | None = None  # 0 means "no timeout", even when job-timeout is set
     queue: str = "default"
     cwd: str | None = None
 
@@ -47,7 +47,9 @@ def lookup_id(value: str) -> str:
 
 
 def check_command(value) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise ValidationError(f"the command must be a string, not {type(value).__name__}")
+    if not value.strip():
         raise ValidationError("the command is empty")
     if "\x00" in value:
         raise ValidationError("the command contains a NUL byte")
@@ -83,7 +85,8 @@ def check_cwd(value) -> str:
         raise ValidationError(f"invalid working directory {value!r}")
     path = os.path.abspath(os.path.expanduser(value))
     if not os.path.isdir(path):
-        raise ValidationError(f"working directory {value!r} does not exist")
+        problem = "is not a directory" if os.path.exists(path) else "does not exist"
+        raise ValidationError(f"working directory {value!r} {problem}")
     return path
 
 
@@ -114,7 +117,7 @@ def build(
     if delay is not None:
         spec.delay = parse_duration(delay, "delay")
     if timeout is not None:
-        spec.timeout = parse_duration(timeout, "timeout") or None
+        spec.timeout = parse_duration(timeout, "timeout")
     if queue is not None:
         spec.queue = check_queue(queue)
     spec.cwd = check_cwd(cwd if cwd is not None else os.getcwd())

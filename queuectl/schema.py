@@ -27,17 +27,17 @@ def ensure(db) -> None:
         revision = current_revision(conn)
     if revision == HEAD:
         return
-    _check_known(revision)
+    check_known(revision)
     with db._translated(), db.dialect.migration_lock(db.engine) as conn:
         # Another process may have migrated while we waited for the lock.
         revision = current_revision(conn)
         conn.rollback()
-        _check_known(revision)
+        check_known(revision)
         if revision != HEAD:
             upgrade(conn, "head")
 
 
-def _check_known(revision: str | None) -> None:
+def check_known(revision: str | None) -> None:
     if revision is not None and revision not in REVISIONS:
         raise SchemaTooNew(
             f"the database schema is at revision {revision}, newer than this queuectl knows ({HEAD}); upgrade queuectl"

@@ -56,6 +56,12 @@ class PgDatabases:
         self._create(name, self.template)
         return self.url(name)
 
+    def empty(self) -> str:
+        """A new database with no schema at all (not migrated)."""
+        name = f"{self.prefix}_{len(self.created)}"
+        self._create(name)
+        return self.url(name)
+
     def drop_all(self) -> None:
         with self.admin.connect() as conn:
             for name in reversed(self.created):
@@ -78,6 +84,14 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "queue.db")
     return request.getfixturevalue("pg_databases").new()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request, tmp_path):
+    """A fresh database on each backend that no queuectl has opened yet (no schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fresh.db")
+    return request.getfixturevalue("pg_databases").empty()
 
 
 @pytest.fixture

@@ -1,16 +1,28 @@
-"""One function per command: call the core, print the result. Errors are raised."""
+"""One function per command: call the core, print the result. Errors are raised.
+
+Input is validated before SQLAlchemy is imported (queuectl.database is imported
+lazily), so a mistyped command fails in a few milliseconds.
+"""
 
 import json
 import shlex
 import sys
 
-from queuectl import database, jobspec
+from queuectl import jobspec
 from queuectl.errors import ValidationError
 from queuectl.states import JobState
 
 
 def _db(args, durable: bool = True):
+    from queuectl import database
+
     return database.open_database(args.db, durable=durable)
+
+
+def _url(args) -> str:
+    from queuectl import database
+
+    return database.resolve_url(args.db)
 
 
 def _print_json(value) -> None:
@@ -60,6 +72,7 @@ def _specs_from_file(args) -> list:
         raise ValidationError(f"cannot read {args.file}: {err.strerror}") from None
     except UnicodeDecodeError:
         raise ValidationError(f"{args.file} is not valid UTF-8") from None
+    name = "<stdin>" if args.file == "-" else args.file
     specs = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -67,15 +80,13 @@ def _specs_from_file(args) -> list:
         try:
             specs.append(jobspec.from_line(line, defaults))
         except ValidationError as err:
-            raise ValidationError(f"{args.file}: line {number}: {err}") from None
+            raise ValidationError(f"{name}: line {number}: {err}") from None
     if not specs:
-        raise ValidationError(f"{args.file}: no jobs in it")
+        raise ValidationError(f"{name}: no jobs in it")
     return specs
 
 
 def enqueue(args) -> int:
-    from queuectl import jobs
-
     if args.file is not None:
         specs = _specs_from_file(args)
     elif not args.command:
@@ -85,6 +96,8 @@ def enqueue(args) -> int:
     else:
         command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
         specs = [jobspec.build(command, **_flag_defaults(args))]
+    from queuectl import jobs
+
     rows = jobs.enqueue(_db(args), specs)
     if args.json:
         _print_json([jobs.to_dict(r) for r in rows] if args.file is not None else jobs.to_dict(rows[0]))
@@ -99,10 +112,10 @@ def enqueue(args) -> int:
 
 
 def list_jobs(args) -> int:
-    from queuectl import jobs
-
     state = JobState.parse(args.state) if args.state is not None else None
     queue = jobspec.check_queue(args.queue) if args.queue is not None else None
+    from queuectl import jobs
+
     rows = [jobs.to_dict(r) for r in jobs.listing(_db(args), state=state, queue=queue, limit=args.limit)]
     if args.json:
         _print_json(rows)
@@ -118,9 +131,10 @@ def list_jobs(args) -> int:
 
 
 def show(args) -> int:
+    job_id = jobspec.lookup_id(args.id)
     from queuectl import jobs
 
-    job = jobs.to_dict(jobs.get(_db(args), args.id))
+    job = jobs.to_dict(jobs.get(_db(args), job_id))
     if args.json:
         _print_json(job)
         return 0
@@ -134,9 +148,10 @@ def show(args) -> int:
 
 
 def logs(args) -> int:
+    job_id = jobspec.lookup_id(args.id)
     from queuectl import jobs
 
-    output = jobs.get(_db(args), args.id).output or ""
+    output = jobs.get(_db(args), job_id).output or ""
     sys.stdout.write(output)
     return 0
 
@@ -202,21 +217,23 @@ def _dlq_targets(args) -> list[str] | None:
         raise ValidationError("give job ids or --all, not both")
     if not args.all and not args.ids:
         raise ValidationError("give job ids or --all")
-    return None if args.all else args.ids
+    return None if args.all else [jobspec.lookup_id(i) for i in args.ids]
 
 
 def dlq_retry(args) -> int:
+    targets = _dlq_targets(args)
     from queuectl import dlq
 
-    ids = dlq.retry(_db(args), _dlq_targets(args))
+    ids = dlq.retry(_db(args), targets)
     print(f"retried {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
     return 0
 
 
 def dlq_purge(args) -> int:
+    targets = _dlq_targets(args)
     from queuectl import dlq
 
-    ids = dlq.purge(_db(args), _dlq_targets(args))
+    ids = dlq.purge(_db(args), targets)
     print(f"purged {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
     return 0
 
@@ -237,18 +254,22 @@ def config_list(args) -> int:
 
 
 def config_get(args) -> int:
-    from queuectl import config, settings
+    from queuectl import config
 
     config.canonical_key(args.key)  # an unknown key is a usage error before touching the database
+    from queuectl import settings
+
     with _db(args).read() as conn:
         print(settings.get(conn, args.key))
     return 0
 
 
 def config_set(args) -> int:
-    from queuectl import config, settings
+    from queuectl import config
 
     config.parse_value(config.canonical_key(args.key), args.value)
+    from queuectl import settings
+
     with _db(args).begin() as conn:
         key, value = settings.set_value(conn, args.key, args.value)
     print(f"{key} = {value}")
@@ -256,9 +277,11 @@ def config_set(args) -> int:
 
 
 def config_unset(args) -> int:
-    from queuectl import config, settings
+    from queuectl import config
 
     key = config.canonical_key(args.key)
+    from queuectl import settings
+
     with _db(args).begin() as conn:
         settings.unset(conn, key)
         value = settings.get(conn, key)
@@ -279,7 +302,7 @@ def worker_start(args) -> int:
         print(f"started supervisor pid={pid} log={log_path}")
         return 0
     return supervisor.run(
-        database.resolve_url(args.db),
+        _url(args),
         concurrency=args.concurrency,
         queues=tuple(args.queues or ()),
         burst=args.burst,
@@ -303,7 +326,7 @@ def worker_stop(args) -> int:
 def db_command(args) -> int:
     from queuectl import migrate
 
-    return migrate.run(database.resolve_url(args.db), args.command_name.split()[1], getattr(args, "revision", None))
+    return migrate.run(_url(args), args.command_name.split()[1], getattr(args, "revision", None))
 
 
 COMMANDS = {

@@ -26,8 +26,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_json(parser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+def _add_json(parser, default=False) -> None:
+    parser.add_argument("--json", action="store_true", default=default, help="print JSON instead of text")
 
 
 def _enqueue(sub) -> None:
@@ -88,7 +88,9 @@ def _dlq(sub) -> None:
     p.set_defaults(command_name="dlq list")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION")
     lp = dsub.add_parser("list", help="list dead jobs", description="List dead jobs.")
-    _add_json(lp)
+    # SUPPRESS: a subparser's defaults overwrite its parent's values, so `dlq --json list`
+    # would lose the --json given before the action.
+    _add_json(lp, default=argparse.SUPPRESS)
     lp.set_defaults(command_name="dlq list")
     for action, text in (("retry", "move dead jobs back to pending, attempts reset"), ("purge", "delete dead jobs for good")):
         ap = dsub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
