@@ -1,0 +1,121 @@
+"""The Alembic migrations: they build exactly the models' schema, form one linear chain
+that queuectl.schema knows, and a schema newer than this queuectl is left alone."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import REPO, env_for
+
+from queuectl import schema
+from queuectl.database import Database, resolve_url
+from queuectl.models import Base
+from support import all_ids, enqueue, error_line
+
+ALEMBIC = Path(sys.executable).with_name("alembic")
+
+
+def schema_diff(engine) -> list:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def table_names(engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def revision(engine) -> str | None:
+    with engine.connect() as conn:
+        return schema.current_revision(conn)
+
+
+def test_migrations_build_exactly_the_models_schema(db):
+    assert revision(db.engine) == schema.HEAD
+    assert schema_diff(db.engine) == []
+    assert table_names(db.engine) == set(Base.metadata.tables) | {"alembic_version"}
+    # Autogenerate does not compare partial-index predicates: check those by hand.
+    inspector = sa.inspect(db.engine)
+    dialect = db.engine.dialect.name
+    for name, table in Base.metadata.tables.items():
+        reflected = {ix["name"]: ix for ix in inspector.get_indexes(name) if not ix.get("duplicates_constraint")}
+        assert set(reflected) == {ix.name for ix in table.indexes}, name
+        for index in table.indexes:
+            where = index.dialect_options[dialect].get("where")
+            found = reflected[index.name].get("dialect_options", {}).get(f"{dialect}_where")
+            assert (found is None) == (where is None), index.name
+            if where is not None:
+                for state in ("'pending'", "'failed'"):
+                    assert state in str(found), (index.name, str(found))
+
+
+def test_the_revision_chain_is_linear_and_known_to_queuectl():
+    script = ScriptDirectory.from_config(schema.alembic_config())
+    newest_first = list(script.walk_revisions())
+    chain = [rev.revision for rev in reversed(newest_first)]
+    assert tuple(chain) == schema.REVISIONS
+    assert script.get_heads() == [schema.HEAD]
+    assert script.get_bases() == [chain[0]]
+    assert script.get_revision(chain[0]).down_revision is None
+    for older, newer in zip(chain, chain[1:]):
+        assert script.get_revision(newer).down_revision == older
+    for rev in newest_first:
+        assert not rev.is_merge_point and not rev.is_branch_point and not rev.dependencies, rev.revision
+    files = [p for p in (REPO / "migrations" / "versions").glob("*.py") if p.name != "__init__.py"]
+    assert len(files) == len(chain)
+
+
+def test_a_newer_schema_is_refused_and_left_alone(cli, db):
+    enqueue(db, "echo keep me", id="keep")
+    with db.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    tables = table_names(db.engine)
+
+    for args in (["enqueue", "true"], ["list"], ["db", "upgrade"], ["db", "current"], ["db", "downgrade", "base"],
+                 ["worker", "start", "--burst"]):
+        error_line(cli(*args, timeout=60), 1, "revision 9999", "newer than this queuectl", "upgrade queuectl")
+
+    assert revision(db.engine) == "9999"
+    assert table_names(db.engine) == tables
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id, command FROM jobs").all() == [("keep", "echo keep me")]
+        assert conn.exec_driver_sql("SELECT key, value FROM config").all() == [("_seq", "1")]
+
+
+def test_alembic_upgrade_head_from_the_repository_root(empty_db_url, tmp_path):
+    env = env_for(empty_db_url)
+    result = subprocess.run([ALEMBIC, "upgrade", "head"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+    db = Database(resolve_url(empty_db_url))
+    try:
+        assert revision(db.engine) == schema.HEAD
+        assert schema_diff(db.engine) == []
+        current = subprocess.run([ALEMBIC, "current"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert current.returncode == 0 and f"{schema.HEAD} (head)" in current.stdout, current.stderr
+        # queuectl takes the database as it is.
+        enqueued = subprocess.run([sys.executable, "-m", "queuectl", "enqueue", "true"], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=60)
+        assert (enqueued.returncode, enqueued.stdout, enqueued.stderr) == (0, "enqueued id=1 cmd=true\n", "")
+    finally:
+        db.dispose()
+
+
+def test_db_commands(cli, db):
+    assert cli.ok("db", "current").stdout == f"{schema.HEAD} (head)\n"
+    assert f"<base> -> {schema.REVISIONS[0]}" in cli.ok("db", "history").stdout
+    enqueue(db, "echo lost in the downgrade")
+
+    assert cli.ok("db", "downgrade", "base").stdout == "database is at revision base (no schema)\n"
+    assert table_names(db.engine) == {"alembic_version"}
+    assert cli.ok("db", "upgrade").stdout == f"database is at revision {schema.HEAD}\n"
+    assert schema_diff(db.engine) == []
+    assert all_ids(db) == []
+
+    error_line(cli("db", "downgrade", "no-such-revision"), 2, "no-such-revision")
+    assert revision(db.engine) == schema.HEAD
