@@ -29,6 +29,9 @@ log = logging.getLogger("queuectl.supervisor")
 # How often the supervisor looks at its children: a dead worker is noticed this fast.
 CHILD_CHECK = 0.25
 GRACEFUL, NOW = "graceful", "now"
+# Blocked across each fork; the worker unblocks them once its own handlers are set
+# (see worker.Worker.initialize).
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 
 
 @dataclass
@@ -130,7 +133,15 @@ class Supervisor:
         # No pooled connection may cross the fork; the child opens its own.
         self.db.engine.dispose(close=False)
         slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.pgid), name=f"worker-{slot.index}", daemon=False)
-        slot.process.start()
+        # Until the child installs its own handlers it runs these (inherited) ones on
+        # its own copy of this object, so a stop sent to it in that window would be
+        # lost and we would wait for it forever. With the signals blocked across the
+        # fork they stay pending in the child until its handlers are in place.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            slot.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         if self.stop_mode:  # a stop arrived while we were spawning
             os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
 

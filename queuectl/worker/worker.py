@@ -63,6 +63,9 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_now)
+        # The supervisor forked us with these blocked: a stop it sent meanwhile is
+        # delivered now, to the handlers above.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
         self._title("starting")
         # A fresh engine in this process: connections are never shared across fork.
         self.db = Database(self.o.url, durable=False)
