@@ -2,6 +2,7 @@
 of other supervisors, and stops gracefully (first signal) or at once (second).
 
 Shaped as initialize / loop_once / shutdown; signal handlers only set flags.
+SIGINT: first graceful, second immediate. SIGTERM: graceful. SIGUSR1: immediate.
 """
 
 import logging
@@ -56,15 +57,15 @@ class Supervisor:
         self.hostname = self.hostname or identity.default_hostname()
         self.id = identity.new_id("s")
         self.stop_mode: str | None = None
-        self.signals = 0
+        self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
 
     # --- lifecycle -------------------------------------------------------------------
 
     def initialize(self) -> None:
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_interrupt)
+        signal.signal(signal.SIGTERM, self._on_terminate)
         signal.signal(signal.SIGUSR1, self._on_now_signal)
         self.db = Database(self.url, durable=False)
         self.db.ensure_schema()
@@ -223,9 +224,15 @@ class Supervisor:
 
     # --- stopping --------------------------------------------------------------------
 
-    def _on_stop_signal(self, _signum, _frame) -> None:
-        self.signals += 1
-        self.stop_mode = NOW if self.signals >= 2 else (self.stop_mode or GRACEFUL)
+    def _on_interrupt(self, _signum, _frame) -> None:
+        """Ctrl-C: the first stops gracefully, a second one at once."""
+        self.interrupts += 1
+        self.stop_mode = NOW if self.interrupts >= 2 else (self.stop_mode or GRACEFUL)
+
+    def _on_terminate(self, _signum, _frame) -> None:
+        """SIGTERM (`worker stop`, kill, a service manager) is always graceful: a
+        repeated `worker stop` must not kill the jobs it promised to let finish."""
+        self.stop_mode = self.stop_mode or GRACEFUL
 
     def _on_now_signal(self, _signum, _frame) -> None:
         self.stop_mode = NOW
