@@ -92,7 +92,8 @@ class Supervisor:
     def loop_once(self) -> None:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None and not s.done]
         if sentinels:
-            wait_for_exit(sentinels, timeout=CHILD_CHECK)
+            # Not past the next heartbeat: that is also when dead workers are reaped.
+            wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, self.next_beat - time.monotonic())))
         for slot in self.slots:
             if slot.process is not None and not slot.done and not slot.process.is_alive():
                 self._child_exited(slot)

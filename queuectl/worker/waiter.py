@@ -41,15 +41,17 @@ class Waiter:
     def found(self, found: bool) -> None:
         self.last_claim_found = found
 
-    def wait(self, poll_interval: float, interrupted) -> None:
-        """Return when work may have arrived, poll_interval passed, or we are interrupted."""
+    def wait(self, poll_interval: float, interrupted, limit: float | None = None) -> None:
+        """Return when work may have arrived, poll_interval passed, or we are interrupted;
+        never later than `limit` seconds (the caller's next heartbeat is due then)."""
         if self.listener is not None:
+            timeout = max(poll_interval, LISTEN_FALLBACK_POLL)
             try:
-                self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted)
+                self.listener.wait(timeout if limit is None else min(timeout, limit), interrupted)
                 return
             except DatabaseError as err:
                 log.warning("LISTEN connection lost (polling until it is back): %s", err)
-        deadline = time.monotonic() + poll_interval
+        deadline = time.monotonic() + (poll_interval if limit is None else min(poll_interval, limit))
         while not interrupted():
             left = deadline - time.monotonic()
             if left <= 0:

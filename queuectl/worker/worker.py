@@ -93,7 +93,11 @@ class Worker:
                 if not self.loop_once():
                     if self.o.burst and self._queue_drained():
                         break
-                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted)
+                    # An idle worker must heartbeat on time too: with LISTEN (or a long
+                    # poll-interval) a wait could outlast heartbeat-timeout, and another
+                    # host's supervisor would declare this live worker dead.
+                    until_heartbeat = max(0.0, self.next_heartbeat - time.monotonic())
+                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted, limit=until_heartbeat)
             return 0
         finally:
             self.shutdown()
