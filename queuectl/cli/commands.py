@@ -13,10 +13,17 @@ from queuectl.errors import ValidationError
 from queuectl.states import JobState
 
 
+# Databases opened by the running command; run() disposes of them (closing their
+# connections) when it returns, so main() can also be called repeatedly in one process.
+_opened: list = []
+
+
 def _db(args, durable: bool = True):
     from queuectl import database
 
-    return database.open_database(args.db, durable=durable)
+    db = database.open_database(args.db, durable=durable)
+    _opened.append(db)
+    return db
 
 
 def _url(args) -> str:
@@ -352,4 +359,8 @@ COMMANDS = {
 
 
 def run(args) -> int:
-    return COMMANDS[args.command_name](args)
+    try:
+        return COMMANDS[args.command_name](args)
+    finally:
+        while _opened:
+            _opened.pop().dispose()
