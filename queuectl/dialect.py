@@ -164,7 +164,11 @@ class PostgresDialect:
         """Wake listening workers when the transaction commits."""
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
-    def listener(self, url: str) -> "PostgresListener":
+    def listener(self, url: str) -> "PostgresListener | None":
+        # QUEUECTL_LISTEN=0 turns notifications off (polling only): for benchmarks,
+        # and for poolers such as PgBouncer in transaction mode that cannot LISTEN.
+        if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
+            return None
         return PostgresListener(url)
 
 
