@@ -23,6 +23,10 @@ class NotFound(QueuectlError):
 class DuplicateId(QueuectlError):
     """A job with this id already exists."""
 
+    def __init__(self, message: str | None = None, job_id: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+
 
 class DatabaseError(QueuectlError):
     """The database could not be used."""

@@ -45,7 +45,7 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
     if len(set(named)) != len(named):
         seen: set[str] = set()
         dup = next(i for i in named if i in seen or seen.add(i))
-        raise DuplicateId(f"job id {dup!r} appears more than once")
+        raise DuplicateId(f"job id {dup!r} appears more than once", job_id=dup)
     with db.begin() as conn:
         # Bumping the counter first locks its row (PostgreSQL) until commit, so
         # concurrent enqueues queue up here and the check below sees their jobs.
@@ -54,7 +54,8 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
         if named:
             clash = _existing_ids(conn, named)
             if clash:
-                raise DuplicateId(f"a job with id {sorted(clash)[0]!r} already exists")
+                first_clash = next(i for i in named if i in clash)
+                raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
         rows = []
         for offset, spec in enumerate(specs):
             seq = first + offset
@@ -91,8 +92,9 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
             conn.execute(Job.__table__.insert(), rows)
         except exc.IntegrityError:
             # Only a unique id can clash (seq numbers come from the locked counter).
-            which = f"id {named[0]!r}" if len(named) == 1 else "one of these ids"
-            raise DuplicateId(f"a job with {which} already exists") from None
+            if len(named) == 1:
+                raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
+            raise DuplicateId("a job with one of these ids already exists") from None
         db.dialect.notify(conn)
     return rows
 

@@ -132,7 +132,7 @@ def test_unnamed_ids_count_up_and_failures_take_none(cli, db):
     assert cli.ok("enqueue", "true").stdout.startswith("enqueued id=1 ")
     assert cli.ok("enqueue", "true").stdout.startswith("enqueued id=2 ")
     twins = '{"command": "a", "id": "twin"}\n{"command": "b", "id": "twin"}\n'
-    error_line(cli("enqueue", "--file", "-", input=twins), 1, "twin", "more than once")
+    error_line(cli("enqueue", "--file", "-", input=twins), 1, "<stdin>: line 2: job id 'twin' appears more than once")
     error_line(cli("enqueue", "--priority", "x", "true"), 2)
     assert cli.ok("enqueue", "true").stdout.startswith("enqueued id=3 ")
     assert all_ids(db) == ["1", "2", "3"]
@@ -197,11 +197,11 @@ def test_file_is_all_or_nothing(cli, db, tmp_path):
     assert ids == [j["id"] for j in jobs] and len(set(ids)) == 4
 
     # The same file again: "two" exists, so nothing at all is added.
-    error_line(cli("enqueue", "--file", path), 1, "'two'", "already exists")
+    error_line(cli("enqueue", "--file", path), 1, f"{path}: line 4: a job with id 'two' already exists")
     assert all_ids(db) == ids
 
 
-def test_file_from_stdin(cli, db):
+def test_file_from_stdin(cli, db, tmp_path):
     result = cli.ok("enqueue", "--file", "-", input='echo a\n{"command": "echo b", "priority": 5}\n')
     assert result.stdout == "enqueued 2 jobs (ids 1..2)\n"
     assert [(j.command, j.priority) for j in jobs_api.listing(db)] == [("echo a", 0), ("echo b", 5)]
@@ -209,6 +209,9 @@ def test_file_from_stdin(cli, db):
     error_line(cli("enqueue", "-f", "-", input='echo c\n{"command": ""}\n'), 2, "<stdin>: line 2", "empty")
     error_line(cli("enqueue", "--file", "-", input="echo ok\necho a\x00b\n"), 2, "line 2", "NUL byte")
     error_line(cli("enqueue", "--file", "-", input="\n# only a comment\n"), 2, "no jobs")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"echo ok\necho caf\xe9\n")
+    error_line(cli("enqueue", "--file", latin1), 2, "line 2: not valid UTF-8")
     assert all_ids(db) == ["1", "2"]
 
 

@@ -9,7 +9,7 @@ import shlex
 import sys
 
 from queuectl import jobspec
-from queuectl.errors import ValidationError
+from queuectl.errors import DuplicateId, ValidationError
 from queuectl.states import JobState
 
 
@@ -65,37 +65,50 @@ def _flag_defaults(args) -> dict:
     }
 
 
-def _specs_from_file(args) -> list:
+def _file_name(args) -> str:
+    return "<stdin>" if args.file == "-" else args.file
+
+
+def _specs_from_file(args) -> tuple[list, list[int]]:
+    """The job specs of every line of --file, and the line number of each."""
     if args.command:
         raise ValidationError("give either a COMMAND or --file, not both")
     if args.id:
         raise ValidationError("--id names one job; it cannot be used with --file")
     defaults = _flag_defaults(args)
+    name = _file_name(args)
     try:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", errors="strict")
-        with stream:
-            lines = list(stream)
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as stream:
+                data = stream.read()
     except OSError as err:
         raise ValidationError(f"cannot read {args.file}: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise ValidationError(f"{args.file} is not valid UTF-8") from None
-    name = "<stdin>" if args.file == "-" else args.file
-    specs = []
-    for number, line in enumerate(lines, 1):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValidationError(f"{name}: line {line}: not valid UTF-8") from None
+    specs, numbers = [], []
+    # split("\n"), not splitlines(): a form feed or the like inside a command is no line break.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             specs.append(jobspec.from_line(line, defaults))
         except ValidationError as err:
             raise ValidationError(f"{name}: line {number}: {err}") from None
+        numbers.append(number)
     if not specs:
         raise ValidationError(f"{name}: no jobs in it")
-    return specs
+    return specs, numbers
 
 
 def enqueue(args) -> int:
+    numbers: list[int] = []
     if args.file is not None:
-        specs = _specs_from_file(args)
+        specs, numbers = _specs_from_file(args)
     elif not args.command:
         raise ValidationError("the command is empty (give a COMMAND, a JSON job spec or --file)")
     elif len(args.command) == 1 and args.command[0].lstrip().startswith("{"):
@@ -105,7 +118,13 @@ def enqueue(args) -> int:
         specs = [jobspec.build(command, **_flag_defaults(args))]
     from queuectl import jobs
 
-    rows = jobs.enqueue(_db(args), specs)
+    try:
+        rows = jobs.enqueue(_db(args), specs)
+    except DuplicateId as err:
+        lines = [n for n, spec in zip(numbers, specs) if spec.id is not None and spec.id == err.job_id]
+        if not lines:
+            raise
+        raise DuplicateId(f"{_file_name(args)}: line {lines[-1]}: {err}", job_id=err.job_id) from None
     if args.json:
         _print_json([jobs.to_dict(r) for r in rows] if args.file is not None else jobs.to_dict(rows[0]))
     elif args.file is not None:
