@@ -1,0 +1,17 @@
+"""The chaos soak (tests/soak.py): a short run in every test run, a long one with -m slow."""
+
+import pytest
+from soak import run_soak, violations
+
+
+def test_chaos_soak_short(db_url, tmp_path):
+    report = run_soak(db_url, tmp_path, jobs=300, chaos_seconds=40, seed=20261127)
+    assert report["kills"], report
+    assert not violations(report), report
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_chaos_soak_long(db_url, tmp_path):
+    report = run_soak(db_url, tmp_path, jobs=2000, chaos_seconds=600, seed=7)
+    assert not violations(report), report
