@@ -1,6 +1,6 @@
 """Reading and changing configuration in the `config` table (shared by every process)."""
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exc, select, update
 
 from queuectl import config
 from queuectl.models import ConfigEntry
@@ -33,9 +33,15 @@ def get(conn, name: str) -> int | float:
 def set_value(conn, name: str, value: str) -> tuple[str, int | float]:
     key = config.canonical_key(name)
     stored = config.parse_value(key, value)
-    changed = conn.execute(update(ConfigEntry).where(ConfigEntry.key == key).values(value=stored)).rowcount
-    if not changed:
-        conn.execute(ConfigEntry.__table__.insert().values(key=key, value=stored))
+    change = update(ConfigEntry).where(ConfigEntry.key == key).values(value=stored)
+    if not conn.execute(change).rowcount:
+        try:
+            with conn.begin_nested():  # a savepoint: a failed INSERT must not doom the transaction
+                conn.execute(ConfigEntry.__table__.insert().values(key=key, value=stored))
+        except exc.IntegrityError:
+            # Another transaction inserted the key since our UPDATE looked (PostgreSQL,
+            # READ COMMITTED); the row is there now, so this UPDATE finds it.
+            conn.execute(change)
     return key, config.typed(key, stored)
 
 

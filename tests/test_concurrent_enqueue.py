@@ -2,11 +2,14 @@
 
 import subprocess
 import sys
+import threading
+
+import pytest
 
 from conftest import env_for, wait_until
 from sqlalchemy import select
 
-from queuectl import jobs, schema
+from queuectl import jobs, schema, settings
 from queuectl.database import open_database
 from queuectl.models import ConfigEntry
 
@@ -40,13 +43,13 @@ def race(db_url, tmp_path, processes: int, count: int, *argv: str) -> list[subpr
     env = env_for(db_url)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", DRIVER, f"p{i}", str(go), str(count), *argv],
+            [sys.executable, "-c", DRIVER, str(i), str(go), str(count), *argv],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
         )
         for i in range(processes)
     ]
     # Start them together once every one has loaded its code.
-    wait_until(lambda: all((tmp_path / f"go.p{i}.ready").exists() for i in range(processes)) or any(p.poll() is not None for p in procs),
+    wait_until(lambda: all((tmp_path / f"go.{i}.ready").exists() for i in range(processes)) or any(p.poll() is not None for p in procs),
                timeout=120, message="the processes to get ready")
     go.touch()
     results = []
@@ -57,7 +60,7 @@ def race(db_url, tmp_path, processes: int, count: int, *argv: str) -> list[subpr
 
 
 def test_eight_processes_enqueue_at_once_on_a_fresh_database(empty_db_url, tmp_path):
-    results = race(empty_db_url, tmp_path, PROCESSES, JOBS_EACH, "enqueue", "--", "echo", "{name}", "job-{n}")
+    results = race(empty_db_url, tmp_path, PROCESSES, JOBS_EACH, "enqueue", "--", "echo", "p{name}", "job-{n}")
 
     for result in results:
         output = result.stdout + result.stderr
@@ -89,7 +92,7 @@ def test_eight_processes_enqueue_at_once_on_a_fresh_database(empty_db_url, tmp_p
 
 
 def test_the_same_id_enqueued_at_once_is_taken_exactly_once(db, db_url, tmp_path):
-    results = race(db_url, tmp_path, 6, 1, "enqueue", "--id", "only-once", "--", "echo", "{name}")
+    results = race(db_url, tmp_path, 6, 1, "enqueue", "--id", "only-once", "--", "echo", "p{name}")
     winners = [r for r in results if r.returncode == 0]
     losers = [r for r in results if r.returncode != 0]
     assert len(winners) == 1, [(r.returncode, r.stderr) for r in results]
@@ -99,3 +102,36 @@ def test_the_same_id_enqueued_at_once_is_taken_exactly_once(db, db_url, tmp_path
         assert loser.stderr.splitlines() == ["queuectl: error: a job with id 'only-once' already exists"], loser.stderr
     rows = jobs.listing(db)
     assert [(row.id, row.command) for row in rows] == [("only-once", winners[0].stdout.split("cmd=")[1].strip())]
+
+
+def test_a_config_key_first_set_by_two_transactions_at_once(db):
+    """Both find no row for the key and insert one: the second must not fail on the key."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite write transactions never overlap (BEGIN IMMEDIATE)")
+    outcome = {}
+
+    def second():
+        try:
+            with db.begin() as conn:
+                outcome["value"] = settings.set_value(conn, "backoff-base", "5")
+        except Exception as err:  # reported by the assertion below
+            outcome["error"] = err
+
+    with db.begin() as first:
+        settings.set_value(first, "backoff-base", "4")  # inserted, not yet committed
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second transaction's INSERT now waits for this one's row lock.
+        wait_until(lambda: lock_waiters(db) >= 1, message="the second transaction to wait for the lock")
+    thread.join(timeout=60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["value"] == ("backoff-base", 5.0)
+    with db.read() as conn:
+        assert settings.load(conn)["backoff-base"] == 5.0
+
+
+def lock_waiters(db) -> int:
+    with db.engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).scalar()
