@@ -28,7 +28,11 @@ def stop(db, *, now: bool, timeout: float | None, wait: bool = True, hostname: s
     hostname = hostname or identity.default_hostname()
     mode = "now" if now else "graceful"
     with db.begin() as conn:
-        supervisors = registry.live_supervisors(conn)
+        # A live-looking row of this host whose process is gone is a crashed supervisor,
+        # not a running one (the next supervisor started here declares it dead).
+        supervisors = [
+            row for row in registry.live_supervisors(conn) if row.host != hostname or identity.local_process(row.pid, row.pid_started)
+        ]
         if not supervisors:
             return StopResult("no supervisors are running")
         # Every supervisor polls its row: this is how other hosts hear of the stop.
