@@ -127,6 +127,17 @@ class Supervisors:
         self.started.append(sup)
         return sup
 
+    def start_script(self, code: str, **extra_env) -> Supervisor:
+        """Run `python -c code` (which drives a supervisor itself) in the test's environment."""
+        import sys
+
+        log_path = self.tmp_path / f"supervisor-{len(self.started) + 1}.log"
+        with open(log_path, "w") as log:
+            popen = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=self.env(**extra_env), cwd=self.tmp_path)
+        sup = Supervisor(popen, log_path)
+        self.started.append(sup)
+        return sup
+
     def adopt(self, pid: int) -> None:
         self.pids.append(pid)
 
