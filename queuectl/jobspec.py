@@ -41,24 +41,38 @@ def check_id(value) -> str:
 
 def lookup_id(value: str) -> str:
     """An id typed to find a job: any auto id or any valid name."""
-    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+    # isascii(): str.isdigit() is also true of '²' and other digits int() refuses.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         return str(int(value))
     return check_id(value)
 
 
+def _json_type(value) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    names = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates (undecodable bytes from argv, a file name, JSON)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_command(value) -> str:
     if not isinstance(value, str):
-        raise ValidationError(f"the command must be a string, not {type(value).__name__}")
+        raise ValidationError(f"the command must be a string, not {_json_type(value)}")
     if not value.strip():
         raise ValidationError("the command is empty")
     if "\x00" in value:
         raise ValidationError("the command contains a NUL byte")
-    if len(value.encode("utf-8", "surrogateescape")) > MAX_COMMAND_BYTES:
+    if not is_utf8(value):
+        raise ValidationError("the command is not valid UTF-8")
+    if len(value.encode("utf-8")) > MAX_COMMAND_BYTES:
         raise ValidationError(f"the command is longer than {MAX_COMMAND_BYTES} bytes")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("the command is not valid UTF-8") from None
     return value
 
 
@@ -83,6 +97,9 @@ def check_queue(value) -> str:
 def check_cwd(value) -> str:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValidationError(f"invalid working directory {value!r}")
+    if not is_utf8(value):
+        # The database stores text: a path that is not UTF-8 cannot be kept.
+        raise ValidationError(f"working directory {value!r} is not valid UTF-8")
     path = os.path.abspath(os.path.expanduser(value))
     if not os.path.isdir(path):
         problem = "is not a directory" if os.path.exists(path) else "does not exist"
@@ -144,8 +161,9 @@ def from_json(text: str, defaults: dict | None = None) -> JobSpec:
     if data.get("run_at") is not None or data.get("delay") is not None:
         fields.pop("run_at", None)
         fields.pop("delay", None)
-    fields.update({k: v for k, v in data.items() if v is not None})
-    return build(**fields)
+    # null means "not given" for every key but command, which has no default.
+    fields.update({k: v for k, v in data.items() if v is not None and k != "command"})
+    return build(data["command"], **fields)
 
 
 def from_line(line: str, defaults: dict | None = None) -> JobSpec:

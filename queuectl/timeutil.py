@@ -28,7 +28,10 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
     if isinstance(text, bool):
         raise ValidationError(f"invalid {what} {text!r}")
     if isinstance(text, (int, float)):
-        seconds = float(text)
+        try:
+            seconds = float(text)
+        except OverflowError:  # a JSON integer beyond any float
+            seconds = math.inf
     else:
         match = _DURATION.match(str(text))
         if not match:

@@ -1,6 +1,5 @@
 """Helpers shared by the CLI and state-machine tests (not fixtures: plain functions)."""
 
-import json
 import subprocess
 from datetime import datetime, timedelta, timezone
 
@@ -43,11 +42,6 @@ def usage_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in last, detail
     return last
-
-
-def one_json(text: str):
-    """stdout holds exactly one JSON document."""
-    return json.loads(text)
 
 
 def enqueue(db, command: str = "true", now: datetime = T0, **fields) -> str:

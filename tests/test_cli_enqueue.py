@@ -221,7 +221,10 @@ BAD_INPUT = {
     "bad JSON": (['{"command": "echo"'], "invalid JSON job spec"),
     "JSON with trailing text": (['{"command": "echo"} and more'], "invalid JSON job spec"),
     "JSON without command": (["{}"], '"command"'),
-    "command not a string": (['{"command": ["ls", "-l"]}'], "must be a string"),
+    "command not a string": (['{"command": ["ls", "-l"]}'], "must be a string, not an array"),
+    "null JSON command": (['{"command": null}'], "must be a string, not null"),
+    "undecodable byte in the command": (["echo caf\udce9"], "not valid UTF-8"),
+    "lone surrogate in a JSON command": (['{"command": "echo \\ud800"}'], "not valid UTF-8"),
     "no command": ([], "empty"),
     "empty command": ([""], "empty"),
     "blank command": (["  \t "], "empty"),
@@ -237,6 +240,7 @@ BAD_INPUT = {
     "week delay": (["--delay", "1w", "true"], "invalid delay"),
     "negative timeout": (["--timeout=-5", "true"], "invalid timeout"),
     "bad JSON delay": (['{"command": "true", "delay": "soon"}'], "invalid delay"),
+    "JSON delay beyond any float": (['{"command": "true", "delay": 1%s}' % ("0" * 400)], "invalid delay"),
     "bad timestamp": (["--run-at", "tomorrow", "true"], "invalid timestamp 'tomorrow'"),
     "impossible date": (["--run-at", "2030-02-30T00:00:00Z", "true"], "invalid timestamp"),
     "numeric JSON timestamp": (['{"command": "true", "run_at": 1893456000}'], "invalid timestamp"),
@@ -276,6 +280,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(scli, sqlite_db, args, 
 )
 def test_usage_errors(scli, sqlite_db, args, fragment):
     usage_error(scli("enqueue", *args), fragment)
+    assert all_ids(sqlite_db) == []
+
+
+def test_a_directory_name_that_is_not_utf8_is_refused(scli, sqlite_db, tmp_path):
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9"))
+    os.mkdir(latin1)
+    error_line(scli("enqueue", "--cwd", latin1, "true"), 2, "working directory", "not valid UTF-8")
+    error_line(scli("enqueue", "true", cwd=os.fsencode(latin1)), 2, "working directory", "not valid UTF-8")  # the default cwd
     assert all_ids(sqlite_db) == []
 
 

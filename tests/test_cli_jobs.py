@@ -2,7 +2,7 @@
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from conftest import Cli
@@ -70,6 +70,7 @@ def test_list_bad_arguments(cli):
     error_line(cli("list", "--queue", "no such/queue"), 2, "invalid queue name")
     usage_error(cli("list", "--limit", "0"), "--limit")
     usage_error(cli("jobs", "--limit", "many"), "--limit")
+    usage_error(cli("list", "--limit", str(2**63)), "--limit")  # beyond what a database can count
 
 
 def test_show_and_logs(cli, populated):
@@ -94,6 +95,7 @@ def test_missing_job(cli, populated):
     error_line(cli("show", "99"), 1, "no job with id '99'")
     error_line(cli("logs", "nope"), 1, "no job with id 'nope'")
     error_line(cli("show", "a b"), 2, "invalid job id")
+    error_line(cli("logs", "²"), 2, "invalid job id")  # a digit to str.isdigit(), not to int()
 
 
 def test_status_text_and_json(cli, db, populated):
@@ -160,4 +162,19 @@ def test_unusable_database_is_exit_1(tmp_path):
     # A directory is no SQLite file; nothing listens on port 1.
     error_line(Cli(str(tmp_path), tmp_path)("list"), 1, "database")
     error_line(Cli("postgresql+psycopg://nobody@127.0.0.1:1/none", tmp_path)("status"), 1, "database")
-    error_line(Cli("mysql://localhost/queue", tmp_path)("list"), 2, "unsupported database 'mysql'")
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("mysql://localhost/queue", "unsupported database 'mysql'"),
+        ("postgresql+psycopg://me:secret@host:port/queue", "invalid database URL 'postgresql+psycopg://me:***@host:port/queue'"),
+        ("postgresql+psycopg://me@[::1/queue", "invalid database URL"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite://", "in-memory"),
+        ("/tmp/caf\udce9/queue.db", "not valid UTF-8"),
+    ],
+)
+def test_a_database_setting_that_cannot_work_is_exit_2(tmp_path, url, fragment):
+    line = error_line(Cli(url, tmp_path)("list"), 2, fragment)
+    assert "secret" not in line

@@ -5,6 +5,7 @@ lazily), so a mistyped command fails in a few milliseconds.
 """
 
 import json
+import re
 import shlex
 import sys
 
@@ -21,15 +22,31 @@ _opened: list = []
 def _db(args, durable: bool = True):
     from queuectl import database
 
-    db = database.open_database(args.db, durable=durable)
+    db = database.open_database(_url(args), durable=durable)
     _opened.append(db)
     return db
 
 
 def _url(args) -> str:
+    """The database URL from --db / $QUEUECTL_DB / the default, refused (exit 2) if unusable."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from queuectl import database
 
-    return database.resolve_url(args.db)
+    url = database.resolve_url(args.db)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
+        masked = re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+        raise ValidationError(f"invalid database URL {masked!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if not path or path == ":memory:" or path.startswith("file::memory:"):
+            raise ValidationError("an in-memory SQLite database would vanish with this command; give a file path")
+        if not jobspec.is_utf8(path):
+            raise ValidationError(f"database path {path!r} is not valid UTF-8")
+    return url
 
 
 def _print_json(value) -> None:

@@ -16,13 +16,17 @@ DB_HELP = (
 )
 
 
+# Databases count rows in signed 64 bits; a bigger --limit overflows them.
+_MAX_INT64 = 2**63 - 1
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid whole number {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if not 1 <= value <= _MAX_INT64:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {_MAX_INT64}, not {value}")
     return value
 
 
