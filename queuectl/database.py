@@ -30,7 +30,7 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for logs, titles and errors."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):
         return "<invalid database URL>"
 
 
@@ -42,7 +42,7 @@ class Database:
         self.display_url = safe_url(url)
         try:
             parsed = make_url(url)
-        except exc.ArgumentError:
+        except (exc.ArgumentError, ValueError):
             from queuectl.errors import ValidationError
 
             raise ValidationError(f"invalid database URL {self.display_url!r}") from None
@@ -89,6 +89,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.dialect.close()
 
 
 def _first_line(err: BaseException | None) -> str:

@@ -102,11 +102,16 @@ class SQLiteDialect:
             self._fd_pid = os.getpid()
         return self._fd
 
+    def close(self) -> None:
+        if self._fd is not None and self._fd_pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
     @contextmanager
     def migration_lock(self, engine: Engine):
         """Serialise schema creation among processes opening a fresh database."""
-        if not self.path:
-            with engine.begin() as conn:
+        if not self.path:  # in memory: one connection, nobody to race
+            with engine.connect() as conn:
                 yield conn
             return
         with self.write_lock(), engine.connect() as conn:
@@ -147,6 +152,9 @@ class PostgresDialect:
     @contextmanager
     def write_lock(self):
         yield  # row locks and SKIP LOCKED: writers need no queue of their own
+
+    def close(self) -> None:
+        pass
 
     @contextmanager
     def migration_lock(self, engine: Engine):

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -35,6 +36,16 @@ class PgDatabases:
         self.template = f"{self.prefix}_tmpl"
         self.created: list[str] = []
         self.base = sa.engine.make_url(admin_url)
+        self._drop_orphans()
+
+    def _drop_orphans(self) -> None:
+        """Drop databases left by test runs that were killed (their pid is gone)."""
+        with self.admin.connect() as conn:
+            names = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": "qctl\\_%"}).scalars().all()
+            for name in names:
+                parts = name.split("_")
+                if len(parts) > 2 and parts[1].isdigit() and not psutil.pid_exists(int(parts[1])):
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def url(self, name: str) -> str:
         return self.base.set(database=name).render_as_string(hide_password=False)
