@@ -33,10 +33,13 @@ def test_delayed_job_does_not_start_before_its_run_at(cli, db, supervisors, tmp_
     ran_at = float(read_lines(side)[0])
     assert ran_at >= run_at
     assert epoch(done["started_at"]) >= run_at
-    assert ran_at - run_at < 5.0  # and it does run once due
-    # The job enqueued after it, runnable at once, did not wait behind it.
-    now = job(db, "now")
-    assert now["state"] == "completed" and epoch(now["finished_at"]) < epoch(done["started_at"])
+    assert ran_at - run_at < 8.0  # and it does run once due (slack for a loaded machine)
+    now = wait_until(lambda: job_in(db, "now", "completed", "dead"), timeout=LONG, message="the undelayed job")
+    assert now["state"] == "completed"
+    if epoch(now["created_at"]) < run_at:
+        # Enqueued while the delayed job was not yet due (the usual case; a loaded
+        # machine can make the CLI slower than 2 s): it runs first, not behind it.
+        assert epoch(now["finished_at"]) <= epoch(done["started_at"])
 
     assert cli("worker", "stop", timeout=LONG).returncode == 0
     assert sup.wait() == 0

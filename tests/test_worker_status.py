@@ -27,7 +27,7 @@ def test_status_lists_live_workers_with_real_pids_and_drops_them_after_stop(cli,
         assert proc.ppid() == sup.pid == w["supervisor_pid"]
         assert "queuectl worker" in " ".join(proc.cmdline())  # its process title
         assert w["rss_bytes"] > 0 and w["cpu_percent"] >= 0
-        assert w["heartbeat_age"] < 2  # heartbeat-timeout
+        assert 0 <= w["heartbeat_age"] < 5  # heartbeats every 0.2 s; slack for a loaded machine
     assert sorted(w["state"] for w in live) == ["busy", "idle"]
     assert [w["job_id"] for w in live if w["state"] == "busy"] == ["held"]
 
