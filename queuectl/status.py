@@ -24,6 +24,7 @@ def job_counts(conn) -> dict[str, int]:
 def report(db, now=None, hostname: str | None = None) -> dict:
     from queuectl.worker.identity import default_hostname
 
+    clock_given = now is not None
     now = now or utcnow()
     hostname = hostname or default_hostname()
     with db.read() as conn:
@@ -35,6 +36,10 @@ def report(db, now=None, hostname: str | None = None) -> dict:
             .limit(1)
         ).first()
         rows = conn.execute(select(Worker.__table__).where(Worker.role == "worker").order_by(Worker.started_at, Worker.id)).all()
+    if not clock_given:
+        # Ages are measured from after the read: every heartbeat it saw was committed
+        # before this moment, so none looks younger than zero.
+        now = utcnow()
     workers = []
     for row in rows:
         live = row.state in LIVE_WORKER_STATES
