@@ -57,6 +57,7 @@ class Supervisor:
         self.hostname = self.hostname or identity.default_hostname()
         self.id = identity.new_id("s")
         self.stop_mode: str | None = None
+        self.forwarded: str | None = None  # the stop mode the children were last told
         self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
@@ -103,6 +104,7 @@ class Supervisor:
         self._forward_stop()
 
     def shutdown(self) -> None:
+        self.stop_mode = self.stop_mode or NOW  # so that no exit below forks a replacement
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 slot.process.kill()
@@ -240,9 +242,9 @@ class Supervisor:
 
     def _forward_stop(self) -> None:
         """Tell the children once per stop mode; they finish (or abandon) their job and exit."""
-        if not self.stop_mode or getattr(self, "_forwarded", None) == self.stop_mode:
+        if not self.stop_mode or self.forwarded == self.stop_mode:
             return
-        self._forwarded = self.stop_mode
+        self.forwarded = self.stop_mode
         log.info("stopping (%s)", "killing running jobs" if self.stop_mode == NOW else "after running jobs finish")
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
