@@ -1,6 +1,6 @@
 """What runs first: higher priority, then enqueue order; and not before run_at."""
 
-from worker_support import FAST, LONG, configure, epoch, job, job_in, read_lines, wait_until, wait_workers
+from worker_support import FAST, LONG, configure, epoch, job_in, read_lines, wait_until, wait_workers
 from worker_support import supervisors  # noqa: F401  (fixture)
 
 

@@ -20,7 +20,6 @@ from worker_support import (
     live_workers,
     processes_of,
     read_lines,
-    wait_lines,
     wait_until,
     wait_workers,
     worker_rows,

@@ -7,7 +7,6 @@ Import the fixtures into a test module with
 """
 
 import os
-import signal
 import subprocess
 import time
 from datetime import datetime

@@ -5,7 +5,6 @@ import signal
 import time
 from dataclasses import dataclass
 
-from queuectl.states import LIVE_WORKER_STATES
 from queuectl.worker import identity, registry
 
 _POLL = 0.1
