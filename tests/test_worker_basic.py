@@ -18,8 +18,10 @@ def test_job_completes_with_output_env_cwd_and_devnull_stdin(cli, db, supervisor
         "touch made-here"
     )
     cli.ok("enqueue", "--id", "basic", "--cwd", workdir, command)
+
     sup = supervisors.start("--burst", "--concurrency", "1")
     assert sup.wait() == 0, sup.log()
+
     shown = cli.json("show", "basic")
     assert shown["state"] == "completed"
     assert shown["exit_code"] == 0
@@ -36,6 +38,8 @@ def test_job_completes_with_output_env_cwd_and_devnull_stdin(cli, db, supervisor
     ]
     assert (workdir / "made-here").exists()
     assert cli.ok("logs", "basic").stdout == shown["output"]
+
+
 def test_attempt_number_counts_up_across_retries(cli, db, supervisors, tmp_path):
     configure(db, backoff_max=0)  # retry at once
     seen = tmp_path / "attempts.log"
@@ -45,6 +49,8 @@ def test_attempt_number_counts_up_across_retries(cli, db, supervisors, tmp_path)
     assert seen.read_text().splitlines() == ["thrice 1", "thrice 2", "thrice 3"]
     shown = job(db, "thrice")
     assert (shown["state"], shown["attempts"], shown["last_error"]) == ("completed", 2, None)
+
+
 def test_bad_commands_fail_gracefully_and_the_pool_keeps_working(cli, db, supervisors, tmp_path):
     configure(db, **FAST)
     gone = tmp_path / "gone"
@@ -64,38 +70,49 @@ def test_bad_commands_fail_gracefully_and_the_pool_keeps_working(cli, db, superv
     )
     cli.ok("enqueue", "--max-retries", "0", "--file", jobs_file)
     gone.rmdir()  # the directory vanishes before the job runs
+
     sup = supervisors.start("--concurrency", "2")
     ids = ["notfound", "syntax", "syntax2", "slow", "nocwd"]
     wait_until(lambda: all(job_in(db, i, "dead") for i in ids), timeout=LONG, message="every bad job in the DLQ")
+
     dead = {row["id"]: row for row in cli.json("dlq", "list")}
     assert set(dead) == set(ids)
     for row in dead.values():
         assert row["attempts"] == 1 and row["state"] == "dead"
+
     assert dead["notfound"]["exit_code"] == 127
     assert "127" in dead["notfound"]["last_error"] and "not found" in dead["notfound"]["last_error"]
     assert "not found" in dead["notfound"]["output"]
+
     for name in ("syntax", "syntax2"):
         assert dead[name]["exit_code"] == 2, dead[name]
         assert dead[name]["last_error"] == "exit code 2"
         assert "syntax error" in dead[name]["output"].lower()
+
     slow = dead["slow"]
     assert "timed out" in slow["last_error"], slow
     assert slow["last_error"] == "timed out after 1s"
     assert slow["exit_code"] == 128 + 15  # SIGTERM ended it within the grace period
     # Killed at its timeout, not left to run its 30 seconds.
+
     assert 1.0 <= epoch(slow["finished_at"]) - epoch(slow["started_at"]) < 15
     assert processes_of(cli.db_url, ["sleep", "30"]) == []
+
     assert dead["nocwd"]["exit_code"] is None
     assert dead["nocwd"]["last_error"].startswith("cannot start the job in")
+
     # The same pool still runs good work.
     assert len(wait_workers(db, sup, 2)) == 2
     cli.ok("enqueue", "--id", "good", "echo still alive")
     wait_until(lambda: job_in(db, "good", "completed", "dead"), timeout=LONG, message="the good job to finish")
     good = cli.json("show", "good")
     assert (good["state"], good["output"]) == ("completed", "still alive\n")
+
     stop = cli("worker", "stop", timeout=LONG)
     assert stop.returncode == 0, stop.stderr
     assert sup.wait() == 0
+
+
 def test_output_keeps_only_the_configured_tail(cli, db, supervisors):
     configure(db, output_limit=100)
     cli.ok("enqueue", "--id", "loud", "seq 1 1000")
