@@ -28,8 +28,12 @@ test: install
 		export QUEUECTL_TEST_PG_URL='$(PG_URL)'; fi; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The benchmark suite (bench/run.py; never part of `make test`): both backends when
+# PostgreSQL answers at PG_URL. BENCH_ARGS=--quick for a smoke run. task-spooler (tsp)
+# is the peer it is compared with.
 bench: install
-	$(PY) bench/run.py
+	command -v tsp >/dev/null || (apt-get update -qq && apt-get install -y -qq task-spooler)
+	QUEUECTL_BENCH_PG_URL='$(PG_URL)' $(PY) bench/run.py $(BENCH_ARGS)
 
 man: install
 	man -l $(VENV)/share/man/man1/queuectl.1

@@ -1,0 +1,465 @@
+"""The measurements. Each takes the run Context and a backend and returns plain data
+(JSON-ready); run.py turns them into the table. Every timed figure is paired with a
+reference measured beside it in the same run, because the machine is shared."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from common import REPO, RssSampler, job_counts, mean, median, p95
+
+SETPRIV = shutil.which("setpriv")
+TSP = shutil.which("tsp")
+
+
+def write_lines(path: Path, n: int, line: str = "true") -> Path:
+    path.write_text((line + "\n") * n)
+    return path
+
+
+# --- 1, 2, 7: drain throughput, its physical limit, task-spooler, memory ----------------------
+
+
+def xargs_drain(ctx, jobs_file: Path, width: int) -> float:
+    """The physical limit: xargs -P W runs the same `sh -c true` commands."""
+    with open(jobs_file, "rb") as stdin:
+        return ctx.run(["xargs", "-P", str(width), "-n", "1", "-d", "\n", "sh", "-c"], stdin=stdin, name=f"xargs-P{width}")
+
+
+def queuectl_drain(ctx, backend, jobs_file: Path, n: int, width: int, sample_memory: bool) -> dict:
+    url = backend.fresh("drain")
+    try:
+        enqueue_s = ctx.run(ctx.queuectl(url, "enqueue", "--file", jobs_file), name="enqueue-file")
+        log = ctx.log_file(f"drain-w{width}")
+        with open(log, "wb") as out:
+            argv = ctx.queuectl(url, "worker", "start", "--burst", "--concurrency", width)
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, env=ctx.env, cwd=ctx.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            sampler = RssSampler(proc.pid) if sample_memory else None
+            if sampler:
+                sampler.start()
+            try:
+                code = proc.wait(timeout=600)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            drain_s = time.perf_counter() - start
+            memory = sampler.stop() if sampler else None
+        if code != 0:
+            raise RuntimeError(f"worker start --burst exited {code}:\n{log.read_text(errors='replace')[-2000:]}")
+        counts = job_counts(url)
+        if counts.get("completed") != n:
+            raise RuntimeError(f"drain W={width}: expected {n} completed jobs, found {counts}")
+        return {"enqueue_s": enqueue_s, "drain_s": drain_s, "memory": memory}
+    finally:
+        backend.drop(url)
+
+
+def empty_burst(ctx, backend, width: int) -> float:
+    """The fixed cost of a drain: `worker start --burst` on an empty queue, start to exit."""
+    url = backend.fresh("empty")
+    try:
+        return ctx.run(ctx.queuectl(url, "worker", "start", "--burst", "--concurrency", width), name=f"empty-burst-w{width}")
+    finally:
+        backend.drop(url)
+
+
+TSP_SCRIPT = """
+# One tsp client process per job (that is how task-spooler enqueues), then a barrier
+# job that needs all W slots: it starts only when every earlier job has finished.
+while IFS= read -r c; do tsp -n sh -c "$c" >/dev/null || exit 1; done < "$1"
+b=$(tsp -N "$2" true) || exit 1   # (without -n: tsp -n prints no job id)
+[ -n "$b" ] && tsp -w "$b"
+"""
+
+
+def tsp_drain(ctx, jobs_file: Path, width: int) -> float:
+    """Wall time from the first `tsp` enqueue until the last job has finished.
+
+    task-spooler cannot hold more than ~1000 queued jobs (each queued job is a
+    waiting client process), so its jobs are enqueued while the server runs them:
+    the figure necessarily includes one `tsp` client process per job.
+    """
+    sock_dir = ctx.tmp / f"tsp-{time.monotonic_ns()}"
+    sock_dir.mkdir()
+    env = dict(ctx.env, TS_SOCKET=str(sock_dir / "socket"), TMPDIR=str(sock_dir))
+    subprocess.run([TSP, "-S", str(width)], env=env, check=True, cwd=ctx.work, stdout=subprocess.DEVNULL)  # starts the server
+    try:
+        return ctx.run(["sh", "-c", TSP_SCRIPT, "sh", str(jobs_file), str(width)], env=env, name=f"tsp-S{width}")
+    finally:
+        subprocess.run([TSP, "-K"], env=env, cwd=ctx.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def drain(ctx, backend, n: int, rounds: dict) -> dict:
+    """rounds: {width: how many interleaved rounds}."""
+    jobs_file = write_lines(ctx.tmp / f"drain-{n}.txt", n)
+    result = {"n": n, "rounds": rounds, "tsp": bool(TSP), "widths": {}}
+    for width, count in rounds.items():
+        runs = []
+        for r in range(count):
+            order = ["xargs", "queuectl", "tsp", "empty"]
+            order = order[r % 4 :] + order[: r % 4]  # rotate, so no contender always runs first
+            run = {}
+            for what in order:
+                if what == "empty":
+                    run["empty_s"] = empty_burst(ctx, backend, width)
+                elif what == "xargs":
+                    run["xargs_s"] = xargs_drain(ctx, jobs_file, width)
+                elif what == "queuectl":
+                    run.update(queuectl_drain(ctx, backend, jobs_file, n, width, sample_memory=width == 2))
+                elif TSP:
+                    run["tsp_s"] = tsp_drain(ctx, jobs_file, width)
+            runs.append(run)
+            print(f"    drain W={width} round {r + 1}: " + ", ".join(f"{k}={v:.2f}s" for k, v in run.items() if k.endswith("_s")), flush=True)
+        summary = {
+            "empty_burst_s": median([r["empty_s"] for r in runs]),
+            "per_job_jobs_s": median([n / (r["drain_s"] - r["empty_s"]) for r in runs]),
+            "per_job_vs_xargs": median([r["xargs_s"] / (r["drain_s"] - r["empty_s"]) for r in runs]),
+            "queuectl_jobs_s": median([n / r["drain_s"] for r in runs]),
+            "xargs_jobs_s": median([n / r["xargs_s"] for r in runs]),
+            "vs_xargs": median([r["xargs_s"] / r["drain_s"] for r in runs]),
+            "enqueue_plus_drain_jobs_s": median([n / (r["enqueue_s"] + r["drain_s"]) for r in runs]),
+        }
+        if TSP:
+            summary.update(
+                tsp_jobs_s=median([n / r["tsp_s"] for r in runs]),
+                vs_tsp=median([r["tsp_s"] / r["drain_s"] for r in runs]),
+                enqueue_plus_drain_vs_tsp=median([r["tsp_s"] / (r["enqueue_s"] + r["drain_s"]) for r in runs]),
+            )
+        memory = [r["memory"] for r in runs if r.get("memory")]
+        if memory:
+            summary["supervisor_peak_kb"] = max(m["supervisor_kb"] or 0 for m in memory)
+            summary["worker_peak_kb"] = max((max(m["workers_kb"]) if m["workers_kb"] else 0) for m in memory)
+            summary["workers_seen"] = max(len(m["workers_kb"]) for m in memory)
+        result["widths"][str(width)] = {"runs": runs, **summary}
+    return result
+
+
+# --- 3: bulk enqueue -------------------------------------------------------------------------
+
+
+def bulk_enqueue(ctx, backend, n: int, rounds: int) -> dict:
+    """`queuectl enqueue --file` of n jobs (one process, wall time), beside the same rows
+    inserted by the bare database driver (bench/floor_insert.py)."""
+    jobs_file = write_lines(ctx.tmp / f"bulk-{n}.txt", n)
+    runs = []
+    for r in range(rounds):
+        run = {}
+        for what in (("queuectl", "floor") if r % 2 == 0 else ("floor", "queuectl")):
+            url = backend.fresh("bulk")
+            try:
+                if what == "queuectl":
+                    run["queuectl_s"] = ctx.run(ctx.queuectl(url, "enqueue", "--file", jobs_file), name="bulk-enqueue")
+                else:
+                    run["floor_s"] = ctx.run([ctx.py, str(REPO / "bench" / "floor_insert.py"), url, str(jobs_file), "1"], name="bulk-floor")
+                counts = job_counts(url)
+                if counts.get("pending") != n:
+                    raise RuntimeError(f"bulk {what}: expected {n} pending jobs, found {counts}")
+            finally:
+                backend.drop(url)
+        runs.append(run)
+        print(f"    bulk round {r + 1}: queuectl={run['queuectl_s']:.2f}s floor={run['floor_s']:.2f}s", flush=True)
+    return {
+        "n": n,
+        "runs": runs,
+        "queuectl_jobs_s": median([n / r["queuectl_s"] for r in runs]),
+        "floor_jobs_s": median([n / r["floor_s"] for r in runs]),
+        "vs_floor": median([r["floor_s"] / r["queuectl_s"] for r in runs]),
+    }
+
+
+# --- 4: single enqueue latency ----------------------------------------------------------------
+
+
+def single_enqueue(ctx, backend, samples: int) -> dict:
+    """One `queuectl enqueue "true"` process vs `python -c "import sqlalchemy.orm"`,
+    interleaved. On PostgreSQL a third process, which also imports the driver
+    (psycopg), shows how much of the gap the driver alone explains."""
+    url = backend.fresh("single")
+    contenders = {
+        "enqueue": ctx.queuectl(url, "enqueue", "true"),
+        "floor": [ctx.py, "-c", "import sqlalchemy.orm"],
+    }
+    if backend.name == "postgresql":
+        contenders["driver_floor"] = [ctx.py, "-c", "import sqlalchemy.orm, psycopg"]
+    times = {key: [] for key in contenders}
+    try:
+        for _ in range(2):  # warm-up: page cache, bytecode cache
+            for key, argv in contenders.items():
+                ctx.run(argv, name=f"single-warmup-{key}")
+        for i in range(samples):
+            order = list(contenders.items())
+            for key, argv in order if i % 2 == 0 else reversed(order):
+                times[key].append(ctx.run(argv, name=f"single-{key}"))
+    finally:
+        backend.drop(url)
+    result = {"samples": samples}
+    for key, values in times.items():
+        result[f"{key}_s"] = values
+        result[f"{key}_median_s"] = median(values)
+    result["ratio"] = median(times["enqueue"]) / median(times["floor"])
+    result["pair_ratio_median"] = median([a / b for a, b in zip(times["enqueue"], times["floor"])])
+    if "driver_floor" in times:
+        result["driver_ratio"] = median(times["enqueue"]) / median(times["driver_floor"])
+    return result
+
+
+# --- 5: pickup latency ------------------------------------------------------------------------
+
+
+def _wait_file(path: Path, timeout: float = 15.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text().strip()
+            if text:
+                return float(text)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.0005)
+    raise RuntimeError(f"{path} was not written within {timeout}s")
+
+
+def _wait_idle_worker(db, timeout: float = 60.0) -> None:
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            if conn.execute(text("SELECT count(*) FROM workers WHERE role = 'worker' AND state = 'idle'")).scalar():
+                return
+        time.sleep(0.05)
+    raise RuntimeError("no idle worker appeared")
+
+
+def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
+    """An idle pool (`worker start -c 1`); time from just before an in-process
+    jobs.enqueue() to the `date +%s.%N` the job wrote. Beside each sample: the
+    same command spawned directly by this process (the floor any runner pays)."""
+    from sqlalchemy import text
+
+    from queuectl import jobs, jobspec
+    from queuectl.database import Database
+
+    url = backend.fresh("pickup")
+    env = dict(ctx.env)
+    if not listen:
+        env["QUEUECTL_LISTEN"] = "0"
+    out_dir = ctx.tmp / f"pickup-{time.monotonic_ns()}"
+    out_dir.mkdir()
+    log = ctx.log_file("pickup-worker")
+    db = Database(url)  # durable, like `queuectl enqueue`
+    proc = None
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(ctx.queuectl(url, "worker", "start", "-c", "1"), env=env, cwd=ctx.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        _wait_idle_worker(db)
+        time.sleep(0.5)
+        listening = None
+        if backend.name == "postgresql":
+            with db.read() as conn:
+                listening = conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+                ).scalar()
+        latencies, floors, commits = [], [], []
+        # Random pauses (0.2 s on average): a fixed pause would phase-lock the enqueues
+        # with the worker's poll cycle and always hit the same point of it.
+        rng = random.Random(1)
+        for i in range(samples + 1):  # the first is a warm-up (compiled statements, page cache)
+            target = out_dir / f"job-{i}"
+            command = f"date +%s.%N > {target}.tmp && mv {target}.tmp {target}"
+            spec = jobspec.build(command, cwd=str(ctx.work))
+            t0 = time.time()
+            jobs.enqueue(db, [spec])
+            committed = time.time()
+            done = _wait_file(target)
+            if i:
+                latencies.append(done - t0)
+                commits.append(committed - t0)
+            time.sleep(rng.uniform(0.05, 0.15))
+            target = out_dir / f"floor-{i}"
+            argv = ["/bin/sh", "-c", f"date +%s.%N > {target}.tmp && mv {target}.tmp {target}"]
+            if SETPRIV:
+                argv = [SETPRIV, "--pdeathsig", "KILL", "--"] + argv
+            t0 = time.time()
+            subprocess.Popen(argv, cwd=ctx.work, stdin=subprocess.DEVNULL).wait()
+            done = _wait_file(target)
+            if i:
+                floors.append(done - t0)
+            time.sleep(rng.uniform(0.05, 0.15))
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker pool exited early:\n{log.read_text(errors='replace')[-2000:]}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        db.dispose()
+        backend.drop(url)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return {
+        "samples": samples,
+        "listen": listen,
+        "listening_connections": listening,
+        "latency_s": latencies,
+        "median_s": median(latencies),
+        "p95_s": p95(latencies),
+        "enqueue_s": commits,
+        "enqueue_median_s": median(commits),
+        "after_commit_median_s": median([a - b for a, b in zip(latencies, commits)]),
+        "spawn_floor_s": floors,
+        "spawn_floor_median_s": median(floors),
+    }
+
+
+def listen_switch_present() -> bool:
+    """Whether queuectl/dialect.py reads QUEUECTL_LISTEN (being added by its owner)."""
+    try:
+        return "QUEUECTL_LISTEN" in (REPO / "queuectl" / "dialect.py").read_text()
+    except OSError:
+        return False
+
+
+# --- 6: scale ---------------------------------------------------------------------------------
+
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DATETIME stores a value
+
+_COLUMNS = "id, seq, command, state, attempts, max_retries, priority, queue, run_at, timeout, cwd, created_at, updated_at, started_at, finished_at, exit_code, last_error, output, worker_id"
+# x: 1..n; the last `pending` rows are pending (the newest jobs), the rest completed history.
+_SELECT = """
+    {id}, x, 'true',
+    CASE WHEN x > :done THEN 'pending' ELSE 'completed' END,
+    CASE WHEN x > :done THEN 0 ELSE 1 END,
+    3, 0, 'default', :ts, NULL, :cwd, :ts, :ts,
+    CASE WHEN x > :done THEN NULL ELSE :ts END,
+    CASE WHEN x > :done THEN NULL ELSE :ts END,
+    CASE WHEN x > :done THEN NULL ELSE 0 END,
+    NULL,
+    CASE WHEN x > :done THEN NULL ELSE '' END,
+    CASE WHEN x > :done THEN NULL ELSE 'w-history' END
+"""
+
+
+def build_table(backend, url: str, total: int, pending: int, cwd: str) -> float:
+    """Fill `jobs` with `total` rows (total - pending completed, then pending) through
+    the real schema, and set the `_seq` counter to the highest seq. Returns seconds."""
+    from sqlalchemy import create_engine, text
+
+    start = time.perf_counter()
+    ts = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    params = {"n": total, "done": total - pending, "cwd": cwd}
+    if backend.name == "sqlite":
+        import sqlite3
+
+        path = url[len("sqlite:///") :]
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA synchronous = OFF")  # setup only; nothing timed depends on it
+        conn.execute("BEGIN")
+        conn.execute(
+            f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) "
+            f"INSERT INTO jobs ({_COLUMNS}) SELECT {_SELECT.format(id='CAST(x AS TEXT)')} FROM c",
+            dict(params, ts=ts.strftime(_SQLITE_TS)),
+        )
+        conn.execute("UPDATE config SET value = :n WHERE key = '_seq'", {"n": str(total)})
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+    else:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(
+                text(f"INSERT INTO jobs ({_COLUMNS}) SELECT {_SELECT.format(id='x::text')} FROM generate_series(1, :n) AS x"),
+                dict(params, ts=ts),
+            )
+            conn.execute(text("UPDATE config SET value = :n WHERE key = '_seq'"), {"n": str(total)})
+            # What autovacuum does after a bulk load; a long-lived queue has statistics.
+            conn.execute(text("VACUUM ANALYZE jobs"))
+        engine.dispose()
+    return time.perf_counter() - start
+
+
+def scale(ctx, backend, small: int, big: int, pending: int, cycles: int, status_runs: int) -> dict:
+    """Claim+complete cycles and `status` with `small` vs `big` jobs in the table,
+    alternating between the two databases so that both see the same machine."""
+    from queuectl import status, transitions
+    from queuectl.database import Database
+    from queuectl.timeutil import utcnow
+    from queuectl.worker.waiter import Waiter
+
+    sizes = {"small": small, "big": big}
+    urls, dbs, build_s = {}, {}, {}
+    try:
+        for key, total in sizes.items():
+            urls[key] = backend.fresh(f"scale{key}")
+            build_s[key] = build_table(backend, urls[key], total, pending, str(ctx.work))
+            dbs[key] = Database(urls[key], durable=False)  # as a worker opens it
+            print(f"    scale: built {total:,} rows in {build_s[key]:.1f}s", flush=True)
+
+        def cycle(db, worker_id):
+            t0 = time.perf_counter()
+            with db.begin() as conn:
+                job = transitions.claim(conn, worker_id, None, utcnow())
+            if job is None:
+                raise RuntimeError("scale: nothing left to claim")
+            with db.begin() as conn:
+                if not transitions.complete(conn, job.id, worker_id, exit_code=0, output="", now=utcnow()):
+                    raise RuntimeError("scale: lost the claimed job")
+            return time.perf_counter() - t0
+
+        def status_once(db):
+            t0 = time.perf_counter()
+            status.report(db)
+            return time.perf_counter() - t0
+
+        def idle_poll(waiter):
+            waiter.found(False)
+            t0 = time.perf_counter()
+            waiter.work_may_exist()
+            return time.perf_counter() - t0
+
+        waiters = {key: Waiter(db, ()) for key, db in dbs.items()}
+        claim_t = {key: [] for key in sizes}
+        status_t = {key: [] for key in sizes}
+        poll_t = {key: [] for key in sizes}
+        for key in sizes:  # warm-up: connections, compiled statements, page cache
+            for _ in range(5):
+                cycle(dbs[key], "w-bench")
+            status_once(dbs[key])
+            idle_poll(waiters[key])
+        blocks = 4
+        for b in range(blocks):
+            for key in (("small", "big") if b % 2 == 0 else ("big", "small")):
+                claim_t[key] += [cycle(dbs[key], "w-bench") for _ in range(cycles // blocks)]
+        for i in range(status_runs):
+            for key in (("small", "big") if i % 2 == 0 else ("big", "small")):
+                status_t[key].append(status_once(dbs[key]))
+                poll_t[key].append(idle_poll(waiters[key]))
+    finally:
+        for db in dbs.values():
+            db.dispose()
+        for url in urls.values():
+            backend.drop(url)
+    result = {"sizes": sizes, "pending": pending, "build_s": build_s, "cycles": len(claim_t["small"]), "status_runs": status_runs}
+    for key in sizes:
+        result[key] = {
+            "claim_cycle_mean_s": mean(claim_t[key]),
+            "claim_cycle_s": claim_t[key],
+            "status_median_s": median(status_t[key]),
+            "status_s": status_t[key],
+            "idle_poll_median_s": median(poll_t[key]),
+            "idle_poll_s": poll_t[key],
+        }
+    result["claim_ratio"] = result["big"]["claim_cycle_mean_s"] / result["small"]["claim_cycle_mean_s"]
+    result["status_ratio"] = result["big"]["status_median_s"] / result["small"]["status_median_s"]
+    result["idle_poll_ratio"] = result["big"]["idle_poll_median_s"] / result["small"]["idle_poll_median_s"]
+    return result

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""queuectl's benchmark suite (`make bench`). Never part of the test run.
+
+    python bench/run.py [--quick] [--backend sqlite|postgresql|both] [--out PATH]
+
+Measures, on SQLite and on PostgreSQL when it answers: drain throughput against
+`xargs -P` and task-spooler, bulk and single enqueue, pickup latency, claim and
+`status` cost with a large history, and worker memory. The machine may be shared,
+so every timed figure is compared with a reference measured beside it in the same
+run. Prints a table (Markdown) and writes everything, raw samples included, to
+bench/results/latest.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import measures  # noqa: E402
+from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers  # noqa: E402
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+FULL = dict(drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5)
+QUICK = dict(drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3)
+
+# Targets: (description, test on the figure)
+TARGETS = {
+    "drain_vs_xargs": (">= 50% of xargs -P2", lambda v: v >= 0.5),
+    "drain_vs_tsp": ("ahead of tsp (> 1.00x)", lambda v: v > 1.0),
+    "bulk": (">= 50,000 jobs/s", lambda v: v >= 50_000),
+    "single": ("<= 1.25x import floor", lambda v: v <= 1.25),
+    "pickup_sqlite": ("median < 50 ms", lambda v: v < 0.050),
+    "pickup_pg_listen": ("median < 10 ms", lambda v: v < 0.010),
+    "scale": ("1M/1k <= 1.5x", lambda v: v <= 1.5),
+    "worker_rss": ("each < 60 MB", lambda v: v < 60 * 1024 * 1024),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small N everywhere: a smoke run of a minute or two")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), help="default: both when PostgreSQL answers, else sqlite")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "latest.json"), help="where to write the JSON results")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("QUEUECTL_BENCH_PG_URL") or os.environ.get("PG_URL") or DEFAULT_PG_URL,
+        help="a PostgreSQL URL whose role may CREATE DATABASE (scratch qbench_* databases are created and dropped)",
+    )
+    parser.add_argument("--only", action="append", choices=("drain", "bulk", "single", "pickup", "scale"), help="run only these sections (repeatable)")
+    return parser.parse_args(argv)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "queuectl"], capture_output=True, text=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def warm_up(ctx: Context, backend) -> None:
+    """Fill the bytecode cache and the page cache before anything is timed."""
+    url = backend.fresh("warmup")
+    try:
+        ctx.run(ctx.queuectl(url, "status"), name="warmup-status")
+        ctx.run(ctx.queuectl(url, "enqueue", "true"), name="warmup-enqueue")
+        ctx.run(ctx.queuectl(url, "worker", "start", "--burst", "-c", "1"), name="warmup-worker")
+        ctx.run([ctx.py, "-c", "import sqlalchemy.orm"], name="warmup-floor")
+        lines = measures.write_lines(ctx.tmp / "warmup.txt", 10)
+        ctx.run([ctx.py, str(REPO / "bench" / "floor_insert.py"), url, str(lines), "1000000"], name="warmup-floor-insert")
+    finally:
+        backend.drop(url)
+
+
+def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
+    out: dict = {}
+    sections = only or ("drain", "bulk", "single", "pickup", "scale")
+    timings = out["section_s"] = {}
+
+    def section(name, fn):
+        if name not in sections:
+            return
+        print(f"  [{backend.name}] {name} ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            out[name] = fn()
+        except Exception as err:  # one broken measurement must not lose the others
+            traceback.print_exc()
+            out[name] = {"error": f"{type(err).__name__}: {err}"}
+            errors.append(f"{backend.name} {name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        timings[name] = round(time.perf_counter() - t0, 1)
+        print(f"  [{backend.name}] {name} done in {timings[name]:.1f}s", flush=True)
+
+    section("drain", lambda: measures.drain(ctx, backend, p["drain_n"], p["rounds"]))
+    section("bulk", lambda: measures.bulk_enqueue(ctx, backend, p["bulk_n"], p["bulk_rounds"]))
+    section("single", lambda: measures.single_enqueue(ctx, backend, p["single"]))
+
+    def pickups():
+        result = {"listen": measures.pickup(ctx, backend, p["pickup"], listen=True)}
+        if backend.name == "postgresql":
+            result["switch_present"] = measures.listen_switch_present()
+            if result["switch_present"]:
+                result["poll"] = measures.pickup(ctx, backend, p["pickup"], listen=False)
+        return result
+
+    section("pickup", pickups)
+    section("scale", lambda: measures.scale(ctx, backend, p["small"], p["big"], p["pending"], p["cycles"], p["status_runs"]))
+    return out
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def _rate(v):
+    return f"{v:,.0f}/s"
+
+
+def _ms(v):
+    return f"{v * 1000:.1f} ms"
+
+
+def _mb(kb):
+    return f"{kb / 1024:.1f} MB"
+
+
+def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
+    """One row per figure: label, a cell per backend, the target and met/missed per backend."""
+    rows = []
+
+    def row(label, getter, fmt, target=None, test_value=None):
+        cells, verdicts = {}, {}
+        for b in backends:
+            try:
+                value = getter(results[b])
+            except (KeyError, TypeError, IndexError, ZeroDivisionError):
+                value = None
+            cells[b] = fmt(value) if value is not None else "n/a"
+            if target and value is not None:
+                checked = test_value(results[b]) if test_value else value
+                verdicts[b] = "met" if TARGETS[target][1](checked) else "MISSED"
+        rows.append({"label": label, "cells": cells, "target": TARGETS[target][0] if target else "", "verdicts": verdicts})
+
+    def sep(title):
+        rows.append({"section": title})
+
+    n = p["drain_n"]
+    sep(f"Drain {n:,} `true` jobs (`worker start --burst`); medians of interleaved rounds (W=1: {p['rounds'][1]}, W=2: {p['rounds'][2]})")
+    for w in ("1", "2"):
+        d = lambda r, w=w: r["drain"]["widths"][w]  # noqa: E731
+        row(f"W={w} queuectl", lambda r: d(r)["queuectl_jobs_s"], _rate)
+        row(f"W={w} of which fixed: `--burst` on an empty queue", lambda r: d(r)["empty_burst_s"], lambda v: f"{v:.2f} s")
+        row(f"W={w} queuectl without that fixed cost / xargs", lambda r: d(r)["per_job_vs_xargs"], lambda v: f"{v:.0%}")
+        row(f"W={w} xargs -P{w} (physical limit)", lambda r: d(r)["xargs_jobs_s"], _rate)
+        row(f"W={w} queuectl / xargs", lambda r: d(r)["vs_xargs"], lambda v: f"{v:.0%}", "drain_vs_xargs" if w == "2" else None)
+        row(f"W={w} tsp -S {w} (enqueue + run)", lambda r: d(r)["tsp_jobs_s"], _rate)
+        row(f"W={w} queuectl / tsp", lambda r: d(r)["vs_tsp"], lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
+        row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r: d(r)["enqueue_plus_drain_vs_tsp"], lambda v: f"{v:.2f}x")
+    sep(f"Bulk enqueue (`enqueue --file`, {p['bulk_n']:,} jobs, one process, wall)")
+    row("queuectl", lambda r: r["bulk"]["queuectl_jobs_s"], _rate, "bulk")
+    row("same rows by the bare driver's executemany (floor)", lambda r: r["bulk"]["floor_jobs_s"], _rate)
+    row("queuectl / floor", lambda r: r["bulk"]["vs_floor"], lambda v: f"{v:.0%}")
+    sep(f"Single enqueue (one process, median of {p['single']}, interleaved)")
+    row('`queuectl enqueue "true"`', lambda r: r["single"]["enqueue_median_s"], _ms)
+    row('`python -c "import sqlalchemy.orm"` (floor)', lambda r: r["single"]["floor_median_s"], _ms)
+    row("enqueue / floor", lambda r: r["single"]["ratio"], lambda v: f"{v:.2f}x", "single")
+    row('`python -c "import sqlalchemy.orm, psycopg"` (driver floor)', lambda r: r["single"]["driver_floor_median_s"], _ms)
+    row("enqueue / driver floor", lambda r: r["single"]["driver_ratio"], lambda v: f"{v:.2f}x")
+    sep(f"Pickup latency (idle `worker start -c 1`, enqueue -> job's timestamp, {p['pickup']} samples)")
+    row(
+        "median (LISTEN on PostgreSQL)",
+        lambda r: r["pickup"]["listen"]["median_s"],
+        _ms,
+    )
+    rows[-1]["target"] = "SQLite < 50 ms; PG < 10 ms"
+    for b in backends:
+        try:
+            v = results[b]["pickup"]["listen"]["median_s"]
+            rows[-1]["verdicts"][b] = "met" if TARGETS["pickup_sqlite" if b == "sqlite" else "pickup_pg_listen"][1](v) else "MISSED"
+        except (KeyError, TypeError):
+            pass
+    row("p95 (LISTEN on PostgreSQL)", lambda r: r["pickup"]["listen"]["p95_s"], _ms)
+    row("of which the enqueue's own transaction (median)", lambda r: r["pickup"]["listen"]["enqueue_median_s"], _ms)
+    row("after the enqueue committed (median)", lambda r: r["pickup"]["listen"]["after_commit_median_s"], _ms)
+    row("median, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["median_s"], _ms)
+    row("p95, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["p95_s"], _ms)
+    row("after the enqueue committed, QUEUECTL_LISTEN=0 (median)", lambda r: r["pickup"]["poll"]["after_commit_median_s"], _ms)
+    row("QUEUECTL_LISTEN switch in queuectl/dialect.py", lambda r: r["pickup"]["switch_present"], lambda v: "present" if v else "ABSENT (not measured)")
+    row(
+        "LISTEN connections seen (default / QUEUECTL_LISTEN=0)",
+        lambda r: (r["pickup"]["listen"]["listening_connections"], r["pickup"]["poll"]["listening_connections"]),
+        lambda v: f"{v[0]} / {v[1]}",
+    )
+    row("spawn floor: same command started directly (median)", lambda r: r["pickup"]["listen"]["spawn_floor_median_s"], _ms)
+    small, big = f"{p['small']:,}", f"{p['big']:,}"
+    sep(f"Scale: {small} vs {big} jobs in the table ({p['pending']} pending, rest completed)")
+    row(f"claim+complete cycle, {small} (mean of {p['cycles']})", lambda r: r["scale"]["small"]["claim_cycle_mean_s"], _ms)
+    row(f"claim+complete cycle, {big}", lambda r: r["scale"]["big"]["claim_cycle_mean_s"], _ms)
+    row("claim cost big / small", lambda r: r["scale"]["claim_ratio"], lambda v: f"{v:.2f}x", "scale")
+    row(f"status.report(), {small} (median of {p['status_runs']})", lambda r: r["scale"]["small"]["status_median_s"], _ms)
+    row(f"status.report(), {big}", lambda r: r["scale"]["big"]["status_median_s"], _ms)
+    row("status big / small", lambda r: r["scale"]["status_ratio"], lambda v: f"{v:.2f}x", "scale")
+    row("idle worker's poll (Waiter.work_may_exist), big / small", lambda r: r["scale"]["idle_poll_ratio"], lambda v: f"{v:.2f}x")
+    sep("Memory: peak RSS during the W=2 drains (VmHWM)")
+    row("supervisor", lambda r: r["drain"]["widths"]["2"]["supervisor_peak_kb"], _mb)
+    row("each worker (the largest)", lambda r: r["drain"]["widths"]["2"]["worker_peak_kb"], _mb, "worker_rss", lambda r: r["drain"]["widths"]["2"]["worker_peak_kb"] * 1024)
+    row("python + sqlalchemy.orm + psutil (floor)", lambda r: r["memory_floor_kb"], _mb)
+    return rows
+
+
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def render(rows: list[dict], backends: list[str]) -> str:
+    headers = ["Measurement"] + [NAMES[b] for b in backends] + ["Target"]
+    body = []
+    for r in rows:
+        if "section" in r:
+            body.append([f"**{r['section']}**"] + [""] * (len(headers) - 1))
+            continue
+        cells = []
+        for b in backends:
+            cell = r["cells"][b]
+            if b in r["verdicts"]:
+                cell += f" ({r['verdicts'][b]})"
+            cells.append(cell)
+        body.append([r["label"]] + cells + [r["target"]])
+    widths = [max(len(line[i]) for line in [headers] + body) for i in range(len(headers))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in body:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    p = dict(QUICK if args.quick else FULL)
+    started = time.perf_counter()
+    pg_problem = postgres_answers(args.pg_url) if args.backend in (None, "postgresql", "both") else "not requested"
+    if args.backend in ("postgresql", "both") and pg_problem:
+        print(f"bench: PostgreSQL does not answer at {args.pg_url}: {pg_problem}", file=sys.stderr)
+        return 1
+    backends = ["sqlite"] if args.backend == "sqlite" else ["postgresql"] if args.backend == "postgresql" else ["sqlite"] + ([] if pg_problem else ["postgresql"])
+    if args.backend is None and pg_problem:
+        print(f"bench: PostgreSQL does not answer ({pg_problem}); SQLite only", flush=True)
+    if not measures.TSP:
+        print("bench: task-spooler (tsp) is not installed; its rows are n/a (`make bench` installs it)", flush=True)
+
+    meta = {
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "params": p,
+        "backends": backends,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_before": os.getloadavg(),
+        "tsp": measures.TSP,
+    }
+    try:
+        import sqlalchemy
+
+        meta["sqlalchemy"] = sqlalchemy.__version__
+    except ImportError:
+        pass
+    print(f"queuectl benchmarks ({'quick' if args.quick else 'full'}): {', '.join(backends)}; commit {meta['commit']}; load {meta['loadavg_before'][0]:.2f} on {meta['cpus']} CPUs", flush=True)
+
+    results: dict = {}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
+        ctx = Context(Path(tmp), args.quick)
+        memory_floor = floor_rss_kb(ctx, "sqlalchemy.orm, psutil")
+        for name in backends:
+            backend = SQLiteBackend(ctx.tmp) if name == "sqlite" else PostgresBackend(args.pg_url)
+            try:
+                warm_up(ctx, backend)
+                results[name] = run_backend(ctx, backend, p, args.only, errors)
+                results[name]["memory_floor_kb"] = memory_floor
+            finally:
+                backend.close()
+    meta["loadavg_after"] = os.getloadavg()
+    meta["duration_s"] = round(time.perf_counter() - started, 1)
+
+    rows = build_rows(results, backends, p)
+    table = render(rows, backends)
+    print()
+    print(table)
+    print()
+    notes = [
+        "Ratios are medians of pairs measured side by side; jobs/s are medians of the rounds.",
+        "tsp: wall time from the first `tsp` enqueue (a shell loop, one tsp client process per job) until a final",
+        "  barrier job needing all W slots has run; its jobs run while the loop enqueues.",
+        "Children import the source tree with a warmed bytecode cache (PYTHONPYCACHEPREFIX).",
+        "Pickup: 0.1-0.3 s random pauses between samples, so enqueues do not phase-lock with a worker's poll cycle.",
+    ]
+    print("\n".join(notes))
+    print(f"\nload average {meta['loadavg_before'][0]:.2f} -> {meta['loadavg_after'][0]:.2f}; suite ran {meta['duration_s']:.0f}s")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta["errors"] = errors
+    out.write_text(json.dumps({"meta": meta, "results": results, "rows": rows, "table": table}, indent=2, default=str) + "\n")
+    print(f"results: {out}")
+    if errors:
+        print("bench: some measurements failed (n/a above):\n  " + "\n  ".join(errors), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
