@@ -29,9 +29,14 @@ def resolve_url(db: str | None = None) -> str:
 def safe_url(url: str) -> str:
     """The URL with any password masked, for logs, titles and errors."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (exc.ArgumentError, ValueError):
         return "<invalid database URL>"
+    # libpq also takes the password as a query parameter (?password=...).
+    secret = {key: "***" for key in parsed.query if key.lower() == "password"}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    return parsed.render_as_string(hide_password=True)
 
 
 class Database:
@@ -77,7 +82,9 @@ class Database:
         try:
             yield
         except exc.DBAPIError as err:
-            if err.connection_invalidated or isinstance(err, exc.OperationalError):
+            # OperationalError: unreachable, locked, read-only, disk full...; a plain
+            # DatabaseError: "file is not a database" and other corruption.
+            if err.connection_invalidated or isinstance(err, exc.OperationalError) or type(err) is exc.DatabaseError:
                 raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
             raise
 

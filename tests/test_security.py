@@ -195,8 +195,6 @@ def test_detached_worker_gets_the_url_from_the_environment_not_argv(secret_url, 
         db.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: safe_url() masks only the URL's password field; libpq's ?password= query "
-                   "parameter is shown verbatim in errors, logs and the supervisor's title")
 def test_password_in_the_query_string_is_masked(tmp_path):
     pytest.importorskip("psycopg")
     url = f"postgresql+psycopg://postgres@127.0.0.1:1/none?password={PASSWORD}"
@@ -205,8 +203,6 @@ def test_password_in_the_query_string_is_masked(tmp_path):
     assert_hidden(result.stderr, where="the error for a ?password= URL")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with its '@host' forgotten, a URL's password parses as the port; cli.commands._url() "
-                   "masks only 'user:password@', so 'invalid database URL ...' echoes the password")
 def test_password_parsed_as_a_port_is_not_echoed(tmp_path):
     url = f"postgresql+psycopg://postgres:{PASSWORD}/queue"
     result = Cli(url, tmp_path)("list")

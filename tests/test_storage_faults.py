@@ -85,9 +85,6 @@ def test_file_that_is_not_a_database(tmp_path, garbage):
     assert not (tmp_path / "queue.db-wal").exists() and not (tmp_path / "queue.db-journal").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sqlite3's 'file is not a database' is a bare sqlalchemy.exc.DatabaseError, which "
-                   "Database._translated() does not translate: the line reads 'unexpected error: (sqlite3.DatabaseError) ... "
-                   "(Background on this error at: https://sqlalche.me/...)' and does not name the file")
 def test_file_that_is_not_a_database_is_named_in_a_clean_message(tmp_path):
     path = tmp_path / "queue.db"
     path.write_bytes(GARBAGE["random-4k"])

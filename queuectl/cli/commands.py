@@ -38,7 +38,8 @@ def _url(args) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
-        masked = re.sub(r"(//[^:/@]*:).*@", r"\1***@", url)  # greedy: rather mask too much than too little
+        # Unparsable, so we cannot tell a password from a host or port: mask the whole authority.
+        masked = re.sub(r"(?<=//)[^/?#]*", "***", url)
         raise ValidationError(f"invalid database URL {masked!r}") from None
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
