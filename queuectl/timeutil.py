@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from queuectl.errors import ValidationError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE | re.ASCII)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Far enough for any schedule, small enough that datetime arithmetic never overflows.
 MAX_SECONDS = 10 * 365 * 86400
