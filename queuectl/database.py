@@ -54,7 +54,7 @@ class Database:
         self.dialect = dialect.for_url(parsed)
         self.dialect.prepare_location(parsed)
         try:
-            self.engine: Engine = create_engine(parsed, **self.dialect.engine_options())
+            self.engine: Engine = create_engine(parsed, **self.dialect.engine_options(durable))
         except ImportError as err:
             raise DatabaseError(self.dialect.missing_driver_message(err)) from None
         except exc.ArgumentError as err:

@@ -44,7 +44,7 @@ class SQLiteDialect:
             except OSError:
                 pass  # sqlite reports the real problem, with the path, on connect
 
-    def engine_options(self) -> dict:
+    def engine_options(self, durable: bool) -> dict:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
@@ -142,9 +142,15 @@ class PostgresDialect:
     def prepare_location(self, url: URL) -> None:
         pass
 
-    def engine_options(self) -> dict:
+    def engine_options(self, durable: bool) -> dict:
         # pre_ping: a connection broken by a server restart is replaced, not used.
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+        connect_args = {"connect_timeout": 10}
+        if not durable:
+            # Workers: the same promise as synchronous=NORMAL on SQLite. A server crash
+            # may forget the last outcomes (those jobs run again); enqueues, made by
+            # durable connections, still wait for their fsync.
+            connect_args["options"] = "-c synchronous_commit=off"
+        return {"pool_pre_ping": True, "connect_args": connect_args}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
         pass  # PostgreSQL commits are durable and its transactions need no hints.

@@ -90,6 +90,9 @@ Index(
     sqlite_where=_claimable,
     postgresql_where=_claimable,
 )
+# Running jobs by owner: recovery of a dead worker, and the running count of `status`.
+_running = Job.state == "running"
+Index("ix_jobs_running", Job.worker_id, sqlite_where=_running, postgresql_where=_running)
 
 
 class DeadJob(JobColumns, Base):

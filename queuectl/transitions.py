@@ -26,10 +26,18 @@ CLAIM_COLUMNS = (jobs.c.id, jobs.c.command, jobs.c.attempts, jobs.c.max_retries,
 WORKER_LOST = "worker lost"
 
 
+def state_in(*states: str):
+    """`state IN (...)` with the states as SQL literals, never bound parameters: SQLite
+    uses a partial index (ix_jobs_claim, ix_jobs_running) only when the query's WHERE
+    visibly implies the index's WHERE. Use it for every query on job states."""
+    name = "states_" + "_".join(states)
+    if len(states) == 1:  # `state = 'x'`, the form a one-state index's WHERE has
+        return jobs.c.state == bindparam(name, states[0], literal_execute=True)
+    return jobs.c.state.in_(bindparam(name, states, expanding=True, literal_execute=True))
+
+
 def _claimable():
-    """state IN ('pending', 'failed') as literals, never bound parameters: SQLite uses a
-    partial index only when the query's WHERE visibly implies the index's WHERE."""
-    return jobs.c.state.in_(bindparam("claimable", CLAIMABLE, expanding=True, literal_execute=True))
+    return state_in(*CLAIMABLE)
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,7 +161,7 @@ def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
 
 def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORKER_LOST) -> list[tuple[str, str]]:
     """Charge a failed attempt to every job a dead worker still holds; [(job id, new state)]."""
-    held = conn.execute(select(jobs.c.id).where(jobs.c.state == RUNNING, jobs.c.worker_id == worker_id)).scalars().all()
+    held = conn.execute(select(jobs.c.id).where(state_in(RUNNING), jobs.c.worker_id == worker_id)).scalars().all()
     results = []
     for job_id in held:
         state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)

@@ -168,8 +168,8 @@ def test_unusable_database_is_exit_1(tmp_path):
     "url, fragment",
     [
         ("mysql://localhost/queue", "unsupported database 'mysql'"),
-        ("postgresql+psycopg://me:secret@host:port/queue", "invalid database URL 'postgresql+psycopg://me:***@host:port/queue'"),
-        ("postgresql+psycopg://me:sec/ret@secret@host:port/queue", "invalid database URL 'postgresql+psycopg://me:***@host:port/queue'"),
+        ("postgresql+psycopg://me:secret@host:port/queue", "invalid database URL 'postgresql+psycopg://***@host:port/queue'"),
+        ("postgresql+psycopg://me:sec/ret@secret@host:port/queue", "invalid database URL 'postgresql+psycopg://***@host:port/queue'"),
         ("postgresql+psycopg://me@[::1/queue", "invalid database URL"),
         ("sqlite:///:memory:", "in-memory"),
         ("sqlite://", "in-memory"),

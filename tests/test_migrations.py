@@ -1,6 +1,7 @@
 """The Alembic migrations: they build exactly the models' schema, form one linear chain
 that queuectl.schema knows, and a schema newer than this queuectl is left alone."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,8 +50,9 @@ def test_migrations_build_exactly_the_models_schema(db):
             found = reflected[index.name].get("dialect_options", {}).get(f"{dialect}_where")
             assert (found is None) == (where is None), index.name
             if where is not None:
-                for state in ("'pending'", "'failed'"):
-                    assert state in str(found), (index.name, str(found))
+                expected = str(where.compile(db.engine, compile_kwargs={"literal_binds": True}))
+                for state in re.findall(r"'[a-z]+'", expected):
+                    assert state in str(found), (index.name, str(found), expected)
 
 
 def test_the_revision_chain_is_linear_and_known_to_queuectl():

@@ -74,6 +74,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_claim', [sa.literal_column('priority DESC'), 'run_at', 'seq'], unique=False, sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
+        batch_op.create_index('ix_jobs_running', ['worker_id'], unique=False, sqlite_where=sa.text("state = 'running'"), postgresql_where=sa.text("state = 'running'"))
 
     op.create_table('workers',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -107,6 +108,7 @@ def downgrade() -> None:
 
     op.drop_table('workers')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_running', sqlite_where=sa.text("state = 'running'"), postgresql_where=sa.text("state = 'running'"))
         batch_op.drop_index('ix_jobs_claim', sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
 
     op.drop_table('jobs')

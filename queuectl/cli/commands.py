@@ -38,9 +38,7 @@ def _url(args) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
-        # Unparsable, so we cannot tell a password from a host or port: mask the whole authority.
-        masked = re.sub(r"(?<=//)[^/?#]*", "***", url)
-        raise ValidationError(f"invalid database URL {masked!r}") from None
+        raise ValidationError(f"invalid database URL {_mask_unparsable(url)!r}") from None
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
         if not path or path == ":memory:" or path.startswith("file::memory:"):
@@ -48,6 +46,17 @@ def _url(args) -> str:
         if not jobspec.is_utf8(path):
             raise ValidationError(f"database path {path!r} is not valid UTF-8")
     return url
+
+
+def _mask_unparsable(url: str) -> str:
+    """An unparsable URL cannot tell a password from a host or a port: mask everything
+    up to the last '@' (a password may hold '/' or '@'), else the whole authority."""
+    head, sep, rest = url.partition("//")
+    if not sep:
+        return url
+    if "@" in rest:
+        return f"{head}//***@{rest.rsplit('@', 1)[1]}"
+    return head + "//" + re.sub(r"^[^/?#]*", "***", rest)
 
 
 def _print_json(value) -> None:

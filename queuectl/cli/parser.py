@@ -127,7 +127,7 @@ def _worker(sub) -> None:
     sp = wsub.add_parser("start", help="run a supervisor and its workers", description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.")
     sp.add_argument("--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
-    sp.add_argument("--burst", action="store_true", help="exit once no job is pending, running or awaiting a retry")
+    sp.add_argument("--burst", action="store_true", help="exit once no job is due, running or awaiting a retry (jobs delayed into the future do not hold it)")
     sp.add_argument("--detach", action="store_true", help="run in the background; log next to the database; print the pid")
     sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
     sp.set_defaults(command_name="worker start")

@@ -9,7 +9,7 @@ from sqlalchemy import exists, select
 from queuectl.errors import DatabaseError
 from queuectl.states import CLAIMABLE
 from queuectl.timeutil import utcnow
-from queuectl.transitions import jobs
+from queuectl.transitions import jobs, state_in
 
 log = logging.getLogger("queuectl.worker")
 # With notifications, polling is only the safety net for a lost one.
@@ -23,7 +23,7 @@ class Waiter:
         self.queues = queues
         self.listener = db.dialect.listener(db.url)
         self.last_claim_found = False
-        query = select(jobs.c.id).where(jobs.c.state.in_(CLAIMABLE))
+        query = select(jobs.c.id).where(state_in(*CLAIMABLE))
         if queues:
             query = query.where(jobs.c.queue.in_(queues))
         self._query = query

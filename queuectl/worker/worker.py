@@ -234,18 +234,20 @@ class Worker:
 
     def _queue_drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
-        from sqlalchemy import and_, exists, or_, select
+        from sqlalchemy import exists, or_, select
 
-        jobs = transitions.jobs
-        busy = or_(
-            jobs.c.state.in_((JobState.RUNNING.value, JobState.FAILED.value)),
-            and_(jobs.c.state == JobState.PENDING.value, jobs.c.run_at <= utcnow()),
+        jobs, state_in = transitions.jobs, transitions.state_in
+        # Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan.
+        waiting = select(jobs.c.id).where(
+            state_in(JobState.PENDING.value, JobState.FAILED.value),
+            or_(jobs.c.state == JobState.FAILED.value, jobs.c.run_at <= utcnow()),
         )
-        query = select(jobs.c.id).where(busy)
+        running = select(jobs.c.id).where(state_in(JobState.RUNNING.value))
         if self.o.queues:
-            query = query.where(jobs.c.queue.in_(self.o.queues))
+            waiting = waiting.where(jobs.c.queue.in_(self.o.queues))
+            running = running.where(jobs.c.queue.in_(self.o.queues))
         with self.db.read() as conn:
-            return not conn.execute(select(exists(query))).scalar()
+            return not conn.execute(select(or_(exists(waiting), exists(running)))).scalar()
 
     def _should_exit(self) -> bool:
         if os.getppid() != self.o.supervisor_pid and not self.graceful:
