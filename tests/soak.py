@@ -129,8 +129,8 @@ class Soak:
 
     # --- chaos -----------------------------------------------------------------------
 
-    def chaos_step(self) -> None:
-        action = self.rng.choices(
+    def chaos_step(self, action: str | None = None) -> None:
+        action = action or self.rng.choices(
             ["kill_worker", "kill_supervisor", "enqueue", "dlq_retry", "config", "stop"], [35, 12, 20, 10, 15, 8]
         )[0]
         self.actions[action] += 1
@@ -173,8 +173,14 @@ class Soak:
             self.start_supervisor(slot)
         started = time.monotonic()
         remaining = jobs - first
+        # Every run, however short, kills workers and a supervisor and stops the pool;
+        # the rest of the chaos is random.
+        forced = ["kill_worker", "kill_supervisor", "kill_worker", "stop", "kill_worker"]
+        time.sleep(1.0)
         while time.monotonic() - started < chaos_seconds:
-            if remaining > 0 and self.rng.random() < 0.3:
+            if forced:
+                self.chaos_step(forced.pop(0))
+            elif remaining > 0 and self.rng.random() < 0.3:
                 batch = min(remaining, self.rng.randint(20, 100))
                 self.enqueue_batch(batch)
                 remaining -= batch
