@@ -171,6 +171,22 @@ def cli(db_url, tmp_path):
     return Cli(db_url, tmp_path)
 
 
+@pytest.fixture
+def scli(sqlite_url, tmp_path):
+    """The CLI on SQLite only (for input refused before the database is read)."""
+    return Cli(sqlite_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_db(sqlite_url):
+    """The library's Database on SQLite only."""
+    from queuectl.database import open_database
+
+    database = open_database(sqlite_url)
+    yield database
+    database.dispose()
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
     """Poll predicate() until it returns something truthy; fail after timeout seconds."""
     deadline = time.monotonic() + timeout

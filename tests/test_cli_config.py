@@ -1,10 +1,8 @@
 """`queuectl config`: keys, defaults, validation; values live in the database."""
 
 import pytest
-from conftest import Cli
 
 from queuectl import config, settings
-from queuectl.database import open_database
 from support import config_value, enqueue, error_line, job_row, usage_error
 
 DEFAULTS = {
@@ -20,17 +18,6 @@ DEFAULTS = {
 }
 
 
-@pytest.fixture
-def sqlite_db(sqlite_url):
-    db = open_database(sqlite_url)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def scli(sqlite_url, tmp_path):
-    """The CLI on SQLite only (for input refused before the database is read)."""
-    return Cli(sqlite_url, tmp_path)
 
 
 def test_list_shows_every_key_and_its_default(cli):

@@ -11,7 +11,6 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import Cli
 
 from queuectl import jobs as jobs_api
 from queuectl import settings
@@ -29,17 +28,6 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text[:-1] + "+00:00")
 
 
-@pytest.fixture
-def sqlite_db(sqlite_url):
-    db = open_database(sqlite_url)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def scli(sqlite_url, tmp_path):
-    """The CLI on SQLite only (for checks that never reach the database)."""
-    return Cli(sqlite_url, tmp_path)
 
 
 # --- happy paths -----------------------------------------------------------------------
