@@ -208,7 +208,7 @@ class Worker:
         elif state != JobState.PENDING.value:
             self.processed += 1
             self.failed += 1
-            log.info("job %s failed (%s): %s", job.id, state, outcome.error)
+            log.info("job %s failed: %s; now %s", job.id, outcome.error, state)
 
     # --- heartbeats, flags, waiting --------------------------------------------------
 
