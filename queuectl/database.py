@@ -64,21 +64,21 @@ class Database:
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
-        with self._translated(), self.dialect.write_lock():
+        with self.translate_errors(), self.dialect.write_lock():
             with self.engine.begin() as conn:
                 yield conn
 
     @contextmanager
     def read(self):
         """A read-only transaction that never waits for writers."""
-        with self._translated():
+        with self.translate_errors():
             with self.engine.connect() as conn:
                 conn = conn.execution_options(queuectl_read_only=True)
                 with conn.begin():
                     yield conn
 
     @contextmanager
-    def _translated(self):
+    def translate_errors(self):
         try:
             yield
         except exc.DBAPIError as err:

@@ -28,7 +28,7 @@ def ensure(db) -> None:
     if revision == HEAD:
         return
     check_known(revision)
-    with db._translated(), db.dialect.migration_lock(db.engine) as conn:
+    with db.translate_errors(), db.dialect.migration_lock(db.engine) as conn:
         # Another process may have migrated while we waited for the lock.
         revision = current_revision(conn)
         conn.rollback()

@@ -379,7 +379,10 @@ def worker_stop(args) -> int:
 def db_command(args) -> int:
     from queuectl import migrate
 
-    return migrate.run(_url(args), args.command_name.split()[1], getattr(args, "revision", None))
+    message = migrate.run(_url(args), args.command_name.split()[1], getattr(args, "revision", None))
+    if message:
+        print(message)
+    return 0
 
 
 COMMANDS = {
