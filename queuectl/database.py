@@ -1,6 +1,7 @@
 """Where the database lives, and opening it ready for use (schema migrated)."""
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,12 +32,23 @@ def safe_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except (exc.ArgumentError, ValueError):
-        return "<invalid database URL>"
+        return _mask_unparsable(url)
     # libpq also takes the password as a query parameter (?password=...).
     secret = {key: "***" for key in parsed.query if key.lower() == "password"}
     if secret:
         parsed = parsed.update_query_dict(secret)
     return parsed.render_as_string(hide_password=True)
+
+
+def _mask_unparsable(url: str) -> str:
+    """An unparsable URL cannot tell a password from a host or a port: mask everything
+    up to the last '@' (a password may hold '/' or '@'), else the whole authority."""
+    head, sep, rest = url.partition("//")
+    if not sep:
+        return url
+    if "@" in rest:
+        return f"{head}//***@{rest.rsplit('@', 1)[1]}"
+    return head + "//" + re.sub(r"^[^/?#]*", "***", rest)
 
 
 class Database:

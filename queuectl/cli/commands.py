@@ -5,7 +5,6 @@ lazily), so a mistyped command fails in a few milliseconds.
 """
 
 import json
-import re
 import shlex
 import sys
 
@@ -38,7 +37,7 @@ def _url(args) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
-        raise ValidationError(f"invalid database URL {_mask_unparsable(url)!r}") from None
+        raise ValidationError(f"invalid database URL {database.safe_url(url)!r}") from None
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
         if not path or path == ":memory:" or path.startswith("file::memory:"):
@@ -46,17 +45,6 @@ def _url(args) -> str:
         if not jobspec.is_utf8(path):
             raise ValidationError(f"database path {path!r} is not valid UTF-8")
     return url
-
-
-def _mask_unparsable(url: str) -> str:
-    """An unparsable URL cannot tell a password from a host or a port: mask everything
-    up to the last '@' (a password may hold '/' or '@'), else the whole authority."""
-    head, sep, rest = url.partition("//")
-    if not sep:
-        return url
-    if "@" in rest:
-        return f"{head}//***@{rest.rsplit('@', 1)[1]}"
-    return head + "//" + re.sub(r"^[^/?#]*", "***", rest)
 
 
 def _print_json(value) -> None:
