@@ -159,11 +159,15 @@ def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+def held(conn, worker_id: str) -> list[str]:
+    """The ids of the jobs a worker is running (normally one)."""
+    return conn.execute(select(jobs.c.id).where(state_in(RUNNING), jobs.c.worker_id == worker_id)).scalars().all()
+
+
 def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORKER_LOST) -> list[tuple[str, str]]:
     """Charge a failed attempt to every job a dead worker still holds; [(job id, new state)]."""
-    held = conn.execute(select(jobs.c.id).where(state_in(RUNNING), jobs.c.worker_id == worker_id)).scalars().all()
     results = []
-    for job_id in held:
+    for job_id in held(conn, worker_id):
         state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)
         if state:
             results.append((job_id, state))

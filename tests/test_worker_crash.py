@@ -158,14 +158,21 @@ def test_whole_tree_sigkilled_then_restart_recovers_jobs_and_kills_strays(cli, d
     for name in ("t1", "t2"):
         cli.ok("enqueue", "--id", name, "--max-retries", "2", command)
     sup = supervisors.start("--concurrency", "2")
-    for name in ("t1", "t2"):
-        busy_row(db, sup.pid, name)  # the job's process group is on record
+    # Killed as soon as both jobs have started, typically before their first heartbeat
+    # could put their process groups in the database: the groups are found through
+    # the workers' files in the runtime directory (queuectl/worker/jobgroup.py).
+    wait_lines(side, 2)
+    workers = sup.children()
+    assert len(workers) == 2
 
     # The supervisor and its workers at once (not the jobs): no one left to clean up.
-    kill_all([psutil.Process(sup.pid)] + sup.children())
+    kill_all([psutil.Process(sup.pid)] + workers)
     sup.wait()
-    strays = processes_of(cli.db_url, ["sleep", "77.7"])
-    assert len(strays) == 2, "the scenario should leave orphaned job processes"
+    strays = wait_until(
+        lambda: (found := processes_of(cli.db_url, ["sleep", "77.7"])) and len(found) == 2 and found,
+        timeout=LONG,
+        message="the scenario to leave orphaned job processes",
+    )
 
     restarted = supervisors.start("--burst", "--concurrency", "2")
     assert restarted.wait() == 0, restarted.log()

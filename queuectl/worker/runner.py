@@ -1,11 +1,9 @@
 """Running one job's command: `sh -c` in its own process group, output captured
 without ever blocking the job, a timeout, and no process left behind."""
 
-import ctypes
 import errno
 import os
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -15,12 +13,6 @@ from typing import Callable
 # After SIGTERM, a job's process group has this long before SIGKILL.
 KILL_GRACE = 2.0
 _READ_SIZE = 65536
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-# util-linux's setpriv sets the parent-death signal and execs the shell. It costs an
-# exec (~1 ms) where a Python preexec_fn would force a full fork() of this process
-# (~2.5 ms a job, measured); the preexec_fn is the fallback where setpriv is missing.
-_SETPRIV = shutil.which("setpriv")
 
 
 @dataclass
@@ -29,14 +21,6 @@ class Outcome:
     output: str
     error: str | None  # None means success
     stopped: bool = False  # killed because the worker was told to stop now
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the worker dies, the kernel
-    # SIGKILLs the job's shell (the supervisor then kills the rest of its group).
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the worker died before prctl took effect
-        os._exit(137)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -84,19 +68,18 @@ def run(
     """Run `command` to its end. `tick()` is called about every tick_interval seconds
     while it runs; it returns True to have the job killed at once (stop now)."""
     tail = _Tail(output_limit)
-    argv = ["/bin/sh", "-c", command]
-    if _SETPRIV:
-        argv = [_SETPRIV, "--pdeathsig", "KILL", "--"] + argv
     try:
+        # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
+        # way there is. If this worker dies, the supervisor (or, when the supervisor
+        # died too, the next one on this host) kills the job's group: see jobgroup.py.
         proc = subprocess.Popen(
-            argv,
+            ["/bin/sh", "-c", command],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=None if _SETPRIV else _die_with_parent,
         )
     except OSError as err:
         return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")

@@ -22,6 +22,7 @@ from queuectl.errors import DatabaseError
 from queuectl.states import WorkerState
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity, registry, runner
+from queuectl.worker.jobgroup import JobGroup, kill_orphaned
 from queuectl.worker import worker as worker_mod
 from queuectl.worker.proctitle import set_title
 from queuectl.worker.retry import retry_db
@@ -40,7 +41,7 @@ class Slot:
     index: int
     worker_id: str = ""
     process: multiprocessing.Process | None = None
-    pgid: object = None  # multiprocessing.Value('i'): the running job's process group
+    pgid: JobGroup | None = None  # the running job's process group, shared with the worker
     done: bool = False  # exited cleanly (stop or burst): not to be replaced
 
 
@@ -122,7 +123,7 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         slot.worker_id = identity.new_id("w")
-        slot.pgid = self.ctx.Value("i", 0, lock=False)
+        slot.pgid = JobGroup(slot.worker_id)
         options = worker_mod.WorkerOptions(
             url=self.url,
             worker_id=slot.worker_id,
@@ -157,6 +158,7 @@ class Supervisor:
         if pgid:
             runner.kill_group(pgid)  # no job process outlives its worker
         recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean)) or []
+        slot.pgid.remove()
         for job_id, state in recovered:
             log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
         if clean and (self.stop_mode or self.burst):
@@ -216,8 +218,10 @@ class Supervisor:
             log.warning("reaping failed (will retry): %s", err)
 
     def _declare_dead(self, row, local: bool) -> None:
-        if local and row.job_pgid:
-            runner.kill_group(row.job_pgid)  # only the owning host kills by pid
+        if local:  # only the owning host kills by pid
+            with self.db.read() as conn:
+                held = transitions.held(conn, row.id)
+            kill_orphaned(row.id, held)
         now = utcnow()
         with self.db.begin() as conn:
             if not registry.end(conn, row.id, WorkerState.DEAD, now):

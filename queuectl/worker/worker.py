@@ -83,6 +83,7 @@ class Worker:
             )
             self.cfg = settings.load(conn)
         self.waiter = Waiter(self.db, self.o.queues)
+        self.base_env = dict(os.environ)  # decoded once, not for every job
         self.next_heartbeat = time.monotonic() + self.cfg["heartbeat-interval"]
         self._title("idle")
 
@@ -143,7 +144,7 @@ class Worker:
         self.job_started = time.monotonic()
         self.busy_recorded = False
         self._title(f"busy job={job.id}")
-        env = dict(os.environ, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
+        env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
         outcome = runner.run(
             job.command,

@@ -1,0 +1,99 @@
+"""Where a worker publishes its running job's process group, so that whoever
+outlives the worker can kill the job.
+
+Each worker has a 4-byte file in a per-user runtime directory, mapped into memory
+(MAP_SHARED) before the worker is forked: publishing a job's group is a plain
+memory store, no system call and no database write on the hot path. The mapping
+is shared with the supervisor (which kills the group the moment its worker dies)
+and the file outlives both processes, so when the whole tree is SIGKILLed a later
+supervisor on this host still finds the group, checks it really is the job it
+recovers (its environment names the job) and kills it before the job can run
+again. This replaces PR_SET_PDEATHSIG, which needed an extra exec per job (~1 ms,
+`setpriv`) and killed only the shell, not the processes it started.
+"""
+
+import ctypes
+import mmap
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from queuectl.errors import QueuectlError
+from queuectl.worker.runner import kill_group
+
+_SIZE = ctypes.sizeof(ctypes.c_int32)
+
+
+def runtime_dir() -> Path:
+    """$XDG_RUNTIME_DIR/queuectl, else /tmp/queuectl-<uid>: private to this user."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base, "queuectl") if base else Path(tempfile.gettempdir(), f"queuectl-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    # In a shared /tmp another user could have made it first (or planted a symlink).
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise QueuectlError(f"{path} is not a private directory of this user; remove it or set XDG_RUNTIME_DIR")
+    return path
+
+
+def _path(worker_id: str) -> Path:
+    return runtime_dir() / f"{worker_id}.pgid"
+
+
+class JobGroup:
+    """A worker's published job process group: `.value` is 0 when no job runs
+    (the same interface as a multiprocessing.Value('i'))."""
+
+    def __init__(self, worker_id: str):
+        self.path = _path(worker_id)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, _SIZE)
+            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        self._cell = ctypes.c_int32.from_buffer(self._map)
+
+    @property
+    def value(self) -> int:
+        return self._cell.value
+
+    @value.setter
+    def value(self, pgid: int) -> None:
+        self._cell.value = pgid
+
+    def remove(self) -> None:
+        """The worker ended and its job group was dealt with: forget it."""
+        self.path.unlink(missing_ok=True)
+
+
+def kill_orphaned(worker_id: str, job_ids: list[str]) -> bool:
+    """A dead worker of this host: kill its job's process group if it is still one of
+    `job_ids` (the jobs the worker held), then forget it. True if a group was killed."""
+    path = _path(worker_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    pgid = ctypes.c_int32.from_buffer_copy(data[:_SIZE]).value if len(data) >= _SIZE else 0
+    killed = bool(pgid and job_ids and _group_runs(pgid, set(job_ids)) and kill_group(pgid))
+    path.unlink(missing_ok=True)
+    return killed
+
+
+def _group_runs(pgid: int, job_ids: set[str]) -> bool:
+    """Whether process group `pgid` still runs one of these jobs: a recycled pid must
+    not get an unrelated group killed. Every job process inherits QUEUECTL_JOB_ID."""
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.environ().get("QUEUECTL_JOB_ID") in job_ids:
+                return True
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return False
