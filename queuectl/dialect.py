@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine
 
 from queuectl.errors import DatabaseError, ValidationError
@@ -122,6 +122,12 @@ class SQLiteDialect:
                 raise DatabaseError(f"SQLite refused WAL mode for {self.path} (got {mode!r})")
             yield conn
 
+    def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """Rows already in the driver's types, through its executemany: SQLAlchemy's
+        per-row parameter handling would cost more than the insert itself."""
+        marks = ", ".join("?" * len(columns))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
     def notify(self, conn: Connection) -> None:
         """No server to notify; idle workers poll (see worker/waiter.py)."""
 
@@ -174,6 +180,26 @@ class PostgresDialect:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
                 conn.commit()
 
+    def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """Rows already in the driver's types, through a binary COPY in the same
+        transaction: several times faster than psycopg's executemany, and binary
+        spares the client the text formatting (most of a text COPY's own time)."""
+        import psycopg
+
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with conn.connection.driver_connection.cursor() as cursor:
+                types = _column_types(cursor, table)
+                with cursor.copy(statement) as copy:
+                    # Binary needs each column's exact type (int4 and int8 differ).
+                    copy.set_types([types[name] for name in columns])
+                    for row in rows:
+                        copy.write_row(row)
+        except psycopg.Error as err:
+            # The error SQLAlchemy raises for a statement it runs (IntegrityError...),
+            # which callers and Database.translate_errors expect.
+            raise exc.DBAPIError.instance(statement, None, err, psycopg.Error) from err
+
     def notify(self, conn: Connection) -> None:
         """Wake listening workers when the transaction commits."""
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
@@ -184,6 +210,15 @@ class PostgresDialect:
         if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
             return None
         return PostgresListener(url)
+
+
+def _column_types(cursor, table: str) -> dict[str, int]:
+    """The type OID of each column of a PostgreSQL table, from the catalogue."""
+    cursor.execute(
+        "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (table,),
+    )
+    return dict(cursor.fetchall())
 
 
 class PostgresListener:

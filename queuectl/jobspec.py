@@ -166,9 +166,25 @@ def from_json(text: str, defaults: dict | None = None) -> JobSpec:
     return build(data["command"], **fields)
 
 
-def from_line(line: str, defaults: dict | None = None) -> JobSpec:
-    """One line of an --file: a JSON spec if it starts with '{', else a shell command."""
-    stripped = line.strip()
-    if stripped.startswith("{"):
-        return from_json(stripped, defaults)
-    return build(stripped, **(defaults or {}))
+class LineParser:
+    """The lines of one --file: a JSON spec if a line starts with '{', else a shell command.
+
+    Plain command lines all take the same flag defaults, so those are validated
+    (the cwd checked on disk...) with the first one only; every later one just
+    checks its command. A big file then costs little more than reading it.
+    """
+
+    def __init__(self, defaults: dict | None = None):
+        self.defaults = defaults or {}
+        self._plain: dict | None = None  # a plain line's fields but its command
+
+    def parse(self, line: str) -> JobSpec:
+        stripped = line.strip()
+        if stripped.startswith("{"):
+            return from_json(stripped, self.defaults)
+        if self._plain is None:
+            # Validated whole, so that its errors are those of any other spec.
+            first = build(stripped, **self.defaults)
+            self._plain = {k: v for k, v in vars(first).items() if k != "command"}
+            return first
+        return JobSpec(command=check_command(stripped), **self._plain)

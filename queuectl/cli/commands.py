@@ -90,7 +90,7 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
         raise ValidationError("give either a COMMAND or --file, not both")
     if args.id:
         raise ValidationError("--id names one job; it cannot be used with --file")
-    defaults = _flag_defaults(args)
+    parser = jobspec.LineParser(_flag_defaults(args))
     name = _file_name(args)
     try:
         if args.file == "-":
@@ -111,7 +111,7 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            specs.append(jobspec.from_line(line, defaults))
+            specs.append(parser.parse(line))
         except ValidationError as err:
             raise ValidationError(f"{name}: line {number}: {err}") from None
         numbers.append(number)
