@@ -22,6 +22,7 @@ PG_MIGRATION_LOCK = 0x7163746C
 class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
+    dml_in_cte = False  # no UPDATE inside WITH: the hot path takes two statements
 
     def __init__(self, url: URL):
         self.path = url.database if url.database and url.database != ":memory:" else None
@@ -138,6 +139,7 @@ class SQLiteDialect:
 class PostgresDialect:
     name = "postgresql"
     supports_listen = True
+    dml_in_cte = True  # UPDATE ... RETURNING inside WITH: one statement per job
 
     def __init__(self, url: URL):
         self.url = url
@@ -149,14 +151,17 @@ class PostgresDialect:
         pass
 
     def engine_options(self, durable: bool) -> dict:
-        # pre_ping: a connection broken by a server restart is replaced, not used.
         connect_args = {"connect_timeout": 10}
-        if not durable:
-            # Workers: the same promise as synchronous=NORMAL on SQLite. A server crash
-            # may forget the last outcomes (those jobs run again); enqueues, made by
-            # durable connections, still wait for their fsync.
-            connect_args["options"] = "-c synchronous_commit=off"
-        return {"pool_pre_ping": True, "connect_args": connect_args}
+        if durable:
+            # pre_ping: a connection broken by a server restart is replaced, not used.
+            return {"pool_pre_ping": True, "connect_args": connect_args}
+        # Workers and supervisors: the same promise as synchronous=NORMAL on SQLite. A
+        # server crash may forget the last outcomes (those jobs run again); enqueues,
+        # made by durable connections, still wait for their fsync. No pre-ping: it
+        # would cost a round trip per job, and every write of theirs already retries
+        # (retry_db) on a fresh connection once a broken one has failed.
+        connect_args["options"] = "-c synchronous_commit=off"
+        return {"connect_args": connect_args}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
         pass  # PostgreSQL commits are durable and its transactions need no hints.

@@ -12,7 +12,7 @@ import math
 import random
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, insert, literal, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, select, true, update
 
 from queuectl.models import DeadJob, Job
 from queuectl.states import CLAIMABLE, JobState
@@ -65,7 +65,7 @@ def claim_statement(queues: tuple[str, ...] | None):
         .where(jobs.c.id == pick, _claimable())
         .values(
             state=RUNNING,
-            worker_id=bindparam("worker_id"),
+            worker_id=bindparam("claimer"),
             started_at=bindparam("now"),
             updated_at=bindparam("now"),
             finished_at=None,
@@ -76,7 +76,7 @@ def claim_statement(queues: tuple[str, ...] | None):
 
 def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
     """The claimed job's row (id, command, attempts, max_retries, timeout, cwd) or None."""
-    return conn.execute(claim_statement(tuple(queues) if queues else None), {"now": now, "worker_id": worker_id}).first()
+    return conn.execute(claim_statement(tuple(queues) if queues else None), {"now": now, "claimer": worker_id}).first()
 
 
 def _owned(job_id: str, worker_id: str):
@@ -84,6 +84,8 @@ def _owned(job_id: str, worker_id: str):
 
 
 # Built once: success is the hot path (bound parameters, compiled form cached).
+# No parameter is named like a column: SQLAlchemy turns such execution parameters
+# into extra SET clauses of an UPDATE (inside a CTE too, see complete_and_claim).
 _COMPLETE = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id"), jobs.c.state == RUNNING, jobs.c.worker_id == bindparam("owner"))
@@ -91,8 +93,8 @@ _COMPLETE = (
         state=JobState.COMPLETED.value,
         finished_at=bindparam("now"),
         updated_at=bindparam("now"),
-        exit_code=bindparam("exit_code"),
-        output=bindparam("output"),
+        exit_code=bindparam("result_code"),
+        output=bindparam("result_output"),
         last_error=None,
     )
 )
@@ -100,8 +102,39 @@ _COMPLETE = (
 
 def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> bool:
     """Record success; False if this worker no longer owns the job."""
-    params = {"job_id": job_id, "owner": worker_id, "now": now, "exit_code": exit_code, "output": output}
+    params = {"job_id": job_id, "owner": worker_id, "now": now, "result_code": exit_code, "result_output": output}
     return conn.execute(_COMPLETE, params).rowcount == 1
+
+
+@functools.lru_cache(maxsize=64)
+def _complete_and_claim_statement(queues: tuple[str, ...] | None):
+    """Success and the next claim as one statement (data-modifying CTEs, PostgreSQL),
+    so a worker's write per job is one round trip. Both updates see the statement's
+    snapshot; the finished job is 'running', never claimable, so they never touch
+    the same row. Always one row: `owned` (1 if this worker still owned the finished
+    job) and the claimed job's columns (NULL when there was nothing to claim)."""
+    done = _COMPLETE.returning(jobs.c.id).cte("done")
+    claimed = claim_statement(queues).cte("claimed")
+    owned = select(func.count()).select_from(done).scalar_subquery().label("owned")
+    one_row = select(literal(1).label("one")).subquery("one_row")
+    return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true()))
+
+
+def complete_and_claim(db, job_id: str, worker_id: str, *, output: str | None, now: datetime, queues: tuple[str, ...] | None):
+    """Record success and claim the next job in one write: (still owned?, next job or None).
+
+    The worker's hot path. On PostgreSQL one autocommitted statement; on SQLite
+    (no DML in CTEs, no round trips to save) the two statements in one transaction.
+    """
+    queues = tuple(queues) if queues else None
+    if db.dialect.dml_in_cte:
+        params = {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": 0, "result_output": output}
+        with db.autocommit() as conn:
+            row = conn.execute(_complete_and_claim_statement(queues), params).one()
+        return row.owned == 1, (row if row.id is not None else None)
+    with db.begin() as conn:
+        owned = complete(conn, job_id, worker_id, exit_code=0, output=output, now=now)
+        return owned, claim(conn, worker_id, queues, now)
 
 
 def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:

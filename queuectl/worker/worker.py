@@ -175,31 +175,38 @@ class Worker:
         return self.declared_dead
 
     def _record(self, job, outcome: runner.Outcome) -> None:
-        """Write the outcome and, unless stopping, claim the next job in the same transaction."""
+        """Write the outcome and, unless stopping, claim the next job in the same write."""
         now = utcnow()
+        if self.declared_dead:
+            return
         next_job = None
-        with self.db.begin() as conn:
-            if self.declared_dead:
-                return
-            if outcome.stopped:
-                owned = transitions.release(conn, job.id, self.o.worker_id, now=now)
-                state = JobState.PENDING.value if owned else None
-            elif outcome.error is None:
-                owned = transitions.complete(conn, job.id, self.o.worker_id, exit_code=0, output=outcome.output, now=now)
-                state = JobState.COMPLETED.value if owned else None
-            else:
-                state = transitions.fail(
-                    conn,
-                    job.id,
-                    self.o.worker_id,
-                    error=outcome.error,
-                    exit_code=outcome.exit_code,
-                    output=outcome.output,
-                    now=now,
-                    cfg=self.cfg,
-                )
-            if not self._should_exit():
-                next_job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, now)
+        if outcome.error is None and not outcome.stopped and not self._should_exit():
+            # The hot path: one statement on PostgreSQL, one transaction on SQLite.
+            owned, next_job = transitions.complete_and_claim(
+                self.db, job.id, self.o.worker_id, output=outcome.output, now=now, queues=self.o.queues
+            )
+            state = JobState.COMPLETED.value if owned else None
+        else:
+            with self.db.begin() as conn:
+                if outcome.stopped:
+                    owned = transitions.release(conn, job.id, self.o.worker_id, now=now)
+                    state = JobState.PENDING.value if owned else None
+                elif outcome.error is None:
+                    owned = transitions.complete(conn, job.id, self.o.worker_id, exit_code=0, output=outcome.output, now=now)
+                    state = JobState.COMPLETED.value if owned else None
+                else:
+                    state = transitions.fail(
+                        conn,
+                        job.id,
+                        self.o.worker_id,
+                        error=outcome.error,
+                        exit_code=outcome.exit_code,
+                        output=outcome.output,
+                        now=now,
+                        cfg=self.cfg,
+                    )
+                if not self._should_exit():
+                    next_job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, now)
         self.next_job = next_job
         self.waiter.found(next_job is not None)
         if state is None:
