@@ -3,6 +3,7 @@
 from sqlalchemy import delete, select, update
 
 from queuectl.errors import NotFound, ValidationError
+from queuectl.jobs import PURGED_KEY, bump_counter
 from queuectl.jobspec import lookup_id
 from queuectl.states import JobState
 from queuectl.timeutil import utcnow
@@ -45,4 +46,5 @@ def purge(db, ids: list[str] | None) -> list[str]:
         chosen = _select_ids(conn, ids)
         if chosen:
             conn.execute(delete(dead_jobs).where(dead_jobs.c.id.in_(chosen)))
+            bump_counter(conn, PURGED_KEY, len(chosen))
     return chosen

@@ -13,11 +13,24 @@ from queuectl.states import JobState
 from queuectl.timeutil import after, iso, utcnow
 
 SEQ_KEY = "_seq"
+# Jobs purged from the DLQ, the only ones to leave the database (see status.job_counts).
+PURGED_KEY = "_purged"
 # Columns a job carries, in the order JSON and `show` present them.
 FIELDS = [c.name for c in Job.__table__.columns if c.name != "seq"]
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
 _CONFIG = ConfigEntry.__table__
+
+
+def bump_counter(conn, key: str, count: int) -> int:
+    """Add `count` to a counter row of the config table ('_seq', '_purged'); its new value.
+    The UPDATE locks the row (PostgreSQL) until commit, so concurrent bumps queue up."""
+    # A Core update: the ORM-enabled one costs milliseconds more to compile.
+    bumped = cast(cast(_CONFIG.c.value, BigInteger) + count, Text)
+    top = conn.execute(
+        update(_CONFIG).where(_CONFIG.c.key == key).values(value=bumped).returning(_CONFIG.c.value)
+    ).scalar_one()
+    return int(top)
 
 
 def _reserve_ids(conn, count: int) -> int:
@@ -26,12 +39,7 @@ def _reserve_ids(conn, count: int) -> int:
     The counter only grows and is bumped inside the enqueue transaction, so ids
     are never reused (not even after a purge) and a rolled back enqueue takes none.
     """
-    # A Core update: the ORM-enabled one costs milliseconds more to compile.
-    bumped = cast(cast(_CONFIG.c.value, BigInteger) + count, Text)
-    top = conn.execute(
-        update(_CONFIG).where(_CONFIG.c.key == SEQ_KEY).values(value=bumped).returning(_CONFIG.c.value)
-    ).scalar_one()
-    return int(top) - count + 1
+    return bump_counter(conn, SEQ_KEY, count) - count + 1
 
 
 def _existing_ids(conn, ids: list[str]) -> set[str]:

@@ -12,7 +12,7 @@ from queuectl.errors import DatabaseError, SchemaTooNew
 
 # Every revision this queuectl knows, oldest first; the last is the head.
 # tests/test_migrations.py checks this against migrations/versions.
-REVISIONS = ("0001",)
+REVISIONS = ("0001", "0002")
 HEAD = REVISIONS[-1]
 
 
