@@ -252,7 +252,7 @@ class RssSampler(threading.Thread):
                             except psutil.Error:
                                 continue
                             # the workers (setproctitle: "queuectl worker i/n ..."), not job processes
-                            if "setpriv" in cmdline or cmdline.startswith(("/bin/sh", "sh ")):
+                            if cmdline.startswith(("/bin/sh", "sh ")):
                                 continue
                             self.names[child.pid] = cmdline
                             children.append(child.pid)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from common import REPO, RssSampler, job_counts, mean, median, p95
 
-SETPRIV = shutil.which("setpriv")
 TSP = shutil.which("tsp")
 
 
@@ -286,8 +285,6 @@ def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
             time.sleep(rng.uniform(0.05, 0.15))
             target = out_dir / f"floor-{i}"
             argv = ["/bin/sh", "-c", f"date +%s.%N > {target}.tmp && mv {target}.tmp {target}"]
-            if SETPRIV:
-                argv = [SETPRIV, "--pdeathsig", "KILL", "--"] + argv
             t0 = time.time()
             subprocess.Popen(argv, cwd=ctx.work, stdin=subprocess.DEVNULL).wait()
             done = _wait_file(target)

@@ -81,9 +81,15 @@ class Database:
                 yield conn
 
     @contextmanager
-    def autocommit(self):
-        """A connection whose every statement commits by itself: a one-statement write
-        costs one round trip on PostgreSQL (no BEGIN, no COMMIT)."""
+    def write_one(self):
+        """For a write that is a single statement. Where the dialect allows it
+        (PostgreSQL) the statement commits by itself: one round trip, no BEGIN and
+        no COMMIT. Elsewhere (SQLite) an ordinary write transaction, whose BEGIN
+        IMMEDIATE takes the write lock first."""
+        if not self.dialect.autocommit_writes:
+            with self.begin() as conn:
+                yield conn
+            return
         with self.translate_errors(), self.engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 

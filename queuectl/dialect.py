@@ -23,6 +23,7 @@ class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
     dml_in_cte = False  # no UPDATE inside WITH: the hot path takes two statements
+    autocommit_writes = False  # a write must begin with BEGIN IMMEDIATE (see configure)
 
     def __init__(self, url: URL):
         self.path = url.database if url.database and url.database != ":memory:" else None
@@ -140,6 +141,7 @@ class PostgresDialect:
     name = "postgresql"
     supports_listen = True
     dml_in_cte = True  # UPDATE ... RETURNING inside WITH: one statement per job
+    autocommit_writes = True  # a one-statement write needs no BEGIN/COMMIT round trips
 
     def __init__(self, url: URL):
         self.url = url
@@ -243,8 +245,8 @@ class PostgresListener:
             self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self.conn
 
-    def wait(self, timeout: float, interrupted) -> None:
-        """Return at the first notification, after timeout, or soon after interrupted()."""
+    def wait(self, timeout: float, interrupted) -> bool:
+        """Return at the first notification (True), after timeout, or soon after interrupted()."""
         import psycopg
 
         deadline = time.monotonic() + timeout
@@ -253,12 +255,13 @@ class PostgresListener:
             while not interrupted():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return
+                    return False
                 # Short slices, so a stop signal is noticed promptly. Notifications
                 # that arrive while the worker is busy are consumed by the next wait
                 # and cost at most one extra (empty) claim attempt.
                 for _ in conn.notifies(timeout=min(left, 0.25), stop_after=1):
-                    return
+                    return True
+            return False
         except psycopg.Error as err:
             self.close()
             raise DatabaseError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None

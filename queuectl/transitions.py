@@ -129,7 +129,7 @@ def complete_and_claim(db, job_id: str, worker_id: str, *, output: str | None, n
     queues = tuple(queues) if queues else None
     if db.dialect.dml_in_cte:
         params = {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": 0, "result_output": output}
-        with db.autocommit() as conn:
+        with db.write_one() as conn:
             row = conn.execute(_complete_and_claim_statement(queues), params).one()
         return row.owned == 1, (row if row.id is not None else None)
     with db.begin() as conn:

@@ -23,6 +23,7 @@ class Waiter:
         self.queues = queues
         self.listener = db.dialect.listener(db.url)
         self.last_claim_found = False
+        self.notified = False
         query = select(jobs.c.id).where(state_in(*CLAIMABLE))
         if queues:
             query = query.where(jobs.c.queue.in_(queues))
@@ -31,9 +32,11 @@ class Waiter:
     def work_may_exist(self) -> bool:
         """A read-only look before taking the write lock to claim: idle pools stay cheap.
 
-        Skipped right after a successful claim: a busy worker claims the next job at once.
+        Skipped right after a successful claim (a busy worker claims the next job at
+        once) and right after a notification (an enqueue just committed).
         """
-        if self.last_claim_found:
+        if self.last_claim_found or self.notified:
+            self.notified = False
             return True
         with self.db.read() as conn:
             return bool(conn.execute(select(exists(self._query.where(jobs.c.run_at <= utcnow())))).scalar())
@@ -47,7 +50,7 @@ class Waiter:
         if self.listener is not None:
             timeout = max(poll_interval, LISTEN_FALLBACK_POLL)
             try:
-                self.listener.wait(timeout if limit is None else min(timeout, limit), interrupted)
+                self.notified = self.listener.wait(timeout if limit is None else min(timeout, limit), interrupted)
                 return
             except DatabaseError as err:
                 log.warning("LISTEN connection lost (polling until it is back): %s", err)

@@ -134,7 +134,7 @@ class Worker:
     def _claim(self):
         if not self.waiter.work_may_exist():
             return None
-        with self.db.begin() as conn:
+        with self.db.write_one() as conn:  # the claim is one statement
             job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, utcnow())
         self.waiter.found(job is not None)
         return job
