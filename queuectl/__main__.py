@@ -1,3 +1,3 @@
-from queuectl.cli.main import main
+from queuectl.cli.main import run_process
 
-raise SystemExit(main())
+run_process()
