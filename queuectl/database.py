@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine, make_url
 
 from queuectl import dialect
-from queuectl.errors import DatabaseError
+from queuectl.errors import DatabaseError, ValidationError
 
 ENV_VAR = "QUEUECTL_DB"
 
@@ -20,7 +20,10 @@ def default_path() -> Path:
 
 
 def resolve_url(db: str | None = None) -> str:
-    """--db > $QUEUECTL_DB > the XDG default. A plain path means a SQLite file."""
+    """--db > $QUEUECTL_DB > the XDG default. A plain path means a SQLite file.
+    An empty $QUEUECTL_DB counts as unset; an empty --db is a mistake, not a default."""
+    if db is not None and not db.strip():
+        raise ValidationError("--db is empty: give a SQLite file path or a database URL")
     value = db or os.environ.get(ENV_VAR) or str(default_path())
     if "://" in value:
         return value
@@ -60,8 +63,6 @@ class Database:
         try:
             parsed = make_url(url)
         except (exc.ArgumentError, ValueError):
-            from queuectl.errors import ValidationError
-
             raise ValidationError(f"invalid database URL {self.display_url!r}") from None
         self.dialect = dialect.for_url(parsed)
         self.dialect.prepare_location(parsed)

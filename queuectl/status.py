@@ -19,7 +19,8 @@ def _count(*where):
 
 
 def _counter(key: str):
-    return select(cast(ConfigEntry.value, BigInteger)).where(ConfigEntry.key == key).scalar_subquery()
+    config = ConfigEntry.__table__
+    return select(cast(config.c.value, BigInteger)).where(config.c.key == key).scalar_subquery()
 
 
 def job_counts(conn) -> dict[str, int]:

@@ -27,6 +27,22 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"queuectl backends tested: {', '.join(BACKENDS)}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_dir(tmp_path_factory):
+    """Workers publish their jobs' process groups in $XDG_RUNTIME_DIR/queuectl. One
+    private directory for the whole run (every process a test starts inherits it):
+    the files of the trees tests SIGKILL stay out of the user's runtime directory."""
+    path = tmp_path_factory.mktemp("runtime")
+    path.chmod(0o700)
+    previous = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = previous
+
+
 class PgDatabases:
     """Creates a migrated template once per run, then one clone per test."""
 

@@ -512,7 +512,7 @@ def test_random_argv(qdb, tmp_path, monkeypatch, argv, stdin):
     path, db = qdb
     work = tmp_path / "cwd"
     work.mkdir(exist_ok=True)
-    # A random `--db ""` falls back to $QUEUECTL_DB, then $XDG_DATA_HOME: both stay in tmp_path.
+    # Without --db, commands use $QUEUECTL_DB, then $XDG_DATA_HOME: both stay in tmp_path.
     monkeypatch.setenv("QUEUECTL_DB", path)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     try:

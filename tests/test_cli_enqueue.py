@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
+from conftest import env_for
 
 from queuectl import jobs as jobs_api
 from queuectl import settings
@@ -136,6 +137,21 @@ def test_db_flag_wins_over_the_environment(scli, sqlite_db, tmp_path):
         assert [j.command for j in jobs_api.listing(elsewhere)] == ["echo elsewhere"]
     finally:
         elsewhere.dispose()
+
+
+def test_an_empty_db_flag_is_refused_but_an_empty_environment_variable_is_unset(scli, sqlite_db, tmp_path):
+    error_line(scli("--db", "", "enqueue", "true"), 2, "--db is empty")
+    error_line(scli("--db", " ", "status"), 2, "--db is empty")
+    assert all_ids(sqlite_db) == []
+    home = tmp_path / "xdg"
+    env = env_for(scli.db_url)
+    env.update(QUEUECTL_DB="", XDG_DATA_HOME=str(home))
+    scli.ok("enqueue", "echo default", env=env)
+    fallback = open_database(str(home / "queuectl" / "queue.db"))
+    try:
+        assert [j.command for j in jobs_api.listing(fallback)] == ["echo default"]
+    finally:
+        fallback.dispose()
 
 
 # --- duplicates --------------------------------------------------------------------------

@@ -218,7 +218,7 @@ class Supervisor:
             log.warning("reaping failed (will retry): %s", err)
 
     def _declare_dead(self, row, local: bool) -> None:
-        if local:  # only the owning host kills by pid
+        if local and row.role == "worker":  # only the owning host kills by pid
             with self.db.read() as conn:
                 held = transitions.held(conn, row.id)
             kill_orphaned(row.id, held)
