@@ -1,18 +1,13 @@
 """`queuectl enqueue` stays cheap: it never imports the migration machinery, psutil,
 multiprocessing or the other database's SQLAlchemy dialect once the database is migrated
-(measured with python -X importtime), it builds the parser of its own command only, and
-its quick exit (os._exit, see cli/main.py) loses no output and no exit code."""
+(measured with python -X importtime), and its quick exit (os._exit, see cli/main.py)
+loses no output and no exit code."""
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
 
-import pytest
 from conftest import env_for
-
-from queuectl.cli.parser import build_parser, command_of
 
 FORBIDDEN = ("alembic", "psutil", "multiprocessing")
 
@@ -57,50 +52,6 @@ def test_a_usage_error_does_not_even_import_sqlalchemy(tmp_path):
     assert "queuectl.jobspec" in modules
     assert [m for m in modules if m.split(".")[0] in ("sqlalchemy",) + FORBIDDEN] == []
     assert not (tmp_path / "queue.db").exists()
-
-
-def parse(parser, argv: list[str]) -> tuple:
-    """(namespace or exit code, stdout, stderr) of one parse."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            result = vars(parser.parse_args(argv))
-        except SystemExit as exit_:
-            result = exit_.code
-    return result, out.getvalue(), err.getvalue()
-
-
-@pytest.mark.parametrize("argv", [
-    ["enqueue", "true"],
-    ["--debug", "--db", "x.db", "enqueue", "--priority", "3", "--delay", "5m", "echo", "a b"],
-    ["--db=x.db", "--db", "y.db", "list", "--limit", "2", "--json"],
-    ["jobs", "--state", "dead"],
-    ["logs", "7"],
-    ["dlq", "--json", "list"],
-    ["dlq", "retry", "--all"],
-    ["config", "set", "max-retries", "5"],
-    ["worker", "start", "-c", "2", "-q", "a", "--burst"],
-    ["db", "downgrade", "base"],
-    # Errors: the same message, usage and exit code.
-    ["enqueue", "--bogus", "true"],
-    ["enqueue", "--delay", "1", "--run-at", "2030-01-01", "true"],
-    ["list", "--limit", "0"],
-    ["config"],
-    ["worker"],
-    ["enqueue", "--help"],
-])
-def test_the_parser_of_one_command_parses_it_as_the_whole_parser_does(argv):
-    command = command_of(argv)
-    assert command is not None and command in argv
-    assert parse(build_parser(command), argv) == parse(build_parser(), argv)
-
-
-@pytest.mark.parametrize("argv", [
-    [], ["--help"], ["--version"], ["bogus", "true"], ["--deb", "list"], ["--db", "-x.db", "list"], ["--db"],
-    ["--", "enqueue", "true"],
-])
-def test_the_whole_parser_when_the_command_is_not_certain(argv):
-    assert command_of(argv) is None
 
 
 def test_output_and_exit_codes_survive_the_quick_exit(db, db_url, tmp_path):

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 
-from queuectl.cli.parser import build_parser, command_of
+from queuectl.cli.parser import build_parser
 
 # Commands that may run for hours: they keep the cyclic garbage collector on.
 # Every other command is over in a moment.
@@ -19,11 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse(argv: list[str] | None = None):
     """The parsed command line; usage errors exit 2 here, with argparse's message."""
-    if argv is None:
-        argv = sys.argv[1:]
-    # Only the subparser of the command at hand (when command_of is sure which it is):
-    # building the others would cost `queuectl enqueue` a few milliseconds for nothing.
-    args = build_parser(command_of(argv)).parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(processName)s %(levelname)s %(message)s",

@@ -149,28 +149,7 @@ def _db(sub) -> None:
     dp.set_defaults(command_name="db downgrade")
 
 
-# Each command name with the function that adds its parser (a function may add several).
-SUBCOMMANDS = {
-    "enqueue": _enqueue,
-    "list": _list,
-    "jobs": _list,
-    "show": _show,
-    "logs": _show,
-    "status": _status,
-    "dlq": _dlq,
-    "config": _config,
-    "worker": _worker,
-    "db": _db,
-}
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with `command` (see command_of), one with that command's
-    subparser alone, which parses its command lines exactly as the whole one does.
-
-    Building all of them costs a few milliseconds that `queuectl enqueue` would spend
-    on parsers it never uses. argparse-manpage and --help get the whole parser.
-    """
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="queuectl",
         description="A durable background job queue for shell commands: enqueue commands, run them on a pool of workers with retries, exponential backoff and a dead-letter queue.",
@@ -180,27 +159,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    adders = [SUBCOMMANDS[command]] if command is not None else dict.fromkeys(SUBCOMMANDS.values())
-    for add in adders:
+    for add in (_enqueue, _list, _show, _status, _dlq, _config, _worker, _db):
         add(sub)
     return parser
-
-
-def command_of(argv: list[str]) -> str | None:
-    """The command that argparse will pick from argv, when that is certain; else None.
-
-    Certain when everything before the first word is --debug, `--db VALUE` or
-    --db=VALUE, spelled in full: argparse then takes that word as the command, so the
-    parser of build_parser(command) gives the same result (or the same error) as the
-    whole parser. Anything else (--help, an abbreviation, a misspelt command) is None.
-    """
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--debug" or word.startswith("--db="):
-            i += 1
-        elif word == "--db" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            i += 2
-        else:
-            return word if word in SUBCOMMANDS else None
-    return None
