@@ -1,8 +1,11 @@
 """Every difference between SQLite and PostgreSQL lives here, and only here."""
 
+import errno
 import fcntl
 import os
+import stat
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +16,16 @@ from queuectl.errors import DatabaseError, ValidationError
 
 # Long enough that no command fails with "database is locked" under load: writers
 # queue behind each other instead of giving up (transactions here are short).
-SQLITE_BUSY_TIMEOUT_S = 60
+# QUEUECTL_BUSY_TIMEOUT overrides it (seconds); it bounds both waits of a writer, on
+# the host's flock and on SQLite's own lock.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+BUSY_TIMEOUT_ENV = "QUEUECTL_BUSY_TIMEOUT"
+# While another process holds the flock, a writer tries again after these pauses
+# (doubling): the kernel has no flock with a deadline, and a holder stalled for good
+# (SIGSTOP) must not hang every writer. Transactions hold it for well under a
+# millisecond, so the cap keeps the queue moving nearly as fast as a blocking flock.
+_FLOCK_FIRST_PAUSE = 0.00005
+_FLOCK_MAX_PAUSE = 0.001
 NOTIFY_CHANNEL = "queuectl_jobs"
 # pg_advisory_lock key for migrations: an arbitrary constant ("qctl" in ASCII).
 PG_MIGRATION_LOCK = 0x7163746C
@@ -27,8 +39,9 @@ class SQLiteDialect:
 
     def __init__(self, url: URL):
         self.path = url.database if url.database and url.database != ":memory:" else None
+        self.busy_timeout = busy_timeout()
         self._fd: int | None = None
-        self._fd_pid = 0
+        _OPEN_LOCKS.add(self)
 
     def missing_driver_message(self, err: ImportError) -> str:
         return f"SQLite support is missing from this Python: {err}"
@@ -47,7 +60,7 @@ class SQLiteDialect:
                 pass  # sqlite reports the real problem, with the path, on connect
 
     def engine_options(self, durable: bool) -> dict:
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+        return {"connect_args": {"timeout": self.busy_timeout}}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
         # synchronous=FULL fsyncs the WAL at every commit: an acknowledged enqueue
@@ -60,7 +73,7 @@ class SQLiteDialect:
             # Let SQLAlchemy's begin event below issue BEGIN, not pysqlite.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.close()
 
@@ -79,34 +92,63 @@ class SQLiteDialect:
         """Queue this host's writers on a kernel file lock before BEGIN IMMEDIATE.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so two
-        busy workers waste most of their time asleep; flock() wakes the next
-        writer the moment the lock is free. Writers that do not take it (the
-        sqlite3 shell, `alembic`) are still serialised by busy_timeout.
+        busy workers waste most of their time asleep; a writer waiting on the flock
+        tries again within a millisecond of its release. Writers that do not take
+        it (the sqlite3 shell, `alembic`) are still serialised by busy_timeout.
         """
         fd = self._lock_fd()
         if fd is None:
             yield
             return
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._flock(fd)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _flock(self, fd: int) -> None:
+        """Take the flock, or fail like SQLite does once busy_timeout has passed."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + self.busy_timeout
+        pause = _FLOCK_FIRST_PAUSE
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseError(
+                        f"database {self.path} is locked: another process has held {self.path}.lock"
+                        f" for {self.busy_timeout:g}s (stalled? see {BUSY_TIMEOUT_ENV})"
+                    ) from None
+            pause = min(pause * 2, _FLOCK_MAX_PAUSE)
+
     def _lock_fd(self) -> int | None:
         if not self.path:
             return None
-        if self._fd is None or self._fd_pid != os.getpid():  # never share an fd's lock across fork
-            try:
-                self._fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-            except OSError:
-                return None  # a read-only directory: busy_timeout alone serialises writers
-            self._fd_pid = os.getpid()
+        if self._fd is None:
+            self._fd = _open_lock_file(self.path + ".lock")
         return self._fd
 
     def close(self) -> None:
-        if self._fd is not None and self._fd_pid == os.getpid():
+        if self._fd is not None:
             os.close(self._fd)
+        self._fd = None
+
+    def _forget_inherited_lock(self) -> None:
+        """In a forked child: close the parent's lock descriptor. The flock belongs to
+        the open file description, so a child keeping it would keep the parent's lock
+        alive after the parent died (a SIGKILLed supervisor would hang every writer)."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
         self._fd = None
 
     @contextmanager
@@ -135,6 +177,48 @@ class SQLiteDialect:
 
     def listener(self, url: str):
         return None
+
+
+# Every SQLite dialect of this process, so a forked child can drop their lock fds.
+_OPEN_LOCKS: "weakref.WeakSet[SQLiteDialect]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for dialect in list(_OPEN_LOCKS):
+        dialect._forget_inherited_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def busy_timeout() -> float:
+    """Seconds a SQLite writer waits for the lock: QUEUECTL_BUSY_TIMEOUT, default 60."""
+    text = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return SQLITE_BUSY_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:  # also refuses nan
+        raise ValidationError(f"{BUSY_TIMEOUT_ENV}={text!r} is not a number of seconds between 0 and 86400")
+    return value
+
+
+def _open_lock_file(path: str) -> int | None:
+    """Open (or create) the host's lock file, private to this user. In a shared
+    directory another user could plant a symlink or a file of theirs there: refused."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DatabaseError(f"{path} is a symbolic link; remove it (queuectl opens its lock file only as a regular file)") from None
+        return None  # a read-only directory: busy_timeout alone serialises writers
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise DatabaseError(f"{path} is not a regular file owned by this user; remove it")
+    return fd
 
 
 class PostgresDialect:

@@ -135,8 +135,11 @@ class Supervisor:
             hostname=self.hostname,
             burst=self.burst,
         )
-        # No pooled connection may cross the fork; the child opens its own.
-        self.db.engine.dispose(close=False)
+        # No database descriptor may cross the fork: SQLite forbids using a connection
+        # in a child, and a child closing an inherited one would drop the POSIX locks
+        # of its own connection on that file. Closed here, reopened on next use; the
+        # lock file's descriptor is closed in the child (dialect._after_fork_in_child).
+        self.db.engine.dispose()
         slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.pgid), name=f"worker-{slot.index}", daemon=False)
         # Until the child installs its own handlers it runs these (inherited) ones on
         # its own copy of this object, so a stop sent to it in that window would be
