@@ -11,7 +11,10 @@ from queuectl.timeutil import parse_duration, parse_timestamp
 
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUEUE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-MAX_COMMAND_BYTES = 1024 * 1024
+# A job runs as `sh -c COMMAND`, and Linux execs no single argument of 32 pages
+# (MAX_ARG_STRLEN: 128 KiB with 4 KiB pages) or more, its terminating NUL included.
+# A longer command would fail every attempt with "Argument list too long".
+MAX_COMMAND_BYTES = 128 * 1024 - 1
 MAX_PRIORITY = 1_000_000
 MAX_RETRIES = 1000
 SPEC_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "cwd")
@@ -71,8 +74,12 @@ def check_command(value) -> str:
         raise ValidationError("the command contains a NUL byte")
     if not is_utf8(value):
         raise ValidationError("the command is not valid UTF-8")
-    if len(value.encode("utf-8")) > MAX_COMMAND_BYTES:
-        raise ValidationError(f"the command is longer than {MAX_COMMAND_BYTES} bytes")
+    size = len(value.encode("utf-8"))
+    if size > MAX_COMMAND_BYTES:
+        raise ValidationError(
+            f"the command is {size} bytes; a job's `sh -c` can be given at most {MAX_COMMAND_BYTES}"
+            " (Linux's limit on one argument): put it in a script and enqueue the script"
+        )
     return value
 
 

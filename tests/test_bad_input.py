@@ -571,31 +571,47 @@ def test_job_files_all_or_nothing(qdb, tmp_path, data):
 # --- specific hostile inputs ------------------------------------------------------------
 
 
+# Linux refuses to exec an argument of 32 pages (MAX_ARG_STRLEN, 128 KiB) or more, its
+# NUL included. A job runs as `sh -c COMMAND`, so a longer command could never start.
+EXEC_ARG_MAX = 128 * 1024 - 1
+
+
 def test_huge_commands(qdb, tmp_path):
     path, db = qdb
     ok = "echo " + "a" * (100 * 1024)
     r, _, added = attempt(path, db, ["enqueue", ok])
     assert r.code == 0 and added[0]["command"] == ok
 
-    at_limit = ":" * MAX_COMMAND_BYTES
+    at_limit = ":" * EXEC_ARG_MAX
     r, _, added = attempt(path, db, ["enqueue", at_limit])
-    assert r.code == 0 and len(added[0]["command"]) == MAX_COMMAND_BYTES
+    assert r.code == 0 and len(added[0]["command"]) == EXEC_ARG_MAX
 
-    for too_big in (":" * (MAX_COMMAND_BYTES + 1), "é" * (MAX_COMMAND_BYTES // 2 + 1)):  # bytes count, not characters
+    # bytes count, not characters: 65,536 x "é" is 131,072 bytes
+    for too_big in (":" * (EXEC_ARG_MAX + 1), "é" * (EXEC_ARG_MAX // 2 + 1), ":" * (1024 * 1024), ":" * (1024 * 1024 + 1)):
         for argv, stdin in ((["enqueue", too_big], b""), (["enqueue", json.dumps({"command": too_big})], b""),
                             (["enqueue", "--file", "-"], too_big.encode() + b"\n")):
             r, _, _ = attempt(path, db, argv, stdin)
             assert r.code == 2, r
-            check_refusal(r, f"longer than {MAX_COMMAND_BYTES} bytes")
+            check_refusal(r, f"the command is {len(too_big.encode())} bytes", f"at most {EXEC_ARG_MAX}")
+    # A job file is all or nothing: one line too long refuses every line.
+    r, _, _ = attempt(path, db, ["enqueue", "--file", "-"], b"true\n" + b":" * (EXEC_ARG_MAX + 1) + b"\necho after\n")
+    assert r.code == 2, r
+    check_refusal(r, "<stdin>: line 2:", f"at most {EXEC_ARG_MAX}")
+    assert MAX_COMMAND_BYTES == EXEC_ARG_MAX
 
 
 def test_huge_commands_through_a_real_process(qdb, tmp_path):
-    """One argv word is limited to 128 KiB by Linux, so >1 MiB arrives via --file."""
+    """A real `enqueue` cannot itself take an argv word of 128 KiB (its own exec would
+    fail), so longer commands arrive via --file."""
     path, db = qdb
     cli = Cli(path, tmp_path)
     ok = "echo " + "b" * (100 * 1024)
     assert cli.ok("enqueue", ok).stdout == f"enqueued id=1 cmd={ok}\n"
-    error_line(cli("enqueue", "--file", "-", input=":" * (MAX_COMMAND_BYTES + 1) + "\n"), 2, "<stdin>: line 1:", "longer than")
+    for size in (EXEC_ARG_MAX + 1, 1024 * 1024):
+        jobs_file = tmp_path / "long.jobs"
+        jobs_file.write_text("true\n" + json.dumps({"command": ":" * size}) + "\n")
+        error_line(cli("enqueue", "--file", jobs_file), 2, f"{jobs_file}: line 2:", f"the command is {size} bytes")
+        error_line(cli("enqueue", "--file", "-", input=":" * size + "\n"), 2, "<stdin>: line 1:", f"at most {EXEC_ARG_MAX}")
     assert [j.id for j in jobs_api.listing(db)] == ["1"]
 
 

@@ -2,6 +2,7 @@
 processes that outlive the shell, floods of output, a working directory that vanished.
 Each runs on a real supervisor (`worker start --burst`) on every backend."""
 
+import json
 import os
 import time
 
@@ -137,3 +138,26 @@ def test_cwd_deleted_after_enqueue_fails_clearly_and_the_pool_carries_on(cli, db
     assert (good["state"], good["output"]) == ("completed", "fine\n"), good
     assert epoch(good["started_at"]) < epoch(gone["finished_at"])
     assert [row["id"] for row in cli.json("dlq", "list")] == ["gone"]
+
+
+def test_the_longest_command_enqueue_accepts_runs(cli, db, supervisors, tmp_path):
+    """A job runs as `sh -c COMMAND`, and Linux execs no argument of 128 KiB or more
+    (MAX_ARG_STRLEN, NUL included). The longest command enqueue accepts must start;
+    one byte more is refused at enqueue, instead of failing every attempt later."""
+    configure(db, **FAST)
+    longest = 128 * 1024 - 1
+    command = "echo ran #"
+    command += "x" * (longest - len(command))  # the rest is a shell comment
+    jobs_file = tmp_path / "long.jobs"
+    jobs_file.write_text(json.dumps({"id": "longest", "command": command, "max_retries": 0}) + "\n")
+    cli.ok("enqueue", "--file", jobs_file)
+    jobs_file.write_text(json.dumps({"id": "too-long", "command": command + "x", "max_retries": 0}) + "\n")
+    refused = cli("enqueue", "--file", jobs_file)
+    assert refused.returncode == 2, refused.stderr
+    assert f"line 1: the command is {longest + 1} bytes" in refused.stderr
+
+    burst(supervisors)
+    row = job(db, "longest")
+    assert len(row["command"].encode()) == longest
+    assert (row["state"], row["exit_code"], row["output"], row["last_error"]) == ("completed", 0, "ran\n", None), row
+    assert [j["id"] for j in cli.json("list")] == ["longest"]
