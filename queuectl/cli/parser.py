@@ -62,7 +62,7 @@ def _enqueue(sub) -> None:
 
 def _list(sub) -> None:
     for name in ("list", "jobs"):
-        p = sub.add_parser(name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""), description="List jobs in enqueue order, live and dead.")
+        p = sub.add_parser(name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""), description="List jobs in enqueue order, live and dead. Outputs are left out: see show and logs.")
         p.add_argument("--state", help=f"only jobs in this state ({STATES})")
         p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
         p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
@@ -91,7 +91,7 @@ def _dlq(sub) -> None:
     _add_json(p)
     p.set_defaults(command_name="dlq list")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION")
-    lp = dsub.add_parser("list", help="list dead jobs", description="List dead jobs.")
+    lp = dsub.add_parser("list", help="list dead jobs", description="List dead jobs. Outputs are left out: see show and logs.")
     # SUPPRESS: a subparser's defaults overwrite its parent's values, so `dlq --json list`
     # would lose the --json given before the action.
     _add_json(lp, default=argparse.SUPPRESS)
