@@ -4,6 +4,7 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote
 
 from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine, make_url
@@ -30,28 +31,43 @@ def resolve_url(db: str | None = None) -> str:
     return "sqlite:///" + os.path.abspath(os.path.expanduser(value))
 
 
+# Connection parameters that are secrets, which libpq also takes from the query string:
+# those it marks as password-like ("*": password, sslpassword, oauth_client_secret) and
+# the SCRAM keys, which authenticate as well as the password they derive from.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"})
+_SECRET_QUERY = re.compile(r"([?&;](?:%s)=)[^&;#]*" % "|".join(sorted(SECRET_PARAMETERS)), re.IGNORECASE)
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password masked, for logs, titles and errors."""
+    """The URL with any password and secret query parameter masked, for logs, titles and errors."""
     try:
         parsed = make_url(url)
     except (exc.ArgumentError, ValueError):
         return _mask_unparsable(url)
-    # libpq also takes the password as a query parameter (?password=...).
-    secret = {key: "***" for key in parsed.query if key.lower() == "password"}
-    if secret:
-        parsed = parsed.update_query_dict(secret)
-    return parsed.render_as_string(hide_password=True)
+    # Rendered from the parsed URL, the keys are decoded (?ssl%70assword= is sslpassword).
+    return _SECRET_QUERY.sub(r"\1***", parsed.render_as_string(hide_password=True))
 
 
 def _mask_unparsable(url: str) -> str:
     """An unparsable URL cannot tell a password from a host or a port: mask everything
-    up to the last '@' (a password may hold '/' or '@'), else the whole authority."""
+    up to the last '@' (a password may hold '/' or '@'), else the whole authority; and
+    the value of every secret query parameter, its key spelled as it may be."""
     head, sep, rest = url.partition("//")
     if not sep:
         return url
     if "@" in rest:
-        return f"{head}//***@{rest.rsplit('@', 1)[1]}"
-    return head + "//" + re.sub(r"^[^/?#]*", "***", rest)
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    else:
+        rest = re.sub(r"^[^/?#]*", "***", rest)
+    return head + "//" + _SECRET_QUERY.sub(r"\1***", _unquote_keys(rest))
+
+
+def _unquote_keys(text: str) -> str:
+    """Percent-decode the query's keys, so that an encoded secret key is recognised."""
+    path, sep, query = text.partition("?")
+    if not sep:
+        return text
+    return path + sep + re.sub(r"(^|[&;])([^=&;#]*)", lambda m: m.group(1) + unquote(m.group(2)), query)
 
 
 class Database:
@@ -109,8 +125,11 @@ class Database:
             yield
         except exc.DBAPIError as err:
             # OperationalError: unreachable, locked, read-only, disk full...; a plain
-            # DatabaseError: "file is not a database" and other corruption.
-            if err.connection_invalidated or isinstance(err, exc.OperationalError) or type(err) is exc.DatabaseError:
+            # DatabaseError: "file is not a database" and other corruption; a
+            # ProgrammingError with no statement: the driver refused the URL's
+            # parameters (psycopg: 'invalid connection option "SSLPassword"').
+            refused = isinstance(err, exc.ProgrammingError) and err.statement is None
+            if err.connection_invalidated or isinstance(err, exc.OperationalError) or type(err) is exc.DatabaseError or refused:
                 raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
             raise
 

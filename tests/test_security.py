@@ -86,10 +86,23 @@ def test_detached_worker_log_is_private(tmp_path):
 PASSWORD = "s3cretpw" + secrets.token_hex(4)  # unique per run: a stray process of another run cannot confuse ps checks
 
 
-@pytest.fixture
-def secret_url(pg_databases):
-    """A fresh PostgreSQL database, reached with a password (trust auth ignores it)."""
-    return make_url(pg_databases.new()).set(password=PASSWORD).render_as_string(hide_password=False)
+@pytest.fixture(params=["password", "sslpassword"])
+def secret_url(request, pg_databases):
+    """A fresh PostgreSQL database, reached with a password (trust auth ignores it) in
+    the URL's userinfo, or with a secret libpq takes as a query parameter (sslpassword
+    decrypts a client key; without SSL it is unused)."""
+    url = make_url(pg_databases.new())
+    if request.param == "password":
+        url = url.set(password=PASSWORD)
+    else:
+        url = url.update_query_dict({request.param: PASSWORD})
+    return url.render_as_string(hide_password=False)
+
+
+def masked(secret_url: str) -> str:
+    """How the secret's place reads once masked."""
+    url = make_url(secret_url)
+    return f"{url.username}:***@" if url.password else f"?{next(iter(url.query))}=***"
 
 
 def assert_hidden(*texts, where=""):
@@ -115,7 +128,7 @@ def test_password_is_not_in_output_or_errors(secret_url, tmp_path):
         if wrong_port in args:
             assert result.returncode == 1, result.stderr
             if "--debug" not in args:  # --debug adds the traceback
-                error_line(result, 1, "postgres:***@127.0.0.1:1/")
+                error_line(result, 1, "@127.0.0.1:1/", masked(secret_url))
         else:
             assert result.returncode == 0, (args, result.stderr)
 
@@ -148,7 +161,7 @@ def test_password_is_not_in_debug_logs_or_process_titles(secret_url, tmp_path):
                     titles[proc.pid] = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
                     pass
-            assert "queuectl supervisor" in titles[sup.pid] and "postgres:***@" in titles[sup.pid], titles
+            assert "queuectl supervisor" in titles[sup.pid] and masked(secret_url) in titles[sup.pid], titles
             # The worker running the slow job is alive until it ends, so its title can be read
             # now. (Counting titles instead races process creation: a job's shell between
             # vfork and exec still shows its worker's title.)
@@ -213,6 +226,41 @@ def test_password_parsed_as_a_port_is_not_echoed(tmp_path):
     result = Cli(url, tmp_path)("list")
     assert "Traceback" not in result.stderr
     assert_hidden(result.stderr, where="the error for a malformed URL")
+
+
+# Every connection parameter libpq holds secret: those it marks "*" (password-like) and
+# the SCRAM keys, which authenticate as well as the password they are derived from.
+SECRET_PARAMETERS = ["password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"]
+
+
+def test_every_secret_query_parameter_is_masked_in_errors(tmp_path):
+    """Through real commands that fail to connect (port 1), and URLs that do not parse:
+    the error names the database with every secret masked, whatever the key's case or
+    percent-encoding."""
+    pytest.importorskip("psycopg")
+    queries = [f"{key}={PASSWORD}" for key in SECRET_PARAMETERS]
+    queries += [f"SSLPassword={PASSWORD}", f"ssl%70assword={PASSWORD}", f"sslmode=disable&sslpassword={PASSWORD}&sslpassword=x{PASSWORD}"]
+    urls = [f"postgresql+psycopg://postgres@127.0.0.1:1/none?{query}" for query in queries]
+    urls += [f"postgresql+psycopg://postgres@127.0.0.1:notaport/none?{query}" for query in queries]  # unparsable
+    commands = [["--db", url, "list"] for url in urls] + [["--db", urls[1], "worker", "start", "--burst"]]
+    for args, result, _ in run_many(urls[0], tmp_path, commands):
+        url = args[1]
+        assert_hidden(result.stdout, result.stderr, where=f"the error for {url.replace(PASSWORD, 'SECRET')}")
+        assert result.returncode in (1, 2), result
+        line = error_line(result, result.returncode, "127.0.0.1")
+        assert "=***" in line and "unexpected error" not in line, line
+
+
+def test_the_masked_parameters_cover_what_libpq_holds_secret():
+    psycopg = pytest.importorskip("psycopg")
+    from queuectl.database import safe_url
+
+    secret = {opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults() if opt.dispchar == b"*"}
+    assert "password" in secret and "sslpassword" in secret, secret
+    for key in sorted(secret | set(SECRET_PARAMETERS)):
+        shown = safe_url(f"postgresql+psycopg://u@h/db?sslmode=require&{key}={PASSWORD}&application_name=x")
+        assert PASSWORD not in shown and f"{key}=***" in shown, (key, shown)
+        assert "sslmode=require" in shown and "application_name=x" in shown, shown  # the rest is kept
 
 
 # --- no SQL from strings ----------------------------------------------------------------------
