@@ -1,12 +1,12 @@
 """Helpers for the benchmark suite: child environment, scratch databases, timing,
-memory sampling and small statistics. Standard library plus queuectl's own deps."""
+a memory floor and small statistics. Standard library plus queuectl's own deps.
+(The peaks of queuectl's own processes are recorded by bench/exit_peaks.py.)"""
 
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -204,73 +204,6 @@ def job_counts(url: str) -> dict[str, int]:
 
 
 # --- memory ---------------------------------------------------------------------------------
-
-
-def _status_kb(pid: int) -> dict[str, int]:
-    values = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(("VmHWM:", "VmRSS:")):
-                    key, value = line.split(":", 1)
-                    values[key] = int(value.split()[0])
-    except (OSError, ValueError):
-        pass
-    return values
-
-
-class RssSampler(threading.Thread):
-    """Peak RSS of a supervisor and of its direct children (the worker processes).
-
-    Reads VmHWM (the kernel's high-water mark) and VmRSS from /proc every
-    `interval` seconds and keeps the maximum per process: the last sample before a
-    process exits carries its peak. Children are rediscovered every half second.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.025):
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.interval = interval
-        self.peaks: dict[int, int] = {}  # pid -> kB
-        self.names: dict[int, str] = {}
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        children: list[int] = []
-        next_scan = 0.0
-        while not self.halt.is_set():
-            now = time.monotonic()
-            if now >= next_scan:
-                next_scan = now + 0.5
-                try:
-                    for child in psutil.Process(self.pid).children():
-                        if child.pid not in self.names:
-                            try:
-                                cmdline = " ".join(child.cmdline())
-                            except psutil.Error:
-                                continue
-                            # the workers (setproctitle: "queuectl worker i/n ..."), not job processes
-                            if cmdline.startswith(("/bin/sh", "sh ")):
-                                continue
-                            self.names[child.pid] = cmdline
-                            children.append(child.pid)
-                except psutil.Error:
-                    pass
-            for pid in [self.pid] + children:
-                values = _status_kb(pid)
-                if values:
-                    self.peaks[pid] = max(self.peaks.get(pid, 0), values.get("VmHWM", 0), values.get("VmRSS", 0))
-            self.halt.wait(self.interval)
-
-    def stop(self) -> dict:
-        self.halt.set()
-        self.join()
-        return {
-            "supervisor_kb": self.peaks.get(self.pid),
-            "workers_kb": [self.peaks[p] for p in self.names if p in self.peaks],
-        }
 
 
 def floor_rss_kb(ctx: Context, modules: str) -> int:

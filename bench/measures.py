@@ -11,7 +11,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from common import REPO, RssSampler, job_counts, mean, median, p95
+import exit_peaks
+from common import REPO, job_counts, mean, median, p95
 
 TSP = shutil.which("tsp")
 
@@ -22,6 +23,47 @@ def write_lines(path: Path, n: int, line: str = "true") -> Path:
 
 
 # --- 1, 2, 7: drain throughput, its physical limit, task-spooler, memory ----------------------
+
+
+def drain_memory(peaks: dict) -> dict:
+    """One drain's peaks (kB) from bench/exit_peaks.py's records: the supervisor, each
+    worker, the workers that never reported, and the kernel's own figure for the
+    largest of the supervisor's children (RUSAGE_CHILDREN when it exited)."""
+    root = peaks["root"]
+    return {
+        "supervisor_kb": root["hwm_kb"] if root else None,
+        "workers_kb": [child["hwm_kb"] for child in peaks["children"]],
+        "workers_titles": [child["title"] for child in peaks["children"]],
+        "unreported_pids": peaks["unreported"],
+        "children_maxrss_kb": root["children_maxrss_kb"] if root else None,
+    }
+
+
+def memory_summary(memory: list, width: int) -> dict:
+    """The largest peaks over the sampled drains (memory: one entry per drain, None if
+    it was not sampled). A figure that some drain did not measure is left out, and
+    `<figure>_not_measured` says why: never a 0 or the largest of what was seen."""
+    sampled = [m for m in memory if m is not None]
+    skipped = [f"{len(memory) - len(sampled)} of {len(memory)} drains not sampled"] if len(sampled) < len(memory) else []
+    supervisor_gaps = skipped + (["the supervisor left no exit record"] if any(m["supervisor_kb"] is None for m in sampled) else [])
+    worker_gaps = list(skipped)
+    unreported = [pid for m in sampled for pid in m["unreported_pids"]]
+    if unreported:
+        worker_gaps.append(f"no exit record from worker pid {', '.join(map(str, unreported))}")
+    fewest = min(len(m["workers_kb"]) for m in sampled)
+    if fewest < width:
+        worker_gaps.append(f"{fewest} of {width} workers recorded in a drain")
+    summary = {"workers_seen": [len(m["workers_kb"]) for m in sampled]}
+    for key, gaps, values in (
+        ("supervisor_peak_kb", supervisor_gaps, [m["supervisor_kb"] for m in sampled]),
+        ("children_maxrss_kb", supervisor_gaps, [m["children_maxrss_kb"] for m in sampled]),
+        ("worker_peak_kb", worker_gaps, [kb for m in sampled for kb in m["workers_kb"]]),
+    ):
+        if gaps:
+            summary[key.replace("_kb", "_not_measured")] = "; ".join(gaps)
+        else:
+            summary[key] = max(values)
+    return summary
 
 
 def xargs_drain(ctx, jobs_file: Path, width: int) -> float:
@@ -35,13 +77,13 @@ def queuectl_drain(ctx, backend, jobs_file: Path, n: int, width: int, sample_mem
     try:
         enqueue_s = ctx.run(ctx.queuectl(url, "enqueue", "--file", jobs_file), name="enqueue-file")
         log = ctx.log_file(f"drain-w{width}")
+        argv = ctx.queuectl(url, "worker", "start", "--burst", "--concurrency", width)
+        peaks = log.with_suffix(".peaks")
+        if sample_memory:  # the same command, each process recording its peak as it ends
+            argv = exit_peaks.command(peaks, argv)
         with open(log, "wb") as out:
-            argv = ctx.queuectl(url, "worker", "start", "--burst", "--concurrency", width)
             start = time.perf_counter()
             proc = subprocess.Popen(argv, env=ctx.env, cwd=ctx.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-            sampler = RssSampler(proc.pid) if sample_memory else None
-            if sampler:
-                sampler.start()
             try:
                 code = proc.wait(timeout=600)
             finally:
@@ -49,7 +91,7 @@ def queuectl_drain(ctx, backend, jobs_file: Path, n: int, width: int, sample_mem
                     proc.kill()
                     proc.wait()
             drain_s = time.perf_counter() - start
-            memory = sampler.stop() if sampler else None
+        memory = drain_memory(exit_peaks.read(peaks, proc.pid)) if sample_memory else None
         if code != 0:
             raise RuntimeError(f"worker start --burst exited {code}:\n{log.read_text(errors='replace')[-2000:]}")
         counts = job_counts(url)
@@ -132,11 +174,8 @@ def drain(ctx, backend, n: int, rounds: dict) -> dict:
                 vs_tsp=median([r["tsp_s"] / r["drain_s"] for r in runs]),
                 enqueue_plus_drain_vs_tsp=median([r["tsp_s"] / (r["enqueue_s"] + r["drain_s"]) for r in runs]),
             )
-        memory = [r["memory"] for r in runs if r.get("memory")]
-        if memory:
-            summary["supervisor_peak_kb"] = max(m["supervisor_kb"] or 0 for m in memory)
-            summary["worker_peak_kb"] = max((max(m["workers_kb"]) if m["workers_kb"] else 0) for m in memory)
-            summary["workers_seen"] = max(len(m["workers_kb"]) for m in memory)
+        if any(r["memory"] is not None for r in runs):
+            summary.update(memory_summary([r["memory"] for r in runs], width))
         result["widths"][str(width)] = {"runs": runs, **summary}
     return result
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import exit_peaks  # noqa: E402
 import measures  # noqa: E402
 from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers  # noqa: E402
 
@@ -42,7 +43,7 @@ TARGETS = {
     "pickup_sqlite": ("median < 50 ms", lambda v: v < 0.050),
     "pickup_pg_listen": ("median < 10 ms", lambda v: v < 0.010),
     "scale": ("1M/1k <= 1.5x", lambda v: v <= 1.5),
-    "worker_rss": ("each < 60 MB", lambda v: v < 60 * 1024 * 1024),
+    "worker_rss": ("each < 60 MB", lambda kb: kb < 60 * 1024),
 }
 
 
@@ -75,7 +76,8 @@ def warm_up(ctx: Context, backend) -> None:
     try:
         ctx.run(ctx.queuectl(url, "status"), name="warmup-status")
         ctx.run(ctx.queuectl(url, "enqueue", "true"), name="warmup-enqueue")
-        ctx.run(ctx.queuectl(url, "worker", "start", "--burst", "-c", "1"), name="warmup-worker")
+        # under the memory recorder of the drains, which is then in the bytecode cache too
+        ctx.run(exit_peaks.command(ctx.tmp / "warmup.peaks", ctx.queuectl(url, "worker", "start", "--burst", "-c", "1")), name="warmup-worker")
         ctx.run([ctx.py, "-c", "import sqlalchemy.orm"], name="warmup-floor")
         lines = measures.write_lines(ctx.tmp / "warmup.txt", 10)
         ctx.run([ctx.py, str(REPO / "bench" / "floor_insert.py"), url, str(lines), "1000000"], name="warmup-floor-insert")
@@ -134,28 +136,70 @@ def _mb(kb):
     return f"{kb / 1024:.1f} MB"
 
 
-def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
-    """One row per figure: label, a cell per backend, the target and met/missed per backend."""
-    rows = []
+class NotMeasured(Exception):
+    """A figure the run did not measure: `short` goes in its cell, the message (why)
+    in the JSON and on stderr."""
 
-    def row(label, getter, fmt, target=None, test_value=None):
-        cells, verdicts = {}, {}
+    def __init__(self, reason: str, short: str):
+        super().__init__(reason)
+        self.short = short
+
+
+def sampled(summary: dict, key: str):
+    """summary[key], or NotMeasured with the reason the drain left under
+    `<key without _kb>_not_measured` (see measures.memory_summary)."""
+    reason = summary.get(key.replace("_kb", "_not_measured"))
+    if reason:
+        raise NotMeasured(reason, "not sampled")
+    return summary[key]
+
+
+def tsp_figure(drain: dict, width: str, key: str):
+    """A task-spooler figure of the drain, or NotMeasured when tsp was not installed."""
+    if not drain["tsp"]:
+        raise NotMeasured("task-spooler (tsp) is not installed", "no tsp")
+    return drain["widths"][width][key]
+
+
+NOT_MEASURED = "NOT MEASURED"
+
+
+def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
+    """One row per figure: label, a cell per backend, the target and a verdict per
+    backend: met, MISSED, or NOT MEASURED when its section ran but left no figure.
+    A figure that is absent is never a 0 and never met."""
+    rows = []
+    section = None  # the results key of the rows being added
+
+    def row(label, getter, fmt, target=None, target_text=None):
+        """target: a TARGETS key, or {backend: key} when each backend has its own."""
+        cells, verdicts, reasons = {}, {}, {}
         for b in backends:
+            key = target.get(b) if isinstance(target, dict) else target
             try:
                 value = getter(results[b])
+            except NotMeasured as err:
+                value, cells[b], reasons[b] = None, f"n/a, {err.short}", str(err)
             except (KeyError, TypeError, IndexError, ZeroDivisionError):
                 value = None
-            cells[b] = fmt(value) if value is not None else "n/a"
-            if target and value is not None:
-                checked = test_value(results[b]) if test_value else value
-                verdicts[b] = "met" if TARGETS[target][1](checked) else "MISSED"
-        rows.append({"label": label, "cells": cells, "target": TARGETS[target][0] if target else "", "verdicts": verdicts})
+            if value is not None:
+                cells[b] = fmt(value)
+                if key:
+                    verdicts[b] = "met" if TARGETS[key][1](value) else "MISSED"
+            else:
+                cells.setdefault(b, "n/a")
+                if key and section in results[b]:  # ran (if only in error) but gave no figure
+                    verdicts[b] = NOT_MEASURED
+        text = target_text or (TARGETS[target][0] if isinstance(target, str) else "")
+        rows.append({"label": label, "cells": cells, "target": text, "verdicts": verdicts, "reasons": reasons})
 
-    def sep(title):
+    def sep(key, title):
+        nonlocal section
+        section = key
         rows.append({"section": title})
 
     n = p["drain_n"]
-    sep(f"Drain {n:,} `true` jobs (`worker start --burst`); medians of interleaved rounds (W=1: {p['rounds'][1]}, W=2: {p['rounds'][2]})")
+    sep("drain", f"Drain {n:,} `true` jobs (`worker start --burst`); medians of interleaved rounds (W=1: {p['rounds'][1]}, W=2: {p['rounds'][2]})")
     for w in ("1", "2"):
         d = lambda r, w=w: r["drain"]["widths"][w]  # noqa: E731
         row(f"W={w} queuectl", lambda r: d(r)["queuectl_jobs_s"], _rate)
@@ -163,32 +207,27 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
         row(f"W={w} queuectl without that fixed cost / xargs", lambda r: d(r)["per_job_vs_xargs"], lambda v: f"{v:.0%}")
         row(f"W={w} xargs -P{w} (physical limit)", lambda r: d(r)["xargs_jobs_s"], _rate)
         row(f"W={w} queuectl / xargs", lambda r: d(r)["vs_xargs"], lambda v: f"{v:.0%}", "drain_vs_xargs" if w == "2" else None)
-        row(f"W={w} tsp -S {w} (enqueue + run)", lambda r: d(r)["tsp_jobs_s"], _rate)
-        row(f"W={w} queuectl / tsp", lambda r: d(r)["vs_tsp"], lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
-        row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r: d(r)["enqueue_plus_drain_vs_tsp"], lambda v: f"{v:.2f}x")
-    sep(f"Bulk enqueue (`enqueue --file`, {p['bulk_n']:,} jobs, one process, wall)")
+        row(f"W={w} tsp -S {w} (enqueue + run)", lambda r: tsp_figure(r["drain"], w, "tsp_jobs_s"), _rate)
+        row(f"W={w} queuectl / tsp", lambda r: tsp_figure(r["drain"], w, "vs_tsp"), lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
+        row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r: tsp_figure(r["drain"], w, "enqueue_plus_drain_vs_tsp"), lambda v: f"{v:.2f}x")
+    sep("bulk", f"Bulk enqueue (`enqueue --file`, {p['bulk_n']:,} jobs, one process, wall)")
     row("queuectl", lambda r: r["bulk"]["queuectl_jobs_s"], _rate, "bulk")
     row("same rows by the bare driver's executemany (floor)", lambda r: r["bulk"]["floor_jobs_s"], _rate)
     row("queuectl / floor", lambda r: r["bulk"]["vs_floor"], lambda v: f"{v:.0%}")
-    sep(f"Single enqueue (one process, median of {p['single']}, interleaved)")
+    sep("single", f"Single enqueue (one process, median of {p['single']}, interleaved)")
     row('`queuectl enqueue "true"`', lambda r: r["single"]["enqueue_median_s"], _ms)
     row('`python -c "import sqlalchemy.orm"` (floor)', lambda r: r["single"]["floor_median_s"], _ms)
     row("enqueue / floor", lambda r: r["single"]["ratio"], lambda v: f"{v:.2f}x", "single")
     row('`python -c "import sqlalchemy.orm, psycopg"` (driver floor)', lambda r: r["single"]["driver_floor_median_s"], _ms)
     row("enqueue / driver floor", lambda r: r["single"]["driver_ratio"], lambda v: f"{v:.2f}x")
-    sep(f"Pickup latency (idle `worker start -c 1`, enqueue -> job's timestamp, {p['pickup']} samples)")
+    sep("pickup", f"Pickup latency (idle `worker start -c 1`, enqueue -> job's timestamp, {p['pickup']} samples)")
     row(
         "median (LISTEN on PostgreSQL)",
         lambda r: r["pickup"]["listen"]["median_s"],
         _ms,
+        {"sqlite": "pickup_sqlite", "postgresql": "pickup_pg_listen"},
+        target_text="SQLite < 50 ms; PG < 10 ms",
     )
-    rows[-1]["target"] = "SQLite < 50 ms; PG < 10 ms"
-    for b in backends:
-        try:
-            v = results[b]["pickup"]["listen"]["median_s"]
-            rows[-1]["verdicts"][b] = "met" if TARGETS["pickup_sqlite" if b == "sqlite" else "pickup_pg_listen"][1](v) else "MISSED"
-        except (KeyError, TypeError):
-            pass
     row("p95 (LISTEN on PostgreSQL)", lambda r: r["pickup"]["listen"]["p95_s"], _ms)
     row("of which the enqueue's own transaction (median)", lambda r: r["pickup"]["listen"]["enqueue_median_s"], _ms)
     row("after the enqueue committed (median)", lambda r: r["pickup"]["listen"]["after_commit_median_s"], _ms)
@@ -203,7 +242,7 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     )
     row("spawn floor: same command started directly (median)", lambda r: r["pickup"]["listen"]["spawn_floor_median_s"], _ms)
     small, big = f"{p['small']:,}", f"{p['big']:,}"
-    sep(f"Scale: {small} vs {big} jobs in the table ({p['pending']} pending, rest completed)")
+    sep("scale", f"Scale: {small} vs {big} jobs in the table ({p['pending']} pending, rest completed)")
     row(f"claim+complete cycle, {small} (mean of {p['cycles']})", lambda r: r["scale"]["small"]["claim_cycle_mean_s"], _ms)
     row(f"claim+complete cycle, {big}", lambda r: r["scale"]["big"]["claim_cycle_mean_s"], _ms)
     row("claim cost big / small", lambda r: r["scale"]["claim_ratio"], lambda v: f"{v:.2f}x", "scale")
@@ -211,14 +250,26 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row(f"status.report(), {big}", lambda r: r["scale"]["big"]["status_median_s"], _ms)
     row("status big / small", lambda r: r["scale"]["status_ratio"], lambda v: f"{v:.2f}x", "scale")
     row("idle worker's poll (Waiter.work_may_exist), big / small", lambda r: r["scale"]["idle_poll_ratio"], lambda v: f"{v:.2f}x")
-    sep("Memory: peak RSS during the W=2 drains (VmHWM)")
-    row("supervisor", lambda r: r["drain"]["widths"]["2"]["supervisor_peak_kb"], _mb)
-    row("each worker (the largest)", lambda r: r["drain"]["widths"]["2"]["worker_peak_kb"], _mb, "worker_rss", lambda r: r["drain"]["widths"]["2"]["worker_peak_kb"] * 1024)
+    sep("drain", "Memory: peak RSS (VmHWM) of each process during the W=2 drains, read as it exits")
+    row("supervisor", lambda r: sampled(r["drain"]["widths"]["2"], "supervisor_peak_kb"), _mb)
+    row("each worker (the largest)", lambda r: sampled(r["drain"]["widths"]["2"], "worker_peak_kb"), _mb, "worker_rss")
+    row("largest of the supervisor's children, by the kernel (cross-check)", lambda r: sampled(r["drain"]["widths"]["2"], "children_maxrss_kb"), _mb)
     row("python + sqlalchemy.orm + psutil (floor)", lambda r: r["memory_floor_kb"], _mb)
     return rows
 
 
 NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def not_measured(rows: list[dict]) -> list[str]:
+    """The targets a run did not check: one line each, with the reason when known."""
+    lines = []
+    for r in rows:
+        for b, verdict in r.get("verdicts", {}).items():
+            if verdict == NOT_MEASURED:
+                why = r["reasons"].get(b)
+                lines.append(f"{b}: {r['label']} ({r['target']})" + (f": {why}" if why else ""))
+    return lines
 
 
 def render(rows: list[dict], backends: list[str]) -> str:
@@ -304,19 +355,24 @@ def main(argv=None) -> int:
         "  barrier job needing all W slots has run; its jobs run while the loop enqueues.",
         "Children import the source tree with a warmed bytecode cache (PYTHONPYCACHEPREFIX).",
         "Pickup: 0.1-0.3 s random pauses between samples, so enqueues do not phase-lock with a worker's poll cycle.",
+        "Memory: each queuectl process of the W=2 drains appends its VmHWM to a file as it exits (bench/exit_peaks.py);",
+        "  the cross-check is the supervisor's getrusage(RUSAGE_CHILDREN).ru_maxrss once it has reaped its workers.",
     ]
     print("\n".join(notes))
     print(f"\nload average {meta['loadavg_before'][0]:.2f} -> {meta['loadavg_after'][0]:.2f}; suite ran {meta['duration_s']:.0f}s")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    unmeasured = not_measured(rows)
     meta["errors"] = errors
+    meta["not_measured"] = unmeasured
     out.write_text(json.dumps({"meta": meta, "results": results, "rows": rows, "table": table}, indent=2, default=str) + "\n")
     print(f"results: {out}")
     if errors:
         print("bench: some measurements failed (n/a above):\n  " + "\n  ".join(errors), file=sys.stderr)
-        return 1
-    return 0
+    if unmeasured:
+        print("bench: targets not checked (NOT MEASURED above):\n  " + "\n  ".join(unmeasured), file=sys.stderr)
+    return 1 if errors or unmeasured else 0
 
 
 if __name__ == "__main__":
