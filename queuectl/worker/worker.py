@@ -2,8 +2,9 @@
 
 Shaped as initialize / loop_once / shutdown. Signal handlers only set flags:
 SIGTERM = finish the current job, then exit; SIGUSR1 = stop now (kill the job and
-give it back unrun). SIGINT is ignored: a Ctrl-C reaches the whole terminal process
-group, and the supervisor alone decides what it means.
+give it back unrun). SIGINT is ignored (by a no-op handler, so jobs do not inherit
+the ignoring): a Ctrl-C reaches the whole terminal process group, and the supervisor
+alone decides what it means.
 """
 
 import logging
@@ -42,6 +43,14 @@ class WorkerOptions:
     burst: bool
 
 
+# Signals a job must get with their default action even where the worker ignores them.
+_IGNORED_BUT_NOT_BY_JOBS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def _ignore(_signum, _frame) -> None:
+    pass
+
+
 class Worker:
     def __init__(self, options: WorkerOptions, shared_pgid):
         self.o = options
@@ -60,12 +69,19 @@ class Worker:
     # --- lifecycle -------------------------------------------------------------------
 
     def initialize(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ignored, but by a handler that does nothing rather than SIG_IGN: exec resets
+        # handled signals to their defaults while SIG_IGN would pass to every job (a
+        # job's `trap ... INT` would do nothing). The same for whatever this process
+        # was started ignoring (SIGHUP under nohup).
+        for signum in _IGNORED_BUT_NOT_BY_JOBS:
+            if signum == signal.SIGINT or signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, _ignore)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_now)
-        # The supervisor forked us with these blocked: a stop it sent meanwhile is
-        # delivered now, to the handlers above.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
+        # The supervisor forked us with the stop signals blocked: a stop it sent
+        # meanwhile is delivered now, to the handlers above. Nothing stays blocked,
+        # since jobs inherit this mask.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         self._title("starting")
         # A fresh engine in this process: connections are never shared across fork.
         self.db = Database(self.o.url, durable=False)
