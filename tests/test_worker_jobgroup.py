@@ -3,9 +3,14 @@ killed: real processes, and a recycled pid must never get a stranger killed."""
 
 import os
 import subprocess
+import tempfile
+from pathlib import Path
 
+import psutil
 import pytest
-from worker_support import alive
+from conftest import wait_until
+from worker_support import FAST, LONG, alive, configure, job, kill_all, processes_of, wait_lines
+from worker_support import supervisors  # noqa: F401  (fixture)
 
 from queuectl.errors import QueuectlError
 from queuectl.worker import jobgroup
@@ -62,3 +67,123 @@ def test_a_runtime_directory_others_can_write_is_refused(runtime):
     os.chmod(runtime, 0o777)
     with pytest.raises(QueuectlError, match="not a private directory"):
         jobgroup.JobGroup("w-x")
+
+
+# --- without XDG_RUNTIME_DIR ------------------------------------------------------------
+
+OTHER_UID = 65534  # "nobody": another user, for the files root plants
+
+
+@pytest.fixture
+def no_runtime_dir(tmp_path, monkeypatch):
+    """A user without XDG_RUNTIME_DIR (cron, su, a container), whose HOME and TMPDIR
+    are the test's; returns where the job-group files should go."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    return home / ".local" / "state" / "queuectl" / "run"
+
+
+def plant(tmp: Path, how: str) -> Path:
+    """What another user can leave at the predictable /tmp/queuectl-<uid>."""
+    planted = tmp / f"queuectl-{os.getuid()}"
+    if how == "symlink":
+        target = tmp / "theirs"
+        target.mkdir(mode=0o777)
+        planted.symlink_to(target)
+    else:
+        planted.mkdir()
+        os.chmod(planted, 0o777)
+        if how == "owned by another user":
+            if os.getuid() != 0:
+                pytest.skip("only root can plant a directory owned by another user")
+            os.chown(planted, OTHER_UID, OTHER_UID)
+    return planted
+
+
+@pytest.mark.parametrize("how", ["owned by another user", "world-writable", "symlink"])
+def test_a_directory_planted_in_tmp_does_not_stop_workers(no_runtime_dir, tmp_path, how):
+    planted = plant(tmp_path / "tmp", how)
+    published = jobgroup.JobGroup("w-planted")
+    assert published.path == no_runtime_dir / "w-planted.pgid"
+    assert no_runtime_dir.stat().st_uid == os.getuid()
+    assert no_runtime_dir.stat().st_mode & 0o777 == 0o700
+    assert published.path.stat().st_mode & 0o777 == 0o600
+    assert list(planted.iterdir()) == []  # nothing written where another user can reach
+    published.remove()
+
+
+def test_the_fallback_follows_xdg_state_home(no_runtime_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert jobgroup.runtime_dir() == tmp_path / "state" / "queuectl" / "run"
+    # Directories it creates on the way are private too (the XDG base directory spec).
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_fallback_is_checked_like_the_runtime_dir(no_runtime_dir, tmp_path):
+    no_runtime_dir.parent.mkdir(parents=True)
+    os.symlink(tmp_path / "tmp", no_runtime_dir)
+    with pytest.raises(QueuectlError, match="not a private directory"):
+        jobgroup.JobGroup("w-x")
+    no_runtime_dir.unlink()
+    no_runtime_dir.mkdir(mode=0o755)
+    with pytest.raises(QueuectlError, match="not a private directory"):
+        jobgroup.JobGroup("w-x")
+
+
+def test_a_home_that_cannot_hold_the_directory_is_a_clear_error(no_runtime_dir, tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("HOME", str(not_a_dir))
+    with pytest.raises(QueuectlError, match=r"cannot create .*XDG_RUNTIME_DIR"):
+        jobgroup.runtime_dir()
+
+
+def test_a_missing_xdg_runtime_dir_is_a_clear_error_not_made(tmp_path, monkeypatch):
+    """XDG_RUNTIME_DIR is the session manager's (gone after the user's last logout)."""
+    gone = tmp_path / "run-user-1000"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(gone))
+    with pytest.raises(QueuectlError, match=r"cannot create .*No such file"):
+        jobgroup.runtime_dir()
+    assert not gone.exists()
+
+
+def test_a_later_supervisor_finds_the_job_groups_without_xdg_runtime_dir(cli, db, supervisors, tmp_path):
+    """Real processes, with a directory planted at /tmp/queuectl-<uid> (TMPDIR here): a
+    supervisor starts, its whole tree is SIGKILLed mid-job, and the next supervisor of
+    the same user finds the orphaned job's group in the fallback location and kills it."""
+    env = supervisors.env(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"))
+    for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME"):
+        env.pop(name, None)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "tmp").mkdir()
+    planted = plant(tmp_path / "tmp", "owned by another user" if os.getuid() == 0 else "world-writable")
+    files = tmp_path / "home" / ".local" / "state" / "queuectl" / "run"
+    configure(db, **FAST, backoff_max=0.2)
+
+    cli.ok("enqueue", "--id", "warm-up", "true")
+    first = supervisors.start("--burst", env=env)
+    assert first.wait() == 0, first.log()
+    assert job(db, "warm-up")["state"] == "completed"
+
+    side = tmp_path / "attempts.log"
+    command = f'echo "$QUEUECTL_ATTEMPT" >> "{side}"; if [ "$QUEUECTL_ATTEMPT" = 1 ]; then sleep 77.6; fi; echo ok'
+    cli.ok("enqueue", "--id", "orphan", "--max-retries", "1", command)
+    sup = supervisors.start(env=env)
+    wait_lines(side, 1)
+    assert len(list(files.glob("*.pgid"))) == 1, list(files.iterdir())
+    kill_all([psutil.Process(sup.pid)] + sup.children())
+    sup.wait()
+    strays = wait_until(lambda: processes_of(cli.db_url, ["sleep", "77.6"]), timeout=LONG, message="an orphaned job")
+
+    restarted = supervisors.start("--burst", env=env)
+    assert restarted.wait() == 0, restarted.log()
+    row = job(db, "orphan")
+    assert (row["state"], row["attempts"], row["output"]) == ("completed", 1, "ok\n"), row
+    assert not any(alive(p) for p in strays)  # killed by the restarted supervisor, found through its file
+    assert list(files.iterdir()) == [] and list(planted.iterdir()) == []

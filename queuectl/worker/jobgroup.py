@@ -16,7 +16,6 @@ import ctypes
 import mmap
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -28,18 +27,46 @@ _SIZE = ctypes.sizeof(ctypes.c_int32)
 
 
 def runtime_dir() -> Path:
-    """$XDG_RUNTIME_DIR/queuectl, else /tmp/queuectl-<uid>: private to this user."""
+    """$XDG_RUNTIME_DIR/queuectl, else $XDG_STATE_HOME/queuectl/run (by default
+    ~/.local/state/queuectl/run): a directory private to this user, the same for every
+    process of the user on this host (see docs/design.md, "Where job groups are published").
+
+    Never a predictable name in a shared /tmp: another user could create it first and
+    so stop every `worker start` of this user."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base, "queuectl") if base else Path(tempfile.gettempdir(), f"queuectl-{os.getuid()}")
+    path = Path(base, "queuectl") if base else _state_home() / "queuectl" / "run"
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
+        # XDG_RUNTIME_DIR itself is made (and removed) by the session manager.
+        _make_private(path, parents=not base)
+    except OSError as err:
+        raise QueuectlError(
+            f"cannot create {path}: {err.strerror or err}; set XDG_RUNTIME_DIR (or XDG_STATE_HOME) to a directory of this user"
+        ) from None
     info = os.lstat(path)
-    # In a shared /tmp another user could have made it first (or planted a symlink).
+    # Another user could have made it first (or planted a symlink).
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise QueuectlError(f"{path} is not a private directory of this user; remove it or set XDG_RUNTIME_DIR")
     return path
+
+
+def _state_home() -> Path:
+    """$XDG_STATE_HOME, else ~/.local/state (the XDG base directory spec)."""
+    base = os.environ.get("XDG_STATE_HOME")
+    return Path(base) if base and os.path.isabs(base) else Path(os.path.expanduser("~"), ".local", "state")
+
+
+def _make_private(path: Path, parents: bool) -> None:
+    """mkdir (-p with `parents`), each directory it creates 0700 (the XDG base directory
+    spec asks that of the base directories too)."""
+    missing = []
+    while not os.path.lexists(path) and (parents or not missing):
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:  # another process of this user made it meanwhile
+            pass
 
 
 def _path(worker_id: str) -> Path:
