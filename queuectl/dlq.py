@@ -1,50 +1,76 @@
-"""The dead-letter queue: jobs out of retries, kept with their last error and output."""
+"""The dead-letter queue: jobs out of retries, kept with their last error and output.
 
-from sqlalchemy import delete, select, update
+`retry` and `purge` may run at the same time as each other and as themselves (two
+`dlq retry --all` at once, on several hosts): each first locks the dead rows it will
+act on (transitions.lock_jobs), then moves or deletes exactly those. So every dead
+job is retried or purged once, and the loser of a race touches nothing the winner
+took: it never resets a retried job that a worker has meanwhile claimed, and never
+counts a purge twice. With `--all`, each command acts on the dead jobs it could lock
+and reports them (the loser may report none). Named ids are all or nothing: if one
+of them is no longer dead (another command took it first), nothing is done and the
+error names it.
+"""
+
+from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobs import PURGED_KEY, bump_counter
 from queuectl.jobspec import lookup_id
 from queuectl.states import JobState
 from queuectl.timeutil import utcnow
-from queuectl.transitions import move_job, dead_jobs, jobs
+from queuectl.transitions import chunks, dead_jobs, jobs, lock_jobs, move_jobs
 
 
-def _select_ids(conn, ids: list[str] | None) -> list[str]:
+def _lock(conn, ids: list[str] | None) -> list[str]:
+    """Lock the dead jobs to act on (None means all); their ids. Named ids: all or none."""
     if ids is None:
-        return list(conn.execute(select(dead_jobs.c.id).order_by(dead_jobs.c.seq)).scalars())
+        return lock_jobs(conn, dead_jobs, true())
     if not ids:
         raise ValidationError("name job ids or use --all")
-    wanted = [lookup_id(i) for i in ids]
-    found = set(conn.execute(select(dead_jobs.c.id).where(dead_jobs.c.id.in_(wanted))).scalars())
-    missing = [i for i in wanted if i not in found]
-    if missing:
-        raise NotFound(f"no dead job with id {missing[0]!r}")
-    return list(dict.fromkeys(wanted))
+    wanted = list(dict.fromkeys(lookup_id(i) for i in ids))
+    locked: set[str] = set()
+    for chunk in chunks(wanted):
+        locked.update(lock_jobs(conn, dead_jobs, dead_jobs.c.id.in_(chunk)))
+    missing = next((i for i in wanted if i not in locked), None)
+    if missing is not None:
+        raise NotFound(_not_dead(conn, missing))
+    return wanted
+
+
+def _not_dead(conn, job_id: str) -> str:
+    state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+    return f"no dead job with id {job_id!r}" + (f" (it is {state})" if state else "")
 
 
 def retry(db, ids: list[str] | None, now=None) -> list[str]:
-    """Move dead jobs back to pending with attempts reset (None means all). All or nothing."""
+    """Move dead jobs back to pending with attempts reset (None means all); the ids moved."""
     now = now or utcnow()
+    fresh = {
+        "state": JobState.PENDING.value,
+        "attempts": 0,
+        "run_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "worker_id": None,
+    }
     with db.begin() as conn:
-        chosen = _select_ids(conn, ids)
-        for job_id in chosen:
-            move_job(conn, dead_jobs, jobs, job_id, extra={})
+        chosen = _lock(conn, ids)
+        move_jobs(conn, dead_jobs, jobs, chosen, values=fresh)
         if chosen:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(chosen))
-                .values(state=JobState.PENDING.value, attempts=0, run_at=now, updated_at=now, started_at=None, finished_at=None, worker_id=None)
-            )
             db.dialect.notify(conn)
     return chosen
 
 
 def purge(db, ids: list[str] | None) -> list[str]:
-    """Delete dead jobs for good (None means all)."""
+    """Delete dead jobs for good (None means all); the ids deleted, counted in '_purged'."""
     with db.begin() as conn:
-        chosen = _select_ids(conn, ids)
-        if chosen:
-            conn.execute(delete(dead_jobs).where(dead_jobs.c.id.in_(chosen)))
-            bump_counter(conn, PURGED_KEY, len(chosen))
+        chosen = _lock(conn, ids)
+        deleted = 0
+        for chunk in chunks(chosen):
+            deleted += conn.execute(delete(dead_jobs).where(dead_jobs.c.id.in_(chunk))).rowcount
+        if deleted != len(chosen):  # they are locked: anything else is a bug, and nothing is purged
+            raise RuntimeError(f"purging {len(chosen)} dead jobs deleted {deleted}")
+        if deleted:
+            bump_counter(conn, PURGED_KEY, deleted)
     return chosen

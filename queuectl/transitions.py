@@ -177,8 +177,9 @@ def fail(
         run_at = after(now, backoff_delay(attempts, cfg, rng))
         conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
         return JobState.FAILED.value
-    conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(state=JobState.DEAD.value, **outcome))
-    move_job(conn, jobs, dead_jobs, job_id, extra={"dead_at": now})
+    # The row is locked (above) and the move itself is guarded by the owner too.
+    dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
+    move_jobs(conn, jobs, dead_jobs, [job_id], values=dead, guard=_owned(job_id, worker_id))
     return JobState.DEAD.value
 
 
@@ -207,9 +208,46 @@ def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORK
     return results
 
 
-def move_job(conn, source, target, job_id: str, extra: dict) -> None:
-    """Move one row between jobs and dead_jobs, keeping every shared column."""
-    names = [c.name for c in source.columns if c.name in target.c and c.name not in extra]
-    values = [source.c[n] for n in names] + [literal(v, target.c[k].type) for k, v in extra.items()]
-    conn.execute(insert(target).from_select(names + list(extra), select(*values).where(source.c.id == job_id)))
-    conn.execute(delete(source).where(source.c.id == job_id))
+# Ids per statement of a move: SQLite allows 32766 bound parameters, PostgreSQL 65535.
+ID_CHUNK = 500
+
+
+def chunks(ids: list[str]):
+    """`ids` in slices of ID_CHUNK, for statements that bind one parameter per id."""
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start : start + ID_CHUNK]
+
+
+def lock_jobs(conn, table, where) -> list[str]:
+    """Lock the rows of `table` (jobs or dead_jobs) that match `where`; their ids, in
+    enqueue order. What a move may move: only rows its own transaction locked.
+
+    On PostgreSQL, a transaction that wants a row another one has locked waits for it
+    to end; if that one deleted (moved) the row, the row is no longer returned: the
+    loser of a race learns that it has nothing to move, instead of moving it a second
+    time or failing on the winner's copy. Locking in enqueue order (seq) makes two
+    movers wait for each other rather than deadlock. SQLite needs no row lock: a write
+    transaction holds the database's only write lock (SQLAlchemy drops FOR UPDATE).
+    """
+    return list(conn.execute(select(table.c.id).where(where).order_by(table.c.seq).with_for_update()).scalars())
+
+
+def move_jobs(conn, source, target, ids: list[str], values: dict, guard=None) -> None:
+    """Move rows between jobs and dead_jobs, keeping every shared column except the
+    ones `values` sets. `ids` must be rows this transaction has locked (lock_jobs, or
+    fail's SELECT ... FOR UPDATE); `guard` is a condition each must still meet (its owner).
+
+    One copy and one delete per chunk, in the database: outputs never travel to the
+    client. Both must touch every row: anything else would mean a row changed under
+    its lock, and the transaction is abandoned rather than half-moved.
+    """
+    names = [c.name for c in source.columns if c.name in target.c and c.name not in values]
+    copied = [source.c[n] for n in names] + [literal(v, target.c[k].type) for k, v in values.items()]
+    for chunk in chunks(ids):
+        match = source.c.id.in_(chunk) if guard is None else and_(source.c.id.in_(chunk), guard)
+        copy = insert(target).from_select(names + list(values), select(*copied).where(match))
+        # preserve_rowcount: SQLAlchemy reports no rowcount for an INSERT unless asked (psycopg).
+        inserted = conn.execute(copy.execution_options(preserve_rowcount=True)).rowcount
+        deleted = conn.execute(delete(source).where(match)).rowcount
+        if inserted != len(chunk) or deleted != len(chunk):
+            raise RuntimeError(f"moving {len(chunk)} jobs copied {inserted} and deleted {deleted}; nothing was moved")
