@@ -1,6 +1,7 @@
 """Keeping the queue private: file modes of the default database, PostgreSQL passwords
 kept out of output, errors, logs and process titles, and no SQL built from user text."""
 
+import hashlib
 import json
 import os
 import re
@@ -261,6 +262,73 @@ def test_the_masked_parameters_cover_what_libpq_holds_secret():
         shown = safe_url(f"postgresql+psycopg://u@h/db?sslmode=require&{key}={PASSWORD}&application_name=x")
         assert PASSWORD not in shown and f"{key}=***" in shown, (key, shown)
         assert "sslmode=require" in shown and "application_name=x" in shown, shown  # the rest is kept
+
+
+# --- secrets a job needs ----------------------------------------------------------------
+
+OTHER_UID = 65534  # "nobody"
+
+
+def as_another_user(*argv) -> subprocess.CompletedProcess:
+    """Run argv as another local user (as root: nobody; otherwise as this user, who sees
+    at least as much)."""
+    kw = {"user": OTHER_UID, "group": OTHER_UID} if os.getuid() == 0 else {}
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=LONG, **kw)
+
+
+def test_a_command_is_public_in_ps_but_a_sourced_env_file_or_the_workers_environment_is_not(sqlite_url, tmp_path):
+    """What README "Security" says: while a job runs, its command is visible to every
+    local user through `ps`; a secret the command reads from a private environment file
+    it sources, or from the worker's environment, is not (a process's environment is
+    readable only by its user), and the job still gets it."""
+    in_command, in_file, in_worker_env = (f"tok{n}-{secrets.token_hex(8)}" for n in range(3))
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text(f"API_TOKEN={in_file}\n")
+    env_file.chmod(0o600)
+
+    def job_command(name: str, setup: str, variable: str) -> str:
+        # printf is a shell builtin and sha256sum reads stdin: the value is in no argv.
+        return (f"{setup}: > {name}.started; while [ ! -e {name}.go ]; do sleep 0.05; done; "
+                f"printf '%s' \"${variable}\" | sha256sum")
+
+    cli = Cli(sqlite_url, tmp_path)
+    cli.ok("enqueue", "--id", "in-command", job_command("in-command", f"API_TOKEN={in_command}; ", "API_TOKEN"))
+    cli.ok("enqueue", "--id", "sourced", job_command("sourced", f"set -a; . {env_file}; set +a; ", "API_TOKEN"))
+    cli.ok("enqueue", "--id", "inherited", job_command("inherited", "", "WORKER_TOKEN"))
+    sups = Supervisors(cli, sqlite_url, tmp_path)
+    try:
+        sup = sups.start("--burst", "--concurrency", "3", env=sups.env(WORKER_TOKEN=in_worker_env))
+        names = ("in-command", "sourced", "inherited")
+        wait_until(lambda: all((tmp_path / f"{n}.started").exists() for n in names), timeout=LONG, message="the three jobs to run")
+
+        seen = as_another_user("ps", "-eo", "pid,args", "-ww").stdout
+        assert in_command in seen, seen  # the hazard the README warns of
+        assert in_file not in seen and in_worker_env not in seen, seen
+        for proc in psutil.process_iter():
+            try:
+                environ = proc.environ()
+            except psutil.Error:
+                continue
+            if environ.get("QUEUECTL_JOB_ID") == "sourced" and environ.get("API_TOKEN") == in_file:
+                break
+        else:
+            raise AssertionError("no process of the sourced job holds API_TOKEN")
+        if os.getuid() == 0:  # and another user cannot read that environment
+            peek = as_another_user("cat", f"/proc/{proc.pid}/environ")
+            assert peek.returncode != 0 and in_file not in peek.stdout, peek
+
+        for name in names:
+            (tmp_path / f"{name}.go").touch()
+        assert sup.wait() == 0, sup.log()
+    finally:
+        sups.cleanup()
+    for name, secret in (("in-command", in_command), ("sourced", in_file), ("inherited", in_worker_env)):
+        shown = cli.json("show", name)
+        assert (shown["state"], shown["output"]) == ("completed", hashlib.sha256(secret.encode()).hexdigest() + "  -\n"), shown
+    # The command is also stored and shown; what the job read from elsewhere is not.
+    assert in_command in cli.ok("list").stdout
+    stored = json.dumps(cli.json("list"))
+    assert in_file not in stored and in_worker_env not in stored
 
 
 # --- no SQL from strings ----------------------------------------------------------------------
