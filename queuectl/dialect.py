@@ -4,6 +4,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 import time
 import weakref
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ class SQLiteDialect:
         self.path = url.database if url.database and url.database != ":memory:" else None
         self.busy_timeout = busy_timeout()
         self._fd: int | None = None
+        self._threads = threading.Lock()
         _OPEN_LOCKS.add(self)
 
     def missing_driver_message(self, err: ImportError) -> str:
@@ -100,11 +102,18 @@ class SQLiteDialect:
         if fd is None:
             yield
             return
-        self._flock(fd)
+        # The flock belongs to the descriptor, which this process's threads share: a
+        # worker's heartbeat thread queues behind its job loop here first.
+        if not self._threads.acquire(timeout=self.busy_timeout):
+            raise DatabaseError(f"database {self.path} is locked: another thread of this process held it for {self.busy_timeout:g}s")
         try:
-            yield
+            self._flock(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._threads.release()
 
     def _flock(self, fd: int) -> None:
         """Take the flock, or fail like SQLite does once busy_timeout has passed."""
@@ -150,6 +159,7 @@ class SQLiteDialect:
             except OSError:
                 pass
         self._fd = None
+        self._threads = threading.Lock()  # whichever parent thread held it is not here
 
     @contextmanager
     def migration_lock(self, engine: Engine):

@@ -1,7 +1,7 @@
 """Where a worker publishes its running job's process group, so that whoever
 outlives the worker can kill the job.
 
-Each worker has a 4-byte file in a per-user runtime directory, mapped into memory
+Each worker has a 16-byte file in a per-user runtime directory, mapped into memory
 (MAP_SHARED) before the worker is forked: publishing a job's group is a plain
 memory store, no system call and no database write on the hot path. The mapping
 is shared with the supervisor (which kills the group the moment its worker dies)
@@ -10,6 +10,10 @@ supervisor on this host still finds the group, checks it really is the job it
 recovers (its environment names the job) and kills it before the job can run
 again. This replaces PR_SET_PDEATHSIG, which needed an extra exec per job (~1 ms,
 `setpriv`) and killed only the shell, not the processes it started.
+
+The same mapping carries the worker's last successful heartbeat (a CLOCK_MONOTONIC
+time, the same clock in every process of the host): a supervisor sees a hung worker
+(SIGSTOP, a stuck thread) without asking the database, and fences its job in time.
 """
 
 import ctypes
@@ -23,7 +27,15 @@ import psutil
 from queuectl.errors import QueuectlError
 from queuectl.worker.runner import kill_group
 
-_SIZE = ctypes.sizeof(ctypes.c_int32)
+
+
+class _Cell(ctypes.Structure):
+    # The group first, at offset 0: kill_orphaned reads only that.
+    _fields_ = [("pgid", ctypes.c_int32), ("_pad", ctypes.c_int32), ("beat", ctypes.c_double)]
+
+
+_SIZE = ctypes.sizeof(_Cell)
+_PGID_SIZE = ctypes.sizeof(ctypes.c_int32)
 
 
 def runtime_dir() -> Path:
@@ -74,8 +86,8 @@ def _path(worker_id: str) -> Path:
 
 
 class JobGroup:
-    """A worker's published job process group: `.value` is 0 when no job runs
-    (the same interface as a multiprocessing.Value('i'))."""
+    """A worker's published job process group (`.value`, 0 when no job runs) and
+    the time.monotonic() of its last heartbeat that reached the database (`.beat`)."""
 
     def __init__(self, worker_id: str):
         self.path = _path(worker_id)
@@ -85,15 +97,29 @@ class JobGroup:
             self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED)
         finally:
             os.close(fd)
-        self._cell = ctypes.c_int32.from_buffer(self._map)
+        self._cell = _Cell.from_buffer(self._map)
 
     @property
     def value(self) -> int:
-        return self._cell.value
+        return self._cell.pgid
 
     @value.setter
     def value(self, pgid: int) -> None:
-        self._cell.value = pgid
+        self._cell.pgid = pgid
+
+    @property
+    def beat(self) -> float:
+        return self._cell.beat
+
+    @beat.setter
+    def beat(self, when: float) -> None:
+        self._cell.beat = when
+
+    def kill_if_running(self, job_ids: list[str]) -> bool:
+        """Kill the published group if it still runs one of `job_ids` (the checks of
+        kill_orphaned: the worker is gone, its group id may have been reused)."""
+        pgid = self.value
+        return bool(pgid and job_ids and _group_runs(pgid, set(job_ids)) and kill_group(pgid))
 
     def remove(self) -> None:
         """The worker ended and its job group was dealt with: forget it."""
@@ -108,7 +134,7 @@ def kill_orphaned(worker_id: str, job_ids: list[str]) -> bool:
         data = path.read_bytes()
     except FileNotFoundError:
         return False
-    pgid = ctypes.c_int32.from_buffer_copy(data[:_SIZE]).value if len(data) >= _SIZE else 0
+    pgid = ctypes.c_int32.from_buffer_copy(data[:_PGID_SIZE]).value if len(data) >= _PGID_SIZE else 0
     killed = bool(pgid and job_ids and _group_runs(pgid, set(job_ids)) and kill_group(pgid))
     path.unlink(missing_ok=True)
     return killed

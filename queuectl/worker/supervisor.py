@@ -41,8 +41,9 @@ class Slot:
     index: int
     worker_id: str = ""
     process: multiprocessing.Process | None = None
-    pgid: JobGroup | None = None  # the running job's process group, shared with the worker
+    group: JobGroup | None = None  # the running job's process group and the worker's last beat, shared
     done: bool = False  # exited cleanly (stop or burst): not to be replaced
+    hung: str | None = None  # why we killed it, if it stopped heartbeating
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Supervisor:
         if sentinels:
             # Not past the next heartbeat: that is also when dead workers are reaped.
             wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, self.next_beat - time.monotonic())))
+        self._fence_hung()
         for slot in self.slots:
             if slot.process is not None and not slot.done and not slot.process.is_alive():
                 self._child_exited(slot)
@@ -123,7 +125,9 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         slot.worker_id = identity.new_id("w")
-        slot.pgid = JobGroup(slot.worker_id)
+        slot.group = JobGroup(slot.worker_id)
+        slot.group.beat = time.monotonic()  # its start-up counts as a beat
+        slot.hung = None
         options = worker_mod.WorkerOptions(
             url=self.url,
             worker_id=slot.worker_id,
@@ -140,7 +144,7 @@ class Supervisor:
         # of its own connection on that file. Closed here, reopened on next use; the
         # lock file's descriptor is closed in the child (dialect._after_fork_in_child).
         self.db.engine.dispose()
-        slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.pgid), name=f"worker-{slot.index}", daemon=False)
+        slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.group), name=f"worker-{slot.index}", daemon=False)
         # Until the child installs its own handlers it runs these (inherited) ones on
         # its own copy of this object, so a stop sent to it in that window would be
         # lost and we would wait for it forever. With the signals blocked across the
@@ -157,11 +161,13 @@ class Supervisor:
         process = slot.process
         process.join()
         clean = process.exitcode == 0
-        pgid = slot.pgid.value
-        if pgid:
-            runner.kill_group(pgid)  # no job process outlives its worker
-        recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean)) or []
-        slot.pgid.remove()
+        if slot.group.value:
+            # No job process outlives its worker; but the group id may have been reused
+            # since, so only a group that still runs the worker's job is killed.
+            held = retry_db(lambda: self._held(slot.worker_id)) or []
+            slot.group.kill_if_running(held)
+        recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean, slot.hung)) or []
+        slot.group.remove()
         for job_id, state in recovered:
             log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
         if clean and (self.stop_mode or self.burst):
@@ -173,12 +179,38 @@ class Supervisor:
         log.warning("worker %s (pid %s) exited with %s; starting a replacement", slot.worker_id, process.pid, process.exitcode)
         self._spawn(slot)
 
-    def _end_worker(self, worker_id: str, clean: bool) -> list[tuple[str, str]]:
+    def _held(self, worker_id: str) -> list[str]:
+        with self.db.read() as conn:
+            return transitions.held(conn, worker_id)
+
+    def _end_worker(self, worker_id: str, clean: bool, why: str | None) -> list[tuple[str, str]]:
         """Mark an exited child's row and charge its held job (if any) a failed attempt."""
         now = utcnow()
         with self.db.begin() as conn:
             registry.end(conn, worker_id, WorkerState.STOPPED if clean else WorkerState.DEAD, now)
-            return transitions.recover(conn, worker_id, now=now, cfg=self.cfg)
+            return transitions.recover(conn, worker_id, now=now, cfg=self.cfg, **({"error": why} if why else {}))
+
+    def _fence_hung(self) -> None:
+        """Kill a child that has stopped heartbeating (SIGSTOP, a stuck thread), and
+        its job first. With a job, at fence_after(heartbeat-timeout): before any other
+        host may declare it dead and run the job again; idle, at heartbeat-timeout.
+        Its exit is then handled like any death: attempt charged, worker replaced."""
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.process is None or slot.done or slot.hung or not slot.process.is_alive():
+                continue
+            silent = now - slot.group.beat
+            pgid = slot.group.value
+            if silent <= (worker_mod.fence_after(self.cfg) if pgid else self.cfg["heartbeat-timeout"]):
+                continue
+            slot.hung = f"worker hung: no heartbeat for {silent:.1f}s (killed by its supervisor)"
+            log.error("worker %s (pid %s) sent no heartbeat for %.1fs; killing it%s",
+                      slot.worker_id, slot.process.pid, silent, " and its job" if pgid else "")
+            if pgid:
+                # The worker still exists (hung, not dead), so its job's shell is not
+                # reaped and the group id cannot have been reused: no check needed.
+                runner.kill_group(pgid)
+            slot.process.kill()
 
     # --- liveness and recovery -------------------------------------------------------
 

@@ -44,17 +44,16 @@ class Waiter:
     def found(self, found: bool) -> None:
         self.last_claim_found = found
 
-    def wait(self, poll_interval: float, interrupted, limit: float | None = None) -> None:
-        """Return when work may have arrived, poll_interval passed, or we are interrupted;
-        never later than `limit` seconds (the caller's next heartbeat is due then)."""
+    def wait(self, poll_interval: float, interrupted) -> None:
+        """Return when work may have arrived, poll_interval passed, or we are interrupted.
+        (Heartbeats have a thread of their own: a long wait here delays none.)"""
         if self.listener is not None:
-            timeout = max(poll_interval, LISTEN_FALLBACK_POLL)
             try:
-                self.notified = self.listener.wait(timeout if limit is None else min(timeout, limit), interrupted)
+                self.notified = self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted)
                 return
             except DatabaseError as err:
                 log.warning("LISTEN connection lost (polling until it is back): %s", err)
-        deadline = time.monotonic() + (poll_interval if limit is None else min(poll_interval, limit))
+        deadline = time.monotonic() + poll_interval
         while not interrupted():
             left = deadline - time.monotonic()
             if left <= 0:

@@ -19,6 +19,7 @@ from queuectl.errors import DatabaseError
 from queuectl.states import JobState, WorkerState
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity, registry, runner
+from queuectl.worker.heartbeat import Heartbeat
 from queuectl.worker.proctitle import set_title
 from queuectl.worker.retry import retry_db
 from queuectl.worker.waiter import Waiter
@@ -28,6 +29,15 @@ log = logging.getLogger("queuectl.worker")
 # A job's process group is written to the workers row once it has run this long,
 # so the many short jobs cost no extra write while long ones can be found by a reaper.
 RECORD_BUSY_AFTER = 0.2
+# A running job is killed once its worker's heartbeat has not reached the database for
+# this fraction of heartbeat-timeout: by the worker itself, or by its supervisor if
+# the worker is hung. Other hosts declare the worker dead (and run the job again) only
+# after the whole heartbeat-timeout, so by then the first attempt is dead.
+FENCE_FRACTION = 0.5
+
+
+def fence_after(cfg: dict) -> float:
+    return cfg["heartbeat-timeout"] * FENCE_FRACTION
 
 
 @dataclass
@@ -52,15 +62,18 @@ def _ignore(_signum, _frame) -> None:
 
 
 class Worker:
-    def __init__(self, options: WorkerOptions, shared_pgid):
+    def __init__(self, options: WorkerOptions, published):
         self.o = options
-        self.shared_pgid = shared_pgid  # read by the supervisor if this process dies
+        # The job's process group and our last heartbeat, shared with the supervisor:
+        # it kills the job if this process dies or stops beating (see jobgroup.py).
+        self.published = published
         self.graceful = False
         self.now_requested = False
         self.declared_dead = False
+        self.fenced_after: float | None = None  # set when our own job was killed for a lost heartbeat
         self.processed = 0
         self.failed = 0
-        self.next_heartbeat = 0.0
+        self.last_beat = 0.0
         self.job = None
         self.job_started = 0.0
         self.busy_recorded = False
@@ -98,9 +111,11 @@ class Worker:
                 queues=self.o.queues,
             )
             self.cfg = settings.load(conn)
+        self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.db, self.o.queues)
         self.base_env = dict(os.environ)  # decoded once, not for every job
-        self.next_heartbeat = time.monotonic() + self.cfg["heartbeat-interval"]
+        self.heartbeat = Heartbeat(self._heartbeat, lambda: self.cfg["heartbeat-interval"])
+        self.heartbeat.start()
         self._title("idle")
 
     def run(self) -> int:
@@ -110,18 +125,13 @@ class Worker:
                 if not self.loop_once():
                     if self.o.burst and self._queue_drained():
                         break
-                    # An idle worker must heartbeat on time too: with LISTEN (or a long
-                    # poll-interval) a wait could outlast heartbeat-timeout, and another
-                    # host's supervisor would declare this live worker dead.
-                    until_heartbeat = max(0.0, self.next_heartbeat - time.monotonic())
-                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted, limit=until_heartbeat)
+                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted)
             return 0
         finally:
             self.shutdown()
 
     def loop_once(self) -> bool:
         """Claim and run one job; False if there was nothing to claim."""
-        self._heartbeat_if_due()
         if self._should_exit():
             return True
         # The previous job's outcome was recorded in the same transaction that
@@ -134,6 +144,10 @@ class Worker:
 
     def shutdown(self) -> None:
         self.waiter.close()
+        if hasattr(self, "heartbeat"):
+            # A beat stuck on a locked database is abandoned (the thread is a daemon):
+            # the row is ended below either way.
+            self.heartbeat.stop(timeout=1.0)
         if not self.declared_dead:
             try:
                 with self.db.begin() as conn:
@@ -144,6 +158,10 @@ class Worker:
             except DatabaseError as err:
                 log.warning("worker %s could not deregister: %s", self.o.worker_id, err)
         self.db.dispose()
+        # No job runs any more (runner.run never returns before its group is killed):
+        # nothing for anyone to find. Our supervisor would remove it too, but it may be
+        # gone (SIGKILLed), and then nobody would.
+        self.published.remove()
 
     # --- one job ---------------------------------------------------------------------
 
@@ -159,6 +177,7 @@ class Worker:
         self.job = job
         self.job_started = time.monotonic()
         self.busy_recorded = False
+        self.fenced_after = None
         self._title(f"busy job={job.id}")
         env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
@@ -171,24 +190,34 @@ class Worker:
             on_start=self._on_job_start,
             tick=self._tick,
         )
-        self.shared_pgid.value = 0
+        self.published.value = 0
+        if self.fenced_after is not None:
+            outcome = runner.Outcome(
+                None, outcome.output,
+                f"killed: no heartbeat reached the database for {self.fenced_after:.1f}s (so that no other worker runs it meanwhile)",
+            )
         # Never given up: the outcome is written once the database is back.
         retry_db(lambda: self._record(job, outcome))
         self.job = None
         self._title("idle")
 
     def _on_job_start(self, pgid: int) -> None:
-        self.shared_pgid.value = pgid
+        self.published.value = pgid
 
     def _tick(self) -> bool:
-        """Called while a job runs: heartbeat when due; True means kill it now."""
+        """Called while a job runs (never waits on the database); True means kill it now."""
         if self.now_requested or self.declared_dead:
             return True
-        if not self.busy_recorded and time.monotonic() - self.job_started >= RECORD_BUSY_AFTER:
+        now = time.monotonic()
+        if not self.busy_recorded and now - self.job_started >= RECORD_BUSY_AFTER:
             self.busy_recorded = True
-            self.next_heartbeat = 0.0  # heartbeat now, with the job and its process group
-        self._heartbeat_if_due()
-        return self.declared_dead
+            self.heartbeat.now()  # with the job and its process group
+        silent = now - self.last_beat
+        if silent > fence_after(self.cfg):
+            log.error("worker %s: no heartbeat reached the database for %.1fs; killing job %s", self.o.worker_id, silent, self.job.id)
+            self.fenced_after = silent
+            return True
+        return False
 
     def _record(self, job, outcome: runner.Outcome) -> None:
         """Write the outcome and, unless stopping, claim the next job in the same write."""
@@ -236,11 +265,11 @@ class Worker:
 
     # --- heartbeats, flags, waiting --------------------------------------------------
 
-    def _heartbeat_if_due(self) -> None:
-        if time.monotonic() < self.next_heartbeat:
-            return
-        if self.job is not None:
-            fields = dict(state=WorkerState.BUSY.value, job_id=self.job.id, job_pgid=self.shared_pgid.value or None)
+    def _heartbeat(self) -> bool:
+        """One heartbeat (from the heartbeat thread); False if it did not reach the database."""
+        job = self.job
+        if job is not None:
+            fields = dict(state=WorkerState.BUSY.value, job_id=job.id, job_pgid=self.published.value or None)
         else:
             fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
         try:
@@ -249,12 +278,17 @@ class Worker:
                 self.cfg = settings.load(conn)  # every process sees `config set` within a heartbeat
         except DatabaseError as err:
             log.warning("heartbeat failed (will retry): %s", err)
-            self.next_heartbeat = time.monotonic() + 1.0
-            return
-        self.next_heartbeat = time.monotonic() + self.cfg["heartbeat-interval"]
+            return False
         if not alive:
             log.error("worker %s was declared dead by a reaper; stopping", self.o.worker_id)
             self.declared_dead = True
+            return True
+        self._beat_done()
+        return True
+
+    def _beat_done(self) -> None:
+        self.last_beat = time.monotonic()
+        self.published.beat = self.last_beat
 
     def _queue_drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
@@ -292,11 +326,11 @@ class Worker:
         set_title(f"queuectl worker {self.o.index}/{self.o.count} {what}")
 
 
-def main(options: WorkerOptions, shared_pgid) -> None:
+def main(options: WorkerOptions, published) -> None:
     """multiprocessing target: runs in the forked child."""
     code = 1
     try:
-        code = Worker(options, shared_pgid).run()
+        code = Worker(options, published).run()
     except Exception:
         log.exception("worker %s crashed", options.worker_id)
     finally:

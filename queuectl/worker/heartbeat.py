@@ -1,0 +1,48 @@
+"""A worker's heartbeat, from a thread of its own.
+
+The job loop never waits on the database for a heartbeat (a locked SQLite file once
+held a job 13 s past its timeout with its output pipe full), and a heartbeat never
+waits for a job. The beat itself is the worker's: this only paces it.
+"""
+
+import logging
+import threading
+from typing import Callable
+
+log = logging.getLogger("queuectl.worker")
+# After a failed beat, the next try comes sooner than a whole interval.
+RETRY_AFTER = 1.0
+
+
+class Heartbeat:
+    def __init__(self, beat: Callable[[], bool], interval: Callable[[], float]):
+        """beat() writes one heartbeat and says whether it reached the database;
+        interval() is the current heartbeat-interval (config can change it)."""
+        self._beat = beat
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def now(self) -> None:
+        """Beat at once (a job has started: its process group goes in the row)."""
+        self._wake.set()
+
+    def stop(self, timeout: float) -> None:
+        """Stop beating; wait up to `timeout` for a beat in progress to end."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # a now() from here on gets a beat of its own
+            try:
+                ok = self._beat()
+            except Exception:  # a beat must never kill the thread that keeps the worker alive
+                log.exception("heartbeat failed")
+                ok = False
+            self._wake.wait(self._interval() if ok else min(RETRY_AFTER, self._interval()))
