@@ -2,14 +2,16 @@
 killed: real processes, and a recycled pid must never get a stranger killed."""
 
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import wait_until
-from worker_support import FAST, LONG, alive, configure, job, kill_all, processes_of, wait_lines
+from worker_support import FAST, LONG, alive, configure, job, kill_all, processes_of, wait_lines, wait_workers
 from worker_support import supervisors  # noqa: F401  (fixture)
 
 from queuectl.errors import QueuectlError
@@ -187,3 +189,47 @@ def test_a_later_supervisor_finds_the_job_groups_without_xdg_runtime_dir(cli, db
     assert (row["state"], row["attempts"], row["output"]) == ("completed", 1, "ok\n"), row
     assert not any(alive(p) for p in strays)  # killed by the restarted supervisor, found through its file
     assert list(files.iterdir()) == [] and list(planted.iterdir()) == []
+
+
+# --- the supervisor's side ----------------------------------------------------------------
+
+
+def private_runtime(supervisors, tmp_path) -> tuple[dict, Path]:
+    """An environment whose job-group files this test alone sees, and their directory."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    return supervisors.env(XDG_RUNTIME_DIR=str(run)), run / "queuectl"
+
+
+def test_orphaned_workers_leave_no_job_group_files(db, supervisors, tmp_path):
+    configure(db, **FAST)
+    env, files = private_runtime(supervisors, tmp_path)
+    sup = supervisors.start("--concurrency", "2", env=env)
+    workers = wait_workers(db, sup, 2)
+    assert len(list(files.glob("*.pgid"))) == 2
+    sup.signal(signal.SIGKILL)
+    sup.wait()
+    # Orphaned, each worker stops by itself (it has no job to finish)...
+    for row in workers:
+        wait_until(lambda: not alive(row.pid), timeout=LONG, message=f"orphaned worker {row.pid} to exit")
+    # ... and nobody else will ever clean up after it.
+    assert list(files.glob("*.pgid")) == []
+
+
+def test_a_dead_workers_group_id_is_killed_only_if_it_still_runs_the_job(db, supervisors, tmp_path):
+    configure(db, **FAST)
+    env, files = private_runtime(supervisors, tmp_path)
+    sup = supervisors.start("--concurrency", "1", env=env)
+    (worker,) = wait_workers(db, sup, 1)
+    # The idle worker's file names a group that is not its job (as a recycled id would).
+    stranger = start_group()
+    try:
+        with open(files / f"{worker.id}.pgid", "r+b") as published:  # in place: it is mapped
+            published.write(stranger.pid.to_bytes(4, sys.byteorder))
+        os.kill(worker.pid, signal.SIGKILL)
+        (replacement,) = wait_until(lambda: [r for r in wait_workers(db, sup, 1) if r.id != worker.id], timeout=LONG,
+                                    message="the dead worker to be replaced")
+        assert alive(stranger.pid), "the supervisor killed a process group that was not its worker's job"
+    finally:
+        stranger.kill()
+        stranger.wait()
