@@ -82,6 +82,28 @@ def test_detached_worker_log_is_private(tmp_path):
     assert oct(log.stat().st_mode & 0o777) == oct(0o600)
 
 
+@pytest.mark.parametrize("planted", ["symlink", "another user's file"])
+def test_the_detached_log_is_never_a_planted_file(tmp_path, planted):
+    """In a shared directory another user can leave <db>.worker.log: a symlink to a
+    file of the victim's, or a file of their own. Neither is written to."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    db = shared / "queue.db"
+    env = private_env(XDG_DATA_HOME=str(tmp_path / "xdg"))
+    victim = tmp_path / "precious"
+    victim.write_text("precious\n")
+    log = shared / "queue.db.worker.log"
+    if planted == "symlink":
+        log.symlink_to(victim)
+    else:
+        log.write_text("")
+        os.chown(log, 65534, 65534)  # root plays the other user here
+    result = run_with_umask(["--db", str(db), "worker", "start", "--detach", "--burst"], env, tmp_path)
+    error_line(result, 1, "worker.log")
+    assert victim.read_text() == "precious\n"
+    assert log.is_symlink() or log.read_text() == ""
+
+
 # --- passwords ------------------------------------------------------------------------------
 
 PASSWORD = "s3cretpw" + secrets.token_hex(4)  # unique per run: a stray process of another run cannot confuse ps checks
@@ -304,18 +326,32 @@ def test_a_command_is_public_in_ps_but_a_sourced_env_file_or_the_workers_environ
         seen = as_another_user("ps", "-eo", "pid,args", "-ww").stdout
         assert in_command in seen, seen  # the hazard the README warns of
         assert in_file not in seen and in_worker_env not in seen, seen
-        for proc in psutil.process_iter():
-            try:
-                environ = proc.environ()
-            except psutil.Error:
-                continue
-            if environ.get("QUEUECTL_JOB_ID") == "sourced" and environ.get("API_TOKEN") == in_file:
-                break
-        else:
-            raise AssertionError("no process of the sourced job holds API_TOKEN")
-        if os.getuid() == 0:  # and another user cannot read that environment
-            peek = as_another_user("cat", f"/proc/{proc.pid}/environ")
-            assert peek.returncode != 0 and in_file not in peek.stdout, peek
+
+        def holder():
+            # The shell's own /proc environ is what it was started with: the exported
+            # variable shows in its children, the short-lived `sleep`s of its loop.
+            for proc in psutil.process_iter():
+                try:
+                    environ = proc.environ()
+                except psutil.Error:
+                    continue
+                if environ.get("QUEUECTL_JOB_ID") == "sourced" and environ.get("API_TOKEN") == in_file:
+                    return proc
+            return None
+
+        proc = wait_until(holder, timeout=LONG, interval=0.01, message="a process of the sourced job holding API_TOKEN")
+        if os.getuid() == 0:  # and another user cannot read a job's environment
+            def environ(p):
+                try:
+                    return p.environ()
+                except psutil.Error:  # a `sleep` of a job's loop, gone meanwhile
+                    return {}
+
+            # The inherited job's shell: it lives until the test lets it finish.
+            shell = next(p for p in psutil.Process(sup.pid).children(recursive=True)
+                         if environ(p).get("QUEUECTL_JOB_ID") == "inherited" and environ(p).get("WORKER_TOKEN") == in_worker_env)
+            peek = as_another_user("cat", f"/proc/{shell.pid}/environ")
+            assert shell.is_running() and peek.returncode != 0 and in_worker_env not in peek.stdout, peek
 
         for name in names:
             (tmp_path / f"{name}.go").touch()

@@ -5,10 +5,12 @@ Shaped as initialize / loop_once / shutdown; signal handlers only set flags.
 SIGINT: first graceful, second immediate. SIGTERM: graceful. SIGUSR1: immediate.
 """
 
+import errno
 import logging
 import multiprocessing
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from multiprocessing.connection import wait as wait_for_exit
 
 from queuectl import settings, transitions
 from queuectl.database import Database
-from queuectl.errors import DatabaseError
+from queuectl.errors import DatabaseError, QueuectlError
 from queuectl.states import WorkerState
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity, registry, runner
@@ -314,9 +316,26 @@ def detach(args) -> tuple[int, str]:
         command += ["--hostname", args.hostname]
     # The URL travels in the environment, not argv: a password must not show in `ps`.
     env = dict(os.environ, QUEUECTL_DB=url)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = _open_log(log_path)
     try:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
     return proc.pid, log_path
+
+
+def _open_log(path: str) -> int:
+    """Open (or create) the detached log for appending, private to this user. In a
+    shared directory another user could have planted a symlink to a file of ours, or
+    a file of theirs we would write into: both refused."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise QueuectlError(f"{path} is a symbolic link; remove it (the worker log is opened only as a regular file)") from None
+        raise QueuectlError(f"cannot open the worker log {path}: {err.strerror or err}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise QueuectlError(f"{path} is not a regular file owned by this user; remove it")
+    return fd
