@@ -73,7 +73,10 @@ def _unquote_keys(text: str) -> str:
 class Database:
     """An engine plus the dialect helpers; create one per process (never share across fork)."""
 
-    def __init__(self, url: str, *, durable: bool = True):
+    def __init__(self, url: str, *, durable: bool = True, one_connection: bool = False):
+        """one_connection: the process's threads share one connection, each waiting
+        for the others' transaction (a worker and its heartbeat thread), so that it
+        never holds more than one server connection."""
         self.url = url
         self.display_url = safe_url(url)
         try:
@@ -83,7 +86,10 @@ class Database:
         self.dialect = dialect.for_url(parsed)
         self.dialect.prepare_location(parsed)
         try:
-            self.engine: Engine = create_engine(parsed, **self.dialect.engine_options(durable))
+            options = self.dialect.engine_options(durable)
+            if one_connection:
+                options.update(pool_size=1, max_overflow=0, pool_timeout=dialect.busy_timeout())
+            self.engine: Engine = create_engine(parsed, **options)
         except ImportError as err:
             raise DatabaseError(self.dialect.missing_driver_message(err)) from None
         except exc.ArgumentError as err:
@@ -123,6 +129,8 @@ class Database:
     def translate_errors(self):
         try:
             yield
+        except exc.TimeoutError as err:  # one_connection: another thread kept it that long
+            raise DatabaseError(f"database {self.display_url}: no free connection ({_first_line(err)})") from err
         except exc.DBAPIError as err:
             # OperationalError: unreachable, locked, read-only, disk full...; a plain
             # DatabaseError: "file is not a database" and other corruption; a

@@ -118,3 +118,28 @@ def test_a_worker_that_cannot_heartbeat_kills_its_own_job(sqlite_url, sqlite_db,
     # Its own record ("killed: no heartbeat reached the database..."), or, if the thawed
     # supervisor saw the silence first, the supervisor's ("worker hung: no heartbeat...").
     assert "no heartbeat" in final["last_error"], final
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_heartbeat_thread_shares_the_workers_one_connection(db, supervisors, tmp_path):
+    """Per worker one connection for statements (its heartbeat thread waits its turn),
+    besides its LISTEN connection; plus the supervisor's. Sampled while busy workers
+    beat often."""
+    import sqlalchemy as sa
+
+    configure(db, heartbeat_interval=0.05, heartbeat_timeout=30, poll_interval=0.05)
+    path = tmp_path / "jobs.txt"
+    path.write_text("true\n" * 4000)
+    Cli(supervisors.db_url, tmp_path).ok("enqueue", "--file", str(path))
+    name = sa.engine.make_url(supervisors.db_url).database
+    sup = supervisors.start("--concurrency", "2", "--burst")
+    peak = 0
+    # Statement connections: every one but the LISTENers (whose last query is LISTEN).
+    count = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid() AND query NOT LIKE 'LISTEN%'")
+    with db.engine.connect() as conn:  # the test's own connection is not counted
+        while sup.popen.poll() is None:
+            peak = max(peak, conn.execute(count, {"d": name}).scalar())
+            conn.commit()
+            time.sleep(0.01)
+    assert sup.wait() == 0, sup.log()
+    assert 2 <= peak <= 2 + 1, f"{peak} statement connections for 2 workers and their supervisor"

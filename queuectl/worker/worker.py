@@ -97,7 +97,8 @@ class Worker:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         self._title("starting")
         # A fresh engine in this process: connections are never shared across fork.
-        self.db = Database(self.o.url, durable=False)
+        # One connection, shared with the heartbeat thread: a worker never holds two.
+        self.db = Database(self.o.url, durable=False, one_connection=True)
         with self.db.begin() as conn:
             registry.register(
                 conn,
