@@ -3,7 +3,7 @@
 import subprocess
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from queuectl import jobs, jobspec, transitions
 from queuectl.models import ConfigEntry, DeadJob, Job
@@ -99,3 +99,12 @@ def config_value(db, key: str) -> str | None:
 
 def all_ids(db) -> list[str]:
     return [row.id for row in jobs.listing(db)]
+
+
+def real_counts(db) -> dict[str, int]:
+    """The brute-force truth: a GROUP BY over the whole jobs table, and the DLQ."""
+    with db.read() as conn:
+        counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead")}
+        counts.update(dict(conn.execute(select(Job.state, func.count()).group_by(Job.state)).all()))
+        counts["dead"] += conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
+    return counts

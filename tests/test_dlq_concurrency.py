@@ -21,9 +21,9 @@ from queuectl import dlq, status, transitions
 from queuectl.cli.main import main
 from queuectl.database import open_database
 from queuectl.errors import NotFound
-from queuectl.models import DeadJob, Job
+from queuectl.models import DeadJob
 from queuectl.timeutil import utcnow
-from support import CFG, T0, config_value, dead_row, enqueue, error_line, finish, job_row, kill, take
+from support import CFG, T0, config_value, dead_row, enqueue, error_line, finish, job_row, kill, real_counts, take
 
 ROUNDS = 8
 DEAD_PER_ROUND = 6
@@ -90,14 +90,6 @@ def reported(result: subprocess.CompletedProcess, verb: str) -> list[str]:
     listed = ids.split() if ids else []
     assert len(listed) == count, result.stdout
     return listed
-
-
-def real_counts(db) -> dict[str, int]:
-    with db.read() as conn:
-        counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead")}
-        counts.update(dict(conn.execute(select(Job.state, func.count()).group_by(Job.state)).all()))
-        counts["dead"] += conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
-    return counts
 
 
 def dead_count(db) -> int:

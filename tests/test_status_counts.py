@@ -3,21 +3,12 @@
 
 import random
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from queuectl import dlq, schema, status, transitions
 from queuectl.database import Database, resolve_url
-from queuectl.models import DeadJob, Job
-from support import CFG, T0, enqueue, seconds
-
-
-def real_counts(db) -> dict[str, int]:
-    """The brute-force truth: a GROUP BY over the whole jobs table, and the DLQ."""
-    with db.read() as conn:
-        counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead")}
-        counts.update(dict(conn.execute(select(Job.state, func.count()).group_by(Job.state)).all()))
-        counts["dead"] += conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
-    return counts
+from queuectl.models import DeadJob
+from support import CFG, T0, enqueue, real_counts, seconds
 
 
 def derived_counts(db) -> dict[str, int]:

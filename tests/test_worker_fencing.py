@@ -10,16 +10,7 @@ import time
 import pytest
 
 from conftest import Cli, wait_until
-from worker_support import LONG, Supervisors, alive, configure, job, live_workers, read_lines, supervisors, wait_workers  # noqa: F401
-
-
-@pytest.fixture
-def sqlite_sups(sqlite_url, tmp_path):
-    tracker = Supervisors(Cli(sqlite_url, tmp_path), sqlite_url, tmp_path)
-    try:
-        yield tracker
-    finally:
-        tracker.cleanup()
+from worker_support import LONG, alive, configure, job, read_lines, sqlite_supervisors, supervisors, wait_workers  # noqa: F401
 
 
 def read_pid(path) -> int | None:
@@ -29,14 +20,14 @@ def read_pid(path) -> int | None:
         return None
 
 
-def test_a_locked_database_stops_neither_a_jobs_timeout_nor_its_output(sqlite_url, sqlite_db, sqlite_sups, tmp_path):
+def test_a_locked_database_stops_neither_a_jobs_timeout_nor_its_output(sqlite_url, sqlite_db, sqlite_supervisors, tmp_path):
     # The fence is far away (60 s): what ends the job here is its own timeout.
     configure(sqlite_db, heartbeat_interval=0.2, heartbeat_timeout=120, poll_interval=0.05)
     pid_file, marks = tmp_path / "pid", tmp_path / "marks"
     # Floods its output: each mark is written after 64 KiB that block once the pipe is full.
     flood = f"echo $$ > {pid_file}; while :; do head -c 65536 /dev/zero; date +%s.%N >> {marks}; done"
     Cli(sqlite_url, tmp_path).ok("enqueue", "--id", "flood", "--timeout", "5", "--max-retries", "0", flood)
-    sqlite_sups.start("--concurrency", "1")
+    sqlite_supervisors.start("--concurrency", "1")
     wait_until(lambda: read_pid(pid_file) and len(read_lines(marks)) >= 1, timeout=LONG, message="the flood to start")
     shell = read_pid(pid_file)
     outsider = sqlite3.connect(sqlite_url, isolation_level=None)  # the sqlite3 shell, alembic, a backup...
@@ -98,11 +89,11 @@ def test_a_stalled_workers_job_is_dead_before_another_host_runs_it_again(db, sup
     assert final["state"] == "completed", (final, lines)
 
 
-def test_a_worker_that_cannot_heartbeat_kills_its_own_job(sqlite_url, sqlite_db, sqlite_sups, tmp_path):
+def test_a_worker_that_cannot_heartbeat_kills_its_own_job(sqlite_url, sqlite_db, sqlite_supervisors, tmp_path):
     configure(sqlite_db, heartbeat_interval=0.2, heartbeat_timeout=3, backoff_max=0.2, poll_interval=0.05)
     pid_file = tmp_path / "pid"
     Cli(sqlite_url, tmp_path).ok("enqueue", "--id", "long", "--max-retries", "0", f"echo $$ > {pid_file}; exec sleep 300")
-    sup = sqlite_sups.start("--concurrency", "1")
+    sup = sqlite_supervisors.start("--concurrency", "1")
     wait_until(lambda: read_pid(pid_file), timeout=LONG, message="the job to start")
     sleeper = read_pid(pid_file)
     sup.signal(signal.SIGSTOP)  # no supervisor to fence it: the worker must do it itself

@@ -7,15 +7,13 @@ import fcntl
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import REPO, Cli, env_for, wait_until
+from conftest import Cli, env_for, wait_until
 from support import error_line
-from worker_support import LONG, Supervisors, alive, configure, live_workers, wait_workers
+from worker_support import LONG, alive, configure, sqlite_supervisors, wait_workers  # noqa: F401
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_KCMP = {"x86_64": 312, "aarch64": 272}.get(os.uname().machine)
@@ -58,18 +56,9 @@ def flock_holders(lock_path: str) -> set[int]:
     return holders
 
 
-@pytest.fixture
-def sqlite_sups(sqlite_url, tmp_path):
-    tracker = Supervisors(Cli(sqlite_url, tmp_path), sqlite_url, tmp_path)
-    try:
-        yield tracker
-    finally:
-        tracker.cleanup()
-
-
 @pytest.mark.skipif(_SYS_KCMP is None, reason="kcmp syscall number unknown on this machine")
-def test_workers_share_no_database_or_lock_file_with_their_supervisor(sqlite_url, sqlite_db, sqlite_sups):
-    sup = sqlite_sups.start("--concurrency", "2")
+def test_workers_share_no_database_or_lock_file_with_their_supervisor(sqlite_url, sqlite_db, sqlite_supervisors):
+    sup = sqlite_supervisors.start("--concurrency", "2")
     workers = wait_workers(sqlite_db, sup, 2)
     sup_fds = wait_until(lambda: db_fds(sup.pid, sqlite_url), message="the supervisor to hold the database open")
     assert any(t.endswith(".lock") for t in sup_fds.values()), sup_fds  # it wrote (registered): it has the lock file
@@ -81,11 +70,11 @@ def test_workers_share_no_database_or_lock_file_with_their_supervisor(sqlite_url
                 assert not same_open_file(sup.pid, sfd, row.pid, wfd), f"worker {row.pid} fd {wfd} ({target}) is the supervisor's fd {sfd}"
 
 
-def test_a_supervisor_killed_while_it_holds_the_host_lock_hangs_no_writer(sqlite_url, sqlite_db, sqlite_sups, tmp_path):
+def test_a_supervisor_killed_while_it_holds_the_host_lock_hangs_no_writer(sqlite_url, sqlite_db, sqlite_supervisors, tmp_path):
     # No worker writes on its own while idle (heartbeats an hour apart), so the only
     # writer below is the supervisor recording a worker's death.
     configure(sqlite_db, heartbeat_interval=3600, heartbeat_timeout=7200)
-    sup = sqlite_sups.start("--concurrency", "2")
+    sup = sqlite_supervisors.start("--concurrency", "2")
     first, second = wait_workers(sqlite_db, sup, 2)
     outsider = sqlite3.connect(sqlite_url, isolation_level=None)  # as the sqlite3 shell or alembic would
     try:

@@ -180,6 +180,18 @@ def supervisors(cli, db_url, tmp_path):
         tracker.cleanup()
 
 
+@pytest.fixture
+def sqlite_supervisors(sqlite_url, tmp_path):
+    """Supervisors on a SQLite database only (for what only SQLite has: its file lock)."""
+    from conftest import Cli
+
+    tracker = Supervisors(Cli(sqlite_url, tmp_path), sqlite_url, tmp_path)
+    try:
+        yield tracker
+    finally:
+        tracker.cleanup()
+
+
 # --- database reads (fast, for polling) ------------------------------------------------
 
 
