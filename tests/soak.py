@@ -1,14 +1,21 @@
 """Chaos soak: many jobs on 2 supervisors x 3 workers while a driver SIGKILLs workers
-and supervisors, restarts them, and runs enqueues, `dlq retry`, `config set` and
-`worker stop` concurrently. Then it checks, from the database and from a side log
-every job appends to:
+and supervisors and restarts them, SIGSTOPs them for a while and SIGCONTs them, holds
+the SQLite write lock from an outside connection, and runs enqueues, `dlq retry`,
+concurrent `dlq retry --all`/`dlq purge --all` races, `config set` and `worker stop`.
+Then it checks, from the database and from a side log every job appends to:
 
-- every job is `completed` or `dead` (none lost, none stuck);
+- every job is `completed` or `dead` (none lost, none stuck); a job that left the
+  database was purged, and every purge was counted once (see `check`);
 - no job ever ran two attempts at the same time (each attempt holds an flock on a
   per-job file; an attempt that finds it held logs OVERLAP);
 - every completed job has a successful attempt in the log, and every dead job used
   all its attempts and says why;
+- `status` never showed a negative count, and at the end its counts are the real ones;
+- every supervisor exits after a `worker stop`, stalled or not; `dlq` commands never fail;
 - no job process survives; no "database is locked" anywhere.
+
+The driver never blocks on chaos it caused: SIGCONTs and the lock's release fall due
+in `tick`, which also runs while the driver waits for a command or a supervisor.
 
 Standalone:  python tests/soak.py [--jobs 2000] [--chaos-seconds 300] [--db URL] [--seed N]
 In the test suite: tests/test_soak.py (short in CI, long with -m slow).
@@ -20,12 +27,13 @@ import os
 import random
 import re
 import shlex
-import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -35,6 +43,28 @@ sys.path.insert(0, str(REPO))
 
 SUPERVISORS = 2
 WORKERS_EACH = 3
+# The soak's heartbeat-timeout (T). A worker's job is fenced after T/2 without a
+# heartbeat, an idle hung worker after T, and other processes declare it dead after T.
+HEARTBEAT_TIMEOUT = 3.0
+# SIGSTOP lengths: shorter than T/2 (nothing should notice), between T/2 and T (a
+# stopped worker's job is fenced by its supervisor), longer than T (reapers may
+# declare the process dead while it still exists).
+STALL_SECONDS = (0.5, 5.0)
+# How long the outside connection holds the SQLite write lock: past T/2 running jobs
+# are fenced, past T workers are declared dead; always far below the 60 s busy
+# timeout, so no queuectl command may fail with "database is locked".
+HOLD_SECONDS = (1.0, 4.0)
+# How long the outside connection waits for the lock itself (the driver is blocked
+# meanwhile, and a SIGSTOPped holder is SIGCONTed only by the driver).
+HOLD_ACQUIRE_TIMEOUT = 0.5
+# A supervisor asked to stop lets its running jobs end (the longest, a timed-out one,
+# takes about 3 s) and exits; this is that with a wide margin for a loaded machine.
+STOP_GRACE = 30.0
+STATUS_EVERY = 2.0
+WAIT_STEP = 0.05
+# `enqueue --file` prints the contiguous range of ids it took.
+ENQUEUED = re.compile(r"enqueued (\d+) jobs \(ids (\d+)\.\.(\d+)\)")
+PURGED = re.compile(r"purged (\d+) job\(s\)(?::\s*(.*))?")
 
 
 def _env(db_url: str) -> dict:
@@ -43,9 +73,39 @@ def _env(db_url: str) -> dict:
     return env
 
 
+def sqlite_path(db_url: str) -> str | None:
+    """The file of a SQLite database (a plain path or a sqlite:/// URL); None otherwise."""
+    if "://" not in db_url:
+        return db_url
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    return url.database if url.get_backend_name() == "sqlite" else None
+
+
+@dataclass
+class Command:
+    """A `queuectl` process the driver started and has not yet collected."""
+
+    args: tuple[str, ...]
+    proc: subprocess.Popen
+    out: object
+    err: object
+
+
+@dataclass
+class Stall:
+    """A SIGSTOPped process and when it gets its SIGCONT."""
+
+    proc: psutil.Process
+    role: str
+    due: float
+
+
 class Soak:
     def __init__(self, db_url: str, workdir: Path, seed: int):
         self.db_url = db_url
+        self.sqlite = sqlite_path(db_url)
         self.work = workdir
         self.rng = random.Random(seed)
         self.marker = f"soak{seed}x{os.getpid()}"
@@ -56,18 +116,80 @@ class Soak:
         self.sups: list[subprocess.Popen | None] = [None] * SUPERVISORS
         self.kills = Counter()
         self.actions = Counter()
+        self.stalls = Counter()
         self.enqueued = 0
+        self.enqueued_ids: set[str] = set()
+        # What `dlq purge` said it deleted: the total, and the ids it listed (it lists
+        # them when there are at most 20).
+        self.purged_reported = 0
+        self.purged_listed: list[str] = []
+        self.stalled: list[Stall] = []
+        self.lock_hold: tuple[sqlite3.Connection, float] | None = None
+        self.lock_holds = Counter()
+        self.status_checks = 0
+        self.negative_counts: list[dict] = []
+        self.failed_commands: list[str] = []
+        self.outlived_stop: list[str] = []
+        self.races = Counter()
+        self.next_status = 0.0
+        self.forced_left: list[str] = []
+        self.log_of: dict[int, str] = {}  # supervisor pid -> its log's name
 
-    # --- processes -------------------------------------------------------------------
+    # --- commands --------------------------------------------------------------------
 
-    def cli(self, *args, check=True, timeout=120) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, "-m", "queuectl", *args], capture_output=True, text=True, env=_env(self.db_url), timeout=timeout
-        )
-        (self.work / "cli.log").open("a").write(f"$ queuectl {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+    def note(self, what: str) -> None:
+        """A line in chaos.log, timestamped like the supervisors' logs."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+        with (self.work / "chaos.log").open("a") as log:
+            log.write(f"{stamp} {what}\n")
+
+    def spawn(self, *args: str) -> Command:
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, "-m", "queuectl", *args], stdout=out, stderr=err, text=True, env=_env(self.db_url))
+        return Command(args, proc, out, err)
+
+    def collect(self, command: Command, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Wait for a command while chaos falls due; its output goes to cli.log."""
+        if not self.wait_for(command.proc, timeout):
+            command.proc.kill()
+            command.proc.wait()
+            self.failed_commands.append(f"queuectl {' '.join(command.args)}: no exit after {timeout:g}s (killed)")
+        outputs = []
+        for stream in (command.out, command.err):
+            stream.seek(0)
+            outputs.append(stream.read())
+            stream.close()
+        result = subprocess.CompletedProcess(command.args, command.proc.returncode, *outputs)
+        with (self.work / "cli.log").open("a") as log:
+            log.write(f"$ queuectl {' '.join(command.args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        result = self.collect(self.spawn(*args), timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"queuectl {' '.join(args)} exited {result.returncode}: {result.stderr}")
         return result
+
+    def wait_for(self, proc: subprocess.Popen, timeout: float) -> bool:
+        """Wait for a process to exit, running `tick` meanwhile; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                proc.wait(timeout=WAIT_STEP)
+                return True
+            except subprocess.TimeoutExpired:
+                pass
+            self.tick()
+            if time.monotonic() >= deadline:
+                return False
+
+    def pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(WAIT_STEP, left))
+            self.tick()
+
+    # --- processes -------------------------------------------------------------------
 
     def start_supervisor(self, slot: int, *extra: str) -> None:
         log = self.work / f"supervisor-{slot}-{len(self.logs)}.log"
@@ -79,6 +201,8 @@ class Soak:
                 stderr=subprocess.STDOUT,
                 env=_env(self.db_url),
             )
+        self.log_of[self.sups[slot].pid] = log.name
+        self.note(f"started supervisor {self.sups[slot].pid} ({log.name})")
 
     def workers_of(self, slot: int) -> list[psutil.Process]:
         sup = self.sups[slot]
@@ -88,6 +212,116 @@ class Soak:
             return [c for c in psutil.Process(sup.pid).children() if "worker" in " ".join(c.cmdline())]
         except psutil.Error:
             return []
+
+    def ready(self) -> None:
+        """Wait until every running supervisor has registered (its log says started):
+        `worker stop` cannot see one that has not, and it would rightly run on."""
+        deadline = time.monotonic() + 60
+        for sup in self.sups:
+            log = self.work / self.log_of[sup.pid] if sup is not None else None
+            while sup is not None and sup.poll() is None and time.monotonic() < deadline:
+                if re.search(r"supervisor s-\S+ started", log.read_text(errors="replace")):
+                    break
+                self.pause(WAIT_STEP)
+
+    def restart_after_stop(self) -> None:
+        """After a `worker stop`: wait for every supervisor to exit, start new ones."""
+        for slot in range(SUPERVISORS):
+            self.expect_exit(slot, STOP_GRACE, "a `worker stop`")
+            self.start_supervisor(slot)
+
+    def expect_exit(self, slot: int, seconds: float, after: str) -> None:
+        """A supervisor told to stop must exit; one that does not is recorded and killed."""
+        sup = self.sups[slot]
+        if sup is None or self.wait_for(sup, seconds):
+            return
+        # `worker stop` asks every supervisor whose row is live; this one was not
+        # asked (its row was declared dead while it lived) or did not listen.
+        declared = [line[:23] for log in self.logs if log.exists() for line in log.read_text(errors="replace").splitlines()
+                    if re.search(rf"declared supervisor \S+ \(host \S+, pid {sup.pid}\) dead", line)]
+        why = f"; declared dead at {declared[0]} while it lived" if declared else ""
+        self.note(f"supervisor {sup.pid} still running {seconds:g} s after {after}{why}")
+        self.outlived_stop.append(f"supervisor {sup.pid} ({self.log_of[sup.pid]}) still running {seconds:g} s after {after}{why}")
+        sup.kill()
+        sup.wait()
+        self.kills["supervisor"] += 1
+
+    # --- stalls and the outside lock ------------------------------------------------
+
+    def tick(self) -> None:
+        """SIGCONT the stalls and release the outside lock that are due."""
+        now = time.monotonic()
+        for stall in [s for s in self.stalled if s.due <= now]:
+            self.resume(stall)
+        if self.lock_hold is not None and self.lock_hold[1] <= now:
+            self.release_lock()
+
+    def resume(self, stall: Stall) -> None:
+        self.stalled.remove(stall)
+        try:
+            stall.proc.resume()  # psutil checks the pid is still that process
+            self.note(f"SIGCONT {stall.role} {stall.proc.pid}")
+        except psutil.Error:
+            pass  # killed meanwhile (its supervisor fenced it, or the chaos did)
+
+    def stall(self, role: str, seconds: float | None) -> None:
+        if role == "worker":
+            victims = [w for slot in range(SUPERVISORS) for w in self.workers_of(slot)]
+        else:
+            victims = []
+            for sup in self.sups:
+                if sup is not None and sup.poll() is None:
+                    try:
+                        victims.append(psutil.Process(sup.pid))
+                    except psutil.Error:
+                        pass
+        taken = {s.proc.pid for s in self.stalled}
+        victims = [v for v in victims if v.pid not in taken]
+        if not victims:
+            return
+        victim = self.rng.choice(victims)
+        seconds = seconds if seconds is not None else self.rng.uniform(*STALL_SECONDS)
+        try:
+            victim.suspend()
+        except psutil.Error:
+            return
+        self.stalled.append(Stall(victim, role, time.monotonic() + seconds))
+        self.note(f"SIGSTOP {role} {victim.pid} for {seconds:.1f}s")
+        band = "<T/2" if seconds < HEARTBEAT_TIMEOUT / 2 else "T/2..T" if seconds < HEARTBEAT_TIMEOUT else ">T"
+        self.stalls[f"{role} {band}"] += 1
+
+    def hold_lock(self, seconds: float | None) -> bool:
+        """Take SQLite's write lock from an outside connection (as the sqlite3 shell
+        would: no flock of <db>.lock); `tick` releases it when due. False if busy."""
+        if self.sqlite is None or self.lock_hold is not None:
+            return False
+        conn = sqlite3.connect(self.sqlite, timeout=HOLD_ACQUIRE_TIMEOUT, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # held by a writer (maybe a SIGSTOPped one)
+            conn.close()
+            self.lock_holds["busy"] += 1
+            return False
+        seconds = seconds if seconds is not None else self.rng.uniform(*HOLD_SECONDS)
+        self.lock_hold = (conn, time.monotonic() + seconds)
+        self.note(f"holding the SQLite write lock for {seconds:.1f}s")
+        self.lock_holds["held"] += 1
+        self.lock_holds[">T/2" if seconds > HEARTBEAT_TIMEOUT / 2 else "<T/2"] += 1
+        return True
+
+    def release_lock(self) -> None:
+        conn, _ = self.lock_hold
+        self.lock_hold = None
+        conn.execute("ROLLBACK")
+        conn.close()
+        self.note("released the SQLite write lock")
+
+    def calm(self) -> None:
+        """End every stall and the outside lock now."""
+        for stall in list(self.stalled):
+            self.resume(stall)
+        if self.lock_hold is not None:
+            self.release_lock()
 
     # --- jobs ------------------------------------------------------------------------
 
@@ -124,16 +358,71 @@ class Soak:
             lines.append(json.dumps({"command": command, **spec}))
         path = self.work / f"batch-{self.enqueued}.jsonl"
         path.write_text("\n".join(lines) + "\n")
-        self.cli("enqueue", "--file", str(path))
+        result = self.cli("enqueue", "--file", str(path))
+        taken = ENQUEUED.search(result.stdout)
+        if not taken or int(taken[1]) != count:
+            raise RuntimeError(f"unexpected enqueue output: {result.stdout!r}")
+        self.enqueued_ids.update(str(i) for i in range(int(taken[2]), int(taken[3]) + 1))
         self.enqueued += count
+
+    # --- dlq and status --------------------------------------------------------------
+
+    def dlq_done(self, result: subprocess.CompletedProcess) -> None:
+        """Account for a finished `dlq retry/purge --all` (which must never fail)."""
+        if result.returncode != 0:
+            self.failed_commands.append(f"queuectl {' '.join(result.args)} -> {result.returncode}: {result.stderr.strip()}")
+            return
+        if result.args[1] == "purge":
+            said = PURGED.search(result.stdout)
+            if not said:
+                self.failed_commands.append(f"queuectl {' '.join(result.args)}: unexpected output {result.stdout!r}")
+                return
+            self.purged_reported += int(said[1])
+            self.note(f"purged {said[1]}")
+            self.purged_listed += (said[2] or "").split()
+
+    def dlq_race(self, with_stop: bool, moves: list[str] | None = None) -> None:
+        """Two or three `dlq retry --all`/`dlq purge --all` at once, sometimes with a
+        `worker stop` beside them; each is started before any is waited for."""
+        moves = moves or ["retry", "purge"] + self.rng.choices(["retry", "purge"], k=self.rng.randint(0, 1))
+        self.rng.shuffle(moves)
+        self.races["+".join(sorted(moves))] += 1
+        started = [self.spawn("dlq", move, "--all") for move in moves]
+        stop = None
+        if with_stop:
+            self.ready()
+            self.races["with worker stop"] += 1
+            stop = self.spawn("worker", "stop", "--now" if self.rng.random() < 0.3 else "--no-wait")
+        for command in started:
+            self.dlq_done(self.collect(command))
+        if stop is not None:
+            self.collect(stop)
+            self.restart_after_stop()
+        self.check_status()
+
+    def check_status(self) -> dict | None:
+        """`status --json`; any negative count is recorded."""
+        self.status_checks += 1
+        result = self.cli("status", "--json", check=False)
+        if result.returncode != 0:
+            self.failed_commands.append(f"queuectl status --json -> {result.returncode}: {result.stderr.strip()}")
+            return None
+        counts = json.loads(result.stdout)["jobs"]
+        if any(n < 0 for n in counts.values()):
+            self.negative_counts.append(counts)
+        return counts
 
     # --- chaos -----------------------------------------------------------------------
 
-    def chaos_step(self, action: str | None = None) -> None:
-        action = action or self.rng.choices(
-            ["kill_worker", "kill_supervisor", "enqueue", "dlq_retry", "config", "stop"], [35, 12, 20, 10, 15, 8]
-        )[0]
+    def chaos_step(self, action: str | None = None, seconds: float | None = None) -> None:
+        if action is None:
+            weights = {
+                "kill_worker": 30, "kill_supervisor": 10, "enqueue": 18, "dlq_retry": 8, "config": 12, "stop": 7,
+                "stop_worker": 10, "stop_supervisor": 5, "hold_lock": 6 if self.sqlite else 0, "dlq_race": 6,
+            }
+            action = self.rng.choices(list(weights), list(weights.values()))[0]
         self.actions[action] += 1
+        self.note(action)
         if action == "kill_worker":
             victims = [w for slot in range(SUPERVISORS) for w in self.workers_of(slot)]
             if victims:
@@ -150,22 +439,27 @@ class Soak:
         elif action == "enqueue":
             self.enqueue_batch(self.rng.randint(5, 30))
         elif action == "dlq_retry":
-            self.cli("dlq", "retry", "--all", check=False)
+            self.dlq_done(self.cli("dlq", "retry", "--all", check=False))
         elif action == "config":
             self.cli("config", "set", "backoff-jitter", str(self.rng.choice([0, 0.2, 0.5, 1])))
         elif action == "stop":
+            self.ready()
             self.cli("worker", "stop", "--now" if self.rng.random() < 0.3 else "--no-wait", check=False)
-            for slot in range(SUPERVISORS):
-                sup = self.sups[slot]
-                if sup is not None:
-                    try:
-                        sup.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        pass
-                self.start_supervisor(slot)
+            self.restart_after_stop()
+        elif action == "stop_worker":
+            self.stall("worker", seconds)
+        elif action == "stop_supervisor":
+            self.stall("supervisor", seconds)
+        elif action == "hold_lock":
+            self.hold_lock(seconds)
+        elif action == "dlq_race":
+            self.dlq_race(with_stop=self.rng.random() < 0.4)
+        elif action == "dlq_race_stop":  # two purges at once: #10 counted both
+            self.dlq_race(with_stop=True, moves=["purge", "purge", "retry"])
 
     def run(self, jobs: int, chaos_seconds: float) -> dict:
-        for key, value in {"heartbeat-interval": "0.2", "heartbeat-timeout": "3", "backoff-base": "1.5", "backoff-max": "2", "poll-interval": "0.05"}.items():
+        config = {"heartbeat-interval": "0.2", "heartbeat-timeout": str(HEARTBEAT_TIMEOUT), "backoff-base": "1.5", "backoff-max": "2", "poll-interval": "0.05"}
+        for key, value in config.items():
             self.cli("config", "set", key, value)
         first = min(jobs, max(50, jobs // 2))
         self.enqueue_batch(first)
@@ -173,33 +467,50 @@ class Soak:
             self.start_supervisor(slot)
         started = time.monotonic()
         remaining = jobs - first
-        # Every run, however short, kills workers and a supervisor and stops the pool;
-        # the rest of the chaos is random.
-        forced = ["kill_worker", "kill_supervisor", "kill_worker", "stop", "kill_worker"]
-        time.sleep(1.0)
+        # Every run, however short, kills workers and a supervisor, stops the pool,
+        # stalls workers past T/2 and past T, stalls a supervisor past T with a
+        # `worker stop` sent during the stall and another one past T with one sent
+        # about when it ends, holds the SQLite lock past T/2, and races DLQ moves with
+        # each other and with a `worker stop` (late enough that the DLQ has jobs to
+        # move); the rest of the chaos is random. (action, seconds of a stall or hold)
+        forced = [
+            ("kill_worker", None), ("stop_worker", 4.5), ("kill_supervisor", None), ("hold_lock", 2.5),
+            ("stop_supervisor", 4.5), ("kill_worker", None), ("stop_worker", 2.2), ("stop", None),
+            ("stop_supervisor", 3.5), ("dlq_race", None), ("kill_worker", None), ("dlq_race_stop", None),
+        ]
+        if self.sqlite is None:
+            forced.remove(("hold_lock", 2.5))
+        self.pause(1.0)
         while time.monotonic() - started < chaos_seconds:
+            if time.monotonic() >= self.next_status:
+                self.check_status()
+                self.next_status = time.monotonic() + STATUS_EVERY
             if forced:
-                self.chaos_step(forced.pop(0))
+                action, seconds = forced.pop(0)
+                self.chaos_step(action, seconds)
+                if action == "hold_lock" and self.lock_hold is None:
+                    forced.insert(0, (action, seconds))  # busy: try again at the next step
             elif remaining > 0 and self.rng.random() < 0.3:
                 batch = min(remaining, self.rng.randint(20, 100))
                 self.enqueue_batch(batch)
                 remaining -= batch
             else:
                 self.chaos_step()
-            time.sleep(self.rng.uniform(0.2, 0.8))
+            self.pause(self.rng.uniform(0.2, 0.8))
+        self.forced_left = [action for action, _ in forced]
         if remaining > 0:
             self.enqueue_batch(remaining)
         return self.settle()
 
     def settle(self) -> dict:
         """Stop the chaos: let burst supervisors drain everything, then check."""
-        self.cli("worker", "stop", "--timeout", "120", check=False)
+        self.calm()
+        self.note("settle")
+        self.ready()
+        self.cli("worker", "stop", "--timeout", "120", check=False, timeout=150)
         for slot in range(SUPERVISORS):
-            sup = self.sups[slot]
-            if sup is not None and sup.poll() is None:
-                sup.kill()
-                sup.wait()
-                self.kills["supervisor"] += 1
+            # It waited for every supervisor it asked: one still running was not asked.
+            self.expect_exit(slot, 10, "the final `worker stop`")
         finals = []
         for slot in range(SUPERVISORS):
             self.start_supervisor(slot, "--burst")
@@ -212,17 +523,25 @@ class Soak:
     # --- invariants ------------------------------------------------------------------
 
     def check(self) -> dict:
+        from sqlalchemy import select
+
         from queuectl import jobs as jobs_mod
         from queuectl.database import open_database
+        from queuectl.models import ConfigEntry
 
         db = open_database(self.db_url)
         rows = [jobs_mod.to_dict(r) for r in jobs_mod.listing(db)]
+        with db.read() as conn:
+            config = ConfigEntry.__table__
+            purged_counter = int(conn.execute(select(config.c.value).where(config.c.key == jobs_mod.PURGED_KEY)).scalar() or 0)
         db.dispose()
         states = Counter(r["state"] for r in rows)
         events = defaultdict(list)
         overlaps = []
         for line in self.side_log.read_text().splitlines() if self.side_log.exists() else []:
             parts = line.split()
+            if not parts:
+                continue
             if parts[0] == "OVERLAP":
                 overlaps.append(line)
             elif parts[0] in ("start", "end"):
@@ -230,6 +549,31 @@ class Soak:
         not_final = [r["id"] for r in rows if r["state"] not in ("completed", "dead")]
         no_success = [r["id"] for r in rows if r["state"] == "completed" and not any(e[0] == "end" and e[3] == "0" for e in events[r["id"]])]
         bad_dead = [r["id"] for r in rows if r["state"] == "dead" and (r["attempts"] != r["max_retries"] + 1 or not r["last_error"])]
+        # Purged jobs leave the database, and the soak cannot know every purged id:
+        # `dlq purge --all` lists ids only when it deleted at most 20. So a job is
+        # accounted for by three sources that must agree: the ids the soak enqueued
+        # (exact: each `enqueue --file` prints its contiguous range), the numbers the
+        # purges printed, and the `_purged` counter that `status` subtracts. The ids
+        # gone from the database must be exactly as many as the purges reported (more
+        # is a lost job, fewer a purge counted twice, which made `status` show a
+        # negative Completed in #10), the counter must equal that number, and every
+        # id a purge listed must be gone and listed once.
+        present = {r["id"] for r in rows}
+        gone = self.enqueued_ids - present
+        purge_problems = []
+        if present - self.enqueued_ids:
+            purge_problems.append(f"ids never enqueued: {sorted(present - self.enqueued_ids)[:20]}")
+        if len(gone) < self.purged_reported:
+            purge_problems.append(f"purges reported {self.purged_reported} jobs but {len(gone)} are gone")
+        if purged_counter != self.purged_reported:
+            purge_problems.append(f"_purged is {purged_counter}, purges reported {self.purged_reported}")
+        listed = Counter(self.purged_listed)
+        if [i for i, n in listed.items() if n > 1]:
+            purge_problems.append(f"purged twice: {[i for i, n in listed.items() if n > 1][:20]}")
+        if set(listed) & present:
+            purge_problems.append(f"purged but present: {sorted(set(listed) & present)[:20]}")
+        final_counts = self.check_status()
+        real_counts = {state: states.get(state, 0) for state in ("pending", "running", "failed", "completed", "dead")}
         survivors = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
@@ -242,20 +586,33 @@ class Soak:
         return {
             "jobs": len(rows),
             "enqueued": self.enqueued,
+            "purged": self.purged_reported,
             "states": dict(states),
             "attempts_started": attempts_started,
             "kills": dict(self.kills),
+            "stalls": dict(self.stalls),
+            "lock_holds": dict(self.lock_holds),
+            "dlq_races": dict(self.races),
+            "status_checks": self.status_checks,
             "actions": dict(self.actions),
-            "lost": self.enqueued - len(rows) + len(not_final),
+            "forced_not_done": self.forced_left,
+            "lost": max(0, len(gone) - self.purged_reported) + len(not_final),
             "not_final": not_final[:20],
             "overlaps": overlaps[:20],
             "completed_without_success": no_success[:20],
             "bad_dead": bad_dead[:20],
+            "purge_accounting": purge_problems,
+            "negative_counts": self.negative_counts[:20],
+            "final_status_counts": final_counts,
+            "status_mismatch": [] if final_counts == real_counts else [{"status": final_counts, "real": real_counts}],
+            "failed_commands": self.failed_commands[:20],
+            "outlived_stop": self.outlived_stop[:20],
             "surviving_job_processes": survivors,
             "database_is_locked_in": locked,
         }
 
     def cleanup(self) -> None:
+        self.calm()
         for sup in self.sups:
             if sup is not None and sup.poll() is None:
                 for proc in [psutil.Process(sup.pid)] + psutil.Process(sup.pid).children(recursive=True):
@@ -271,11 +628,15 @@ class Soak:
                 pass
 
 
+VIOLATIONS = (
+    "not_final", "overlaps", "completed_without_success", "bad_dead", "purge_accounting", "negative_counts",
+    "status_mismatch", "failed_commands", "outlived_stop", "forced_not_done", "surviving_job_processes",
+    "database_is_locked_in",
+)
+
+
 def violations(report: dict) -> list[str]:
-    problems = []
-    for key in ("not_final", "overlaps", "completed_without_success", "bad_dead", "surviving_job_processes", "database_is_locked_in"):
-        if report[key]:
-            problems.append(f"{key}: {report[key]}")
+    problems = [f"{key}: {report[key]}" for key in VIOLATIONS if report[key]]
     if report["lost"]:
         problems.append(f"lost: {report['lost']}")
     return problems

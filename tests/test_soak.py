@@ -6,7 +6,7 @@ from soak import run_soak, violations
 
 def test_chaos_soak_short(db_url, tmp_path):
     report = run_soak(db_url, tmp_path, jobs=300, chaos_seconds=40, seed=20261127)
-    assert report["kills"], report
+    assert report["kills"] and report["stalls"] and report["dlq_races"] and report["status_checks"], report
     assert not violations(report), report
 
 
