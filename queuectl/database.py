@@ -86,9 +86,10 @@ class Database:
         self.dialect = dialect.for_url(parsed)
         self.dialect.prepare_location(parsed)
         try:
+            busy = dialect.busy_timeout()  # validated here for every backend: a bad value fails at once
             options = self.dialect.engine_options(durable)
             if one_connection:
-                options.update(pool_size=1, max_overflow=0, pool_timeout=dialect.busy_timeout())
+                options.update(pool_size=1, max_overflow=0, pool_timeout=busy)
             self.engine: Engine = create_engine(parsed, **options)
         except ImportError as err:
             raise DatabaseError(self.dialect.missing_driver_message(err)) from None

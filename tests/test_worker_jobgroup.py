@@ -4,7 +4,6 @@ killed: real processes, and a recycled pid must never get a stranger killed."""
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -214,22 +213,3 @@ def test_orphaned_workers_leave_no_job_group_files(db, supervisors, tmp_path):
         wait_until(lambda: not alive(row.pid), timeout=LONG, message=f"orphaned worker {row.pid} to exit")
     # ... and nobody else will ever clean up after it.
     assert list(files.glob("*.pgid")) == []
-
-
-def test_a_dead_workers_group_id_is_killed_only_if_it_still_runs_the_job(db, supervisors, tmp_path):
-    configure(db, **FAST)
-    env, files = private_runtime(supervisors, tmp_path)
-    sup = supervisors.start("--concurrency", "1", env=env)
-    (worker,) = wait_workers(db, sup, 1)
-    # The idle worker's file names a group that is not its job (as a recycled id would).
-    stranger = start_group()
-    try:
-        with open(files / f"{worker.id}.pgid", "r+b") as published:  # in place: it is mapped
-            published.write(stranger.pid.to_bytes(4, sys.byteorder))
-        os.kill(worker.pid, signal.SIGKILL)
-        (replacement,) = wait_until(lambda: [r for r in wait_workers(db, sup, 1) if r.id != worker.id], timeout=LONG,
-                                    message="the dead worker to be replaced")
-        assert alive(stranger.pid), "the supervisor killed a process group that was not its worker's job"
-    finally:
-        stranger.kill()
-        stranger.wait()

@@ -28,7 +28,6 @@ from queuectl.errors import QueuectlError
 from queuectl.worker.runner import kill_group
 
 
-
 class _Cell(ctypes.Structure):
     # The group first, at offset 0: kill_orphaned reads only that.
     _fields_ = [("pgid", ctypes.c_int32), ("_pad", ctypes.c_int32), ("beat", ctypes.c_double)]
@@ -114,12 +113,6 @@ class JobGroup:
     @beat.setter
     def beat(self, when: float) -> None:
         self._cell.beat = when
-
-    def kill_if_running(self, job_ids: list[str]) -> bool:
-        """Kill the published group if it still runs one of `job_ids` (the checks of
-        kill_orphaned: the worker is gone, its group id may have been reused)."""
-        pgid = self.value
-        return bool(pgid and job_ids and _group_runs(pgid, set(job_ids)) and kill_group(pgid))
 
     def remove(self) -> None:
         """The worker ended and its job group was dealt with: forget it."""

@@ -163,11 +163,12 @@ class Supervisor:
         process = slot.process
         process.join()
         clean = process.exitcode == 0
-        if slot.group.value:
-            # No job process outlives its worker; but the group id may have been reused
-            # since, so only a group that still runs the worker's job is killed.
-            held = retry_db(lambda: self._held(slot.worker_id)) or []
-            slot.group.kill_if_running(held)
+        pgid = slot.group.value
+        if pgid:
+            # No job process outlives its worker: killed at once, before any database
+            # call (one that waits out an outage would let another host run the job
+            # beside it). The worker died within CHILD_CHECK, its job's group lives on.
+            runner.kill_group(pgid)
         recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean, slot.hung)) or []
         slot.group.remove()
         for job_id, state in recovered:
@@ -246,8 +247,11 @@ class Supervisor:
                 if row.id in own:
                     continue
                 local = row.host == self.hostname
-                if local and row.last_heartbeat >= stale_before and identity.local_process(row.pid, row.pid_started):
-                    continue  # alive on this host
+                if local and identity.local_process(row.pid, row.pid_started):
+                    # Alive on this host, however old its heartbeat: a stalled worker is
+                    # fenced by its own supervisor, and a stalled supervisor declared
+                    # dead would run on unseen by `worker stop`.
+                    continue
                 if not local and row.last_heartbeat >= stale_before:
                     continue
                 self._declare_dead(row, local)

@@ -115,7 +115,8 @@ class Worker:
         self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.db, self.o.queues)
         self.base_env = dict(os.environ)  # decoded once, not for every job
-        self.heartbeat = Heartbeat(self._heartbeat, lambda: self.cfg["heartbeat-interval"])
+        # At least four beats per fence period, whatever heartbeat-interval says.
+        self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
         self.heartbeat.start()
         self._title("idle")
 
