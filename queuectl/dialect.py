@@ -27,6 +27,9 @@ BUSY_TIMEOUT_ENV = "QUEUECTL_BUSY_TIMEOUT"
 # millisecond, so the cap keeps the queue moving nearly as fast as a blocking flock.
 _FLOCK_FIRST_PAUSE = 0.00005
 _FLOCK_MAX_PAUSE = 0.001
+# Held for longer than this, the lock is held by something slow (a big `enqueue
+# --file`, an outside transaction, a stalled process): wait less eagerly.
+_FLOCK_PATIENT_AFTER, _FLOCK_PATIENT_PAUSE = 1.0, 0.01
 NOTIFY_CHANNEL = "queuectl_jobs"
 # pg_advisory_lock key for migrations: an arbitrary constant ("qctl" in ASCII).
 PG_MIGRATION_LOCK = 0x7163746C
@@ -102,12 +105,15 @@ class SQLiteDialect:
         if fd is None:
             yield
             return
+        # One deadline for both waits below (SQLite's own busy_timeout may add to it
+        # only when a writer that takes no flock holds the database).
+        deadline = time.monotonic() + self.busy_timeout
         # The flock belongs to the descriptor, which this process's threads share: a
         # worker's heartbeat thread queues behind its job loop here first.
         if not self._threads.acquire(timeout=self.busy_timeout):
             raise DatabaseError(f"database {self.path} is locked: another thread of this process held it for {self.busy_timeout:g}s")
         try:
-            self._flock(fd)
+            self._flock(fd, deadline)
             try:
                 yield
             finally:
@@ -115,14 +121,14 @@ class SQLiteDialect:
         finally:
             self._threads.release()
 
-    def _flock(self, fd: int) -> None:
+    def _flock(self, fd: int, deadline: float) -> None:
         """Take the flock, or fail like SQLite does once busy_timeout has passed."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass
-        deadline = time.monotonic() + self.busy_timeout
+        patient_at = time.monotonic() + _FLOCK_PATIENT_AFTER
         pause = _FLOCK_FIRST_PAUSE
         while True:
             time.sleep(pause)
@@ -135,7 +141,7 @@ class SQLiteDialect:
                         f"database {self.path} is locked: another process has held {self.path}.lock"
                         f" for {self.busy_timeout:g}s (stalled? see {BUSY_TIMEOUT_ENV})"
                     ) from None
-            pause = min(pause * 2, _FLOCK_MAX_PAUSE)
+            pause = min(pause * 2, _FLOCK_MAX_PAUSE if time.monotonic() < patient_at else _FLOCK_PATIENT_PAUSE)
 
     def _lock_fd(self) -> int | None:
         if not self.path:

@@ -311,3 +311,20 @@ def test_dlq_retry_and_purge(db):
     assert dlq.purge(db, None) == [job_id]
     with pytest.raises(NotFound):
         jobs.get(db, job_id)
+
+
+def test_a_worker_that_beat_since_the_reaper_read_its_row_is_not_declared_dead(db):
+    """A reaper reads a stale row, the worker beats, then the reaper writes: the write
+    rechecks the age and changes nothing."""
+    from queuectl.states import WorkerState
+    from queuectl.worker import registry
+
+    with db.begin() as conn:
+        registry.register(conn, id="w-far", role="worker", host="elsewhere", pid_started=0.0, now=T0)
+    stale_before = T0 + seconds(30)
+    with db.begin() as conn:
+        assert [row.id for row in registry.suspects(conn, host="here", stale_before=stale_before)] == ["w-far"]
+        assert registry.heartbeat(conn, "w-far", T0 + seconds(31))  # meanwhile, it beat
+    with db.begin() as conn:
+        assert registry.end(conn, "w-far", WorkerState.DEAD, T0 + seconds(32), silent_since=stale_before) is False
+        assert registry.end(conn, "w-far", WorkerState.DEAD, T0 + seconds(32), silent_since=T0 + seconds(40)) is True

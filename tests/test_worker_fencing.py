@@ -111,6 +111,31 @@ def test_a_worker_that_cannot_heartbeat_kills_its_own_job(sqlite_url, sqlite_db,
     assert "no heartbeat" in final["last_error"], final
 
 
+def test_a_supervisor_waiting_on_the_database_still_fences_a_hung_worker(sqlite_url, sqlite_db, sqlite_supervisors, tmp_path):
+    """The supervisor's heartbeat waits (busy timeout 60 s) on a write lock held from
+    outside; meanwhile its worker hangs. The fence must not wait for the database."""
+    configure(sqlite_db, heartbeat_interval=0.2, heartbeat_timeout=3, backoff_max=0.2, poll_interval=0.05)
+    pid_file = tmp_path / "pid"
+    Cli(sqlite_url, tmp_path).ok("enqueue", "--id", "long", "--max-retries", "0", f"echo $$ > {pid_file}; exec sleep 300")
+    sup = sqlite_supervisors.start("--concurrency", "1")
+    (worker,) = wait_workers(sqlite_db, sup, 1)
+    wait_until(lambda: read_pid(pid_file), timeout=LONG, message="the job to start")
+    sleeper = read_pid(pid_file)
+    outsider = sqlite3.connect(sqlite_url, isolation_level=None)
+    try:
+        outsider.execute("BEGIN IMMEDIATE")
+        os.kill(worker.pid, signal.SIGSTOP)
+        # Fenced at 1.5 s (half the heartbeat-timeout), not after the lock is gone.
+        wait_until(lambda: not alive(sleeper), timeout=30, message="the hung worker's job to be killed while the database is locked")
+        wait_until(lambda: not alive(worker.pid), timeout=30, message="the hung worker to be killed while the database is locked")
+    finally:
+        outsider.rollback()
+        outsider.close()
+    final = wait_until(lambda: (j := job(sqlite_db, "long"))["state"] == "dead" and j, timeout=LONG, message="the attempt to be charged")
+    assert final["last_error"].startswith("worker hung: no heartbeat"), final
+    wait_workers(sqlite_db, sup, 1)  # replaced
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_heartbeat_thread_shares_the_workers_one_connection(db, supervisors, tmp_path):
     """Per worker one connection for statements (its heartbeat thread waits its turn),

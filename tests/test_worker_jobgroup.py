@@ -32,10 +32,10 @@ def start_group(**env):
 
 
 def test_the_published_group_survives_the_process_and_kills_the_job(runtime):
-    job = start_group(QUEUECTL_JOB_ID="j-1")
+    job = start_group()
     try:
         published = jobgroup.JobGroup("w-test")
-        published.value = job.pid
+        published.publish(job.pid)
         assert (runtime / "w-test.pgid").stat().st_mode & 0o777 == 0o600
         del published  # the worker (and its supervisor) are gone; the file is not
 
@@ -47,20 +47,90 @@ def test_the_published_group_survives_the_process_and_kills_the_job(runtime):
         job.wait()
 
 
-def test_a_group_not_running_the_held_job_is_left_alone(runtime):
-    stranger = start_group(QUEUECTL_JOB_ID="someone-else")
-    unmarked = start_group()
+def name_in_place(path: Path, pid: int) -> None:
+    """Overwrite the published group id, as a pid recycled since publishing would be."""
+    with open(path, "r+b") as file:
+        file.write(pid.to_bytes(4, "little", signed=True))
+
+
+def start_later_than(pid: int, **env) -> subprocess.Popen:
+    """A new group whose leader started at a later clock tick than `pid` (ticks are
+    10 ms: a pid recycled by the kernel comes back far later than that)."""
+    while True:
+        proc = start_group(**env)
+        if jobgroup._start_ticks(proc.pid) != jobgroup._start_ticks(pid):
+            return proc
+        proc.kill()
+        proc.wait()
+
+
+def test_a_group_led_by_another_process_is_left_alone(runtime):
+    """The published id now names a stranger's group (a recycled pid): neither the
+    supervisor's kill nor a later supervisor's kills it."""
+    gone = start_group()
+    published = jobgroup.JobGroup("w-a")
+    published.publish(gone.pid)
+    stranger = start_later_than(gone.pid, QUEUECTL_JOB_ID="j-1")  # even one claiming to be the job
     try:
-        for worker_id, proc in (("w-a", stranger), ("w-b", unmarked)):
-            jobgroup.JobGroup(worker_id).value = proc.pid
-            assert jobgroup.kill_orphaned(worker_id, ["j-1"]) is False
-            assert alive(proc.pid)
-            assert not (runtime / f"{worker_id}.pgid").exists()
+        gone.kill()
+        gone.wait()
+        name_in_place(runtime / "w-a.pgid", stranger.pid)
+        assert published.value == stranger.pid
+        assert published.kill() is False
+        assert jobgroup.kill_orphaned("w-a", ["j-1"]) is False
+        assert alive(stranger.pid)
+        assert not (runtime / "w-a.pgid").exists()
         assert jobgroup.kill_orphaned("w-never-published", ["j-1"]) is False
     finally:
-        for proc in (stranger, unmarked):
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_leaderless_group_is_still_the_jobs(runtime):
+    """The job's shell ended but left a process behind in its group: no leader to
+    compare, and none needed (Linux does not reuse the id of a living group)."""
+    shell = subprocess.Popen(["sh", "-c", "sleep 300.3 & echo $!"], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    left = int(shell.stdout.readline())
+    shell.wait()
+    try:
+        published = jobgroup.JobGroup("w-l")
+        published.publish(shell.pid)
+        assert os.getpgid(left) == shell.pid and not alive(shell.pid)
+        assert published.kill() is True
+        wait_until(lambda: not alive(left), timeout=10, message="the leftover to be killed")
+    finally:
+        kill_all([psutil.Process(left)] if alive(left) else [])
+
+
+def test_a_file_from_an_earlier_version_is_checked_by_environment(runtime):
+    """16 bytes, no start time: the job's environment tells, as it did then."""
+    stranger = start_group(QUEUECTL_JOB_ID="someone-else")
+    job = start_group(QUEUECTL_JOB_ID="j-1")
+    try:
+        jobgroup.runtime_dir()
+        for worker_id, proc in (("w-s", stranger), ("w-j", job)):
+            (runtime / f"{worker_id}.pgid").write_bytes(proc.pid.to_bytes(4, "little") + bytes(12))
+        assert jobgroup.kill_orphaned("w-s", ["j-1"]) is False and alive(stranger.pid)
+        assert jobgroup.kill_orphaned("w-j", ["j-1"]) is True
+        assert job.wait(timeout=10) == -9
+    finally:
+        for proc in (stranger, job):
             proc.kill()
             proc.wait()
+
+
+def test_a_file_from_before_the_last_boot_is_only_removed(runtime):
+    """The fallback directory survives reboots; the groups it names did not."""
+    job = start_group()
+    try:
+        jobgroup.JobGroup("w-old").publish(job.pid)
+        before_boot = psutil.boot_time() - 60
+        os.utime(runtime / "w-old.pgid", (before_boot, before_boot))
+        assert jobgroup.kill_orphaned("w-old", ["j-1"]) is False
+        assert alive(job.pid) and not (runtime / "w-old.pgid").exists()
+    finally:
+        job.kill()
+        job.wait()
 
 
 def test_a_runtime_directory_others_can_write_is_refused(runtime):
@@ -213,3 +283,60 @@ def test_orphaned_workers_leave_no_job_group_files(db, supervisors, tmp_path):
         wait_until(lambda: not alive(row.pid), timeout=LONG, message=f"orphaned worker {row.pid} to exit")
     # ... and nobody else will ever clean up after it.
     assert list(files.glob("*.pgid")) == []
+
+
+def test_a_dead_workers_group_id_is_killed_only_if_it_still_runs_the_job(db, supervisors, tmp_path):
+    """#10 item 15. A worker dies; its supervisor kills the group it published at once,
+    with no database call, but only if that group is still the job's: here the file
+    names a stranger's group (as a recycled id would), and the stranger survives."""
+    configure(db, **FAST)
+    env, files = private_runtime(supervisors, tmp_path)
+    side = tmp_path / "started"
+    supervisors.cli.ok("enqueue", "--id", "long", "--max-retries", "0", f'touch "{side}"; sleep 366.1')
+    sup = supervisors.start(env=env)
+    (worker,) = wait_workers(db, sup, 1)
+    wait_until(side.exists, timeout=LONG, message="the job to start")
+    running = wait_until(lambda: processes_of(supervisors.cli.db_url, ["sleep", "366.1"]), timeout=LONG, message="the job")
+    stranger = start_group()
+    try:
+        name_in_place(files / f"{worker.id}.pgid", stranger.pid)  # the mapping sees it
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_until(lambda: job(db, "long")["state"] == "dead", timeout=LONG, message="the attempt to be charged")
+        assert alive(stranger.pid)
+    finally:
+        stranger.kill()
+        stranger.wait()
+        kill_all(running)  # left alone along with the stranger: the file no longer named it
+
+
+def test_a_job_with_an_emptied_environment_is_killed_by_a_later_supervisor(cli, db, supervisors, tmp_path):
+    """The whole tree is SIGKILLed while a job runs `env -i`: nothing of the job carries
+    QUEUECTL_JOB_ID any more, yet the next supervisor on this host finds and kills it."""
+    configure(db, **FAST, backoff_max=0.2)
+    env, files = private_runtime(supervisors, tmp_path)
+    side = tmp_path / "attempts.log"
+    command = f'echo "$QUEUECTL_ATTEMPT" >> "{side}"; if [ "$QUEUECTL_ATTEMPT" = 1 ]; then exec env -i sleep 377.7; fi; echo ok'
+    cli.ok("enqueue", "--id", "bare", "--max-retries", "1", command)
+    sup = supervisors.start(env=env)
+    wait_lines(side, 1)
+    strays = wait_until(lambda: _by_cmdline(["sleep", "377.7"]), timeout=LONG, message="the job")
+    kill_all([psutil.Process(sup.pid)] + sup.children())
+    sup.wait()
+    try:
+        assert all(alive(p) for p in strays)
+        restarted = supervisors.start("--burst", env=env)
+        assert restarted.wait() == 0, restarted.log()
+        assert job(db, "bare")["state"] == "completed"
+        wait_until(lambda: not any(alive(p) for p in strays), timeout=LONG, message="the orphaned job to be killed")
+        assert list(files.glob("*.pgid")) == []
+    finally:
+        kill_all(strays)
+
+
+def _by_cmdline(cmdline: list[str]) -> list[psutil.Process]:
+    """Processes of this user running exactly `cmdline` (for a job that dropped its environment)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "uids"]):
+        if proc.info["cmdline"] == cmdline and proc.info["uids"] and proc.info["uids"].real == os.getuid():
+            found.append(proc)
+    return found

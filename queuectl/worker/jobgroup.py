@@ -11,6 +11,11 @@ recovers (its environment names the job) and kills it before the job can run
 again. This replaces PR_SET_PDEATHSIG, which needed an extra exec per job (~1 ms,
 `setpriv`) and killed only the shell, not the processes it started.
 
+Before a group is killed, its leader's start time is compared with the one
+published (read from /proc, no database): a group id that the kernel has handed to
+a stranger since the job ended is never killed, and a job that emptied its
+environment (`env -i`) is still recognised.
+
 The same mapping carries the worker's last successful heartbeat (a CLOCK_MONOTONIC
 time, the same clock in every process of the host): a supervisor sees a hung worker
 (SIGSTOP, a stuck thread) without asking the database, and fences its job in time.
@@ -29,8 +34,13 @@ from queuectl.worker.runner import kill_group
 
 
 class _Cell(ctypes.Structure):
-    # The group first, at offset 0: kill_orphaned reads only that.
-    _fields_ = [("pgid", ctypes.c_int32), ("_pad", ctypes.c_int32), ("beat", ctypes.c_double)]
+    # The group first, at offset 0: files of earlier versions held only that (and a beat).
+    _fields_ = [
+        ("pgid", ctypes.c_int32),
+        ("_pad", ctypes.c_int32),
+        ("beat", ctypes.c_double),
+        ("start", ctypes.c_uint64),  # the group leader's start time, see _start_ticks
+    ]
 
 
 _SIZE = ctypes.sizeof(_Cell)
@@ -86,7 +96,8 @@ def _path(worker_id: str) -> Path:
 
 class JobGroup:
     """A worker's published job process group (`.value`, 0 when no job runs) and
-    the time.monotonic() of its last heartbeat that reached the database (`.beat`)."""
+    the time.monotonic() of its last heartbeat that reached the database (`.beat`).
+    Published by the worker (`publish`, `clear`), killed by whoever outlives it (`kill`)."""
 
     def __init__(self, worker_id: str):
         self.path = _path(worker_id)
@@ -102,9 +113,20 @@ class JobGroup:
     def value(self) -> int:
         return self._cell.pgid
 
-    @value.setter
-    def value(self, pgid: int) -> None:
+    def publish(self, pgid: int) -> None:
+        """A job started, in group `pgid` led by its shell (whose pid it is)."""
+        # The start first: whoever sees the group sees its start with it.
+        self._cell.start = _start_ticks(pgid) or 0
         self._cell.pgid = pgid
+
+    def clear(self) -> None:
+        """The job's group was killed: from here on its id may be anyone's."""
+        self._cell.pgid = 0
+
+    def kill(self) -> bool:
+        """Kill the published group if it is still the job's. True if it was killed."""
+        pgid = self._cell.pgid
+        return bool(pgid and _same_group(pgid, self._cell.start) and kill_group(pgid))
 
     @property
     def beat(self) -> float:
@@ -120,22 +142,55 @@ class JobGroup:
 
 
 def kill_orphaned(worker_id: str, job_ids: list[str]) -> bool:
-    """A dead worker of this host: kill its job's process group if it is still one of
-    `job_ids` (the jobs the worker held), then forget it. True if a group was killed."""
+    """A dead worker of this host: kill its job's process group if it is still the job
+    the worker held (one of `job_ids`), then forget it. True if a group was killed."""
     path = _path(worker_id)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
+            written = os.fstat(file.fileno()).st_mtime
     except FileNotFoundError:
         return False
-    pgid = ctypes.c_int32.from_buffer_copy(data[:_PGID_SIZE]).value if len(data) >= _PGID_SIZE else 0
-    killed = bool(pgid and job_ids and _group_runs(pgid, set(job_ids)) and kill_group(pgid))
+    killed = False
+    # A file from before the last boot (the fallback directory is not a tmpfs) names
+    # groups that ended with it: their ids are anyone's now.
+    if job_ids and len(data) >= _PGID_SIZE and written >= psutil.boot_time():
+        pgid = ctypes.c_int32.from_buffer_copy(data[:_PGID_SIZE]).value
+        if len(data) >= _SIZE:
+            same = _same_group(pgid, _Cell.from_buffer_copy(data[:_SIZE]).start)
+        else:  # written by an earlier version, with no start time: the job's environment tells
+            same = _group_runs(pgid, set(job_ids))
+        killed = bool(pgid and same and kill_group(pgid))
     path.unlink(missing_ok=True)
     return killed
 
 
+def _same_group(pgid: int, start: int) -> bool:
+    """Whether process group `pgid` is still the one whose leader started at `start`.
+
+    With its leader alive, the start times tell. With no leader, the group is what the
+    job left running, or nothing: Linux does not hand out a pid number while a process
+    group of that id exists, so a leaderless group `pgid` cannot be a stranger's."""
+    leader = _start_ticks(pgid)
+    return leader is None or leader == start
+
+
+def _start_ticks(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (/proc/<pid>/stat, field 22),
+    None if no such process. A pid and its start time name one process for the whole
+    uptime: a recycled pid starts later. Readable for a zombie (not yet reaped) too."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat_line = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')'.
+    return int(stat_line[stat_line.rindex(b")") + 2 :].split()[19])
+
+
 def _group_runs(pgid: int, job_ids: set[str]) -> bool:
-    """Whether process group `pgid` still runs one of these jobs: a recycled pid must
-    not get an unrelated group killed. Every job process inherits QUEUECTL_JOB_ID."""
+    """Whether process group `pgid` still runs one of these jobs: every job process
+    inherits QUEUECTL_JOB_ID (unless it empties its environment)."""
     for proc in psutil.process_iter():
         try:
             if os.getpgid(proc.pid) == pgid and proc.environ().get("QUEUECTL_JOB_ID") in job_ids:

@@ -51,11 +51,14 @@ def stop_request(conn, supervisor_id: str) -> str | None:
     return conn.execute(select(workers.c.stop_request).where(workers.c.id == supervisor_id)).scalar()
 
 
-def end(conn, worker_id: str, state: WorkerState, now: datetime) -> bool:
-    """Mark a row stopped or dead; True only for the caller that ended it (reapers race)."""
+def end(conn, worker_id: str, state: WorkerState, now: datetime, *, silent_since: datetime | None = None) -> bool:
+    """Mark a row stopped or dead; True only for the caller that ended it (reapers race).
+    With `silent_since`, only if its last heartbeat is still older than that: a worker
+    that beat again since a reaper read its row is alive after all."""
+    still = [workers.c.last_heartbeat < silent_since] if silent_since is not None else []
     result = conn.execute(
         update(workers)
-        .where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES))
+        .where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES), *still)
         .values(state=state.value, stopped_at=now, job_id=None, job_pgid=None)
     )
     return result.rowcount == 1

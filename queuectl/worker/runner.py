@@ -62,11 +62,13 @@ def run(
     timeout: float | None,
     output_limit: int,
     on_start: Callable[[int], None],
+    on_end: Callable[[], None],
     tick: Callable[[], bool],
     tick_interval: float = 0.1,
 ) -> Outcome:
-    """Run `command` to its end. `tick()` is called about every tick_interval seconds
-    while it runs; it returns True to have the job killed at once (stop now)."""
+    """Run `command` to its end. `on_start(pgid)` once its process group exists and
+    `on_end()` once that group is killed; `tick()` is called about every tick_interval
+    seconds while it runs, and returns True to have the job killed at once (stop now)."""
     tail = _Tail(output_limit)
     try:
         # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
@@ -127,6 +129,7 @@ def run(
     finally:
         # The job is its process group: anything it left running there ends with it.
         kill_group(pgid, signal.SIGKILL)
+        on_end()  # before the drain below: from here on the group id may be anyone's
     try:
         # What is still in the pipe; a daemon that escaped the group and holds the
         # pipe open must not keep us here.

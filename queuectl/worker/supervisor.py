@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,7 +24,7 @@ from queuectl.database import Database
 from queuectl.errors import DatabaseError, QueuectlError
 from queuectl.states import WorkerState
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity, registry, runner
+from queuectl.worker import identity, registry
 from queuectl.worker.jobgroup import JobGroup, kill_orphaned
 from queuectl.worker import worker as worker_mod
 from queuectl.worker.proctitle import set_title
@@ -46,6 +47,7 @@ class Slot:
     group: JobGroup | None = None  # the running job's process group and the worker's last beat, shared
     done: bool = False  # exited cleanly (stop or burst): not to be replaced
     hung: str | None = None  # why we killed it, if it stopped heartbeating
+    reaped: bool = False  # exited and waited for: its pid may be anyone's now
 
 
 @dataclass
@@ -65,6 +67,12 @@ class Supervisor:
         self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
+        # The fence runs on its own thread, so that it never waits on the database with
+        # the main loop. This lock orders its kills with forks and reaping: it never
+        # signals a pid that was reaped (and may be reused) or a slot being replaced.
+        self.slots_lock = threading.Lock()
+        self.fence_stop = threading.Event()
+        self.fence = threading.Thread(target=self._fence_loop, name="fence", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -83,6 +91,7 @@ class Supervisor:
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
+        self.fence.start()
         log.info("supervisor %s started %d worker(s) on %s (db %s)", self.id, self.concurrency, self.hostname, self.db.display_url)
 
     def run(self) -> int:
@@ -99,9 +108,8 @@ class Supervisor:
         if sentinels:
             # Not past the next heartbeat: that is also when dead workers are reaped.
             wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, self.next_beat - time.monotonic())))
-        self._fence_hung()
         for slot in self.slots:
-            if slot.process is not None and not slot.done and not slot.process.is_alive():
+            if self._reap_child(slot):
                 self._child_exited(slot)
         if time.monotonic() >= self.next_beat:
             self._heartbeat()
@@ -110,10 +118,14 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.stop_mode = self.stop_mode or NOW  # so that no exit below forks a replacement
+        self.fence_stop.set()
+        if self.fence.is_alive():
+            self.fence.join()
         for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
+            if slot.process is not None and not slot.reaped and slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join()
+                slot.reaped = True
                 self._child_exited(slot)
         try:
             with self.db.begin() as conn:
@@ -126,10 +138,17 @@ class Supervisor:
     # --- children --------------------------------------------------------------------
 
     def _spawn(self, slot: Slot) -> None:
+        with self.slots_lock:
+            self._fork(slot)
+        if self.stop_mode:  # a stop arrived while we were spawning
+            os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+
+    def _fork(self, slot: Slot) -> None:
         slot.worker_id = identity.new_id("w")
         slot.group = JobGroup(slot.worker_id)
         slot.group.beat = time.monotonic()  # its start-up counts as a beat
         slot.hung = None
+        slot.reaped = False
         options = worker_mod.WorkerOptions(
             url=self.url,
             worker_id=slot.worker_id,
@@ -156,19 +175,23 @@ class Supervisor:
             slot.process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        if self.stop_mode:  # a stop arrived while we were spawning
-            os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+
+    def _reap_child(self, slot: Slot) -> bool:
+        """Whether this slot's worker just exited (and is now waited for)."""
+        if slot.process is None or slot.done or slot.reaped:
+            return False
+        with self.slots_lock:
+            slot.reaped = not slot.process.is_alive()  # waitpid: from here its pid may be reused
+        return slot.reaped
 
     def _child_exited(self, slot: Slot) -> None:
         process = slot.process
         process.join()
         clean = process.exitcode == 0
-        pgid = slot.group.value
-        if pgid:
-            # No job process outlives its worker: killed at once, before any database
-            # call (one that waits out an outage would let another host run the job
-            # beside it). The worker died within CHILD_CHECK, its job's group lives on.
-            runner.kill_group(pgid)
+        # No job process outlives its worker: killed at once, before any database call
+        # (one that waits out an outage would let another host run the job beside it),
+        # if the group is still the job's (checked locally, see jobgroup.py).
+        slot.group.kill()
         recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean, slot.hung)) or []
         slot.group.remove()
         for job_id, state in recovered:
@@ -193,14 +216,20 @@ class Supervisor:
             registry.end(conn, worker_id, WorkerState.STOPPED if clean else WorkerState.DEAD, now)
             return transitions.recover(conn, worker_id, now=now, cfg=self.cfg, **({"error": why} if why else {}))
 
+    def _fence_loop(self) -> None:
+        while not self.fence_stop.wait(CHILD_CHECK):
+            with self.slots_lock:
+                self._fence_hung()
+
     def _fence_hung(self) -> None:
         """Kill a child that has stopped heartbeating (SIGSTOP, a stuck thread), and
         its job first. With a job, at fence_after(heartbeat-timeout): before any other
         host may declare it dead and run the job again; idle, at heartbeat-timeout.
-        Its exit is then handled like any death: attempt charged, worker replaced."""
+        Its exit is then handled like any death: attempt charged, worker replaced.
+        Runs on the fence thread, holding slots_lock."""
         now = time.monotonic()
         for slot in self.slots:
-            if slot.process is None or slot.done or slot.hung or not slot.process.is_alive():
+            if slot.process is None or slot.done or slot.hung or slot.reaped:
                 continue
             silent = now - slot.group.beat
             pgid = slot.group.value
@@ -209,10 +238,7 @@ class Supervisor:
             slot.hung = f"worker hung: no heartbeat for {silent:.1f}s (killed by its supervisor)"
             log.error("worker %s (pid %s) sent no heartbeat for %.1fs; killing it%s",
                       slot.worker_id, slot.process.pid, silent, " and its job" if pgid else "")
-            if pgid:
-                # The worker still exists (hung, not dead), so its job's shell is not
-                # reaped and the group id cannot have been reused: no check needed.
-                runner.kill_group(pgid)
+            slot.group.kill()
             slot.process.kill()
 
     # --- liveness and recovery -------------------------------------------------------
@@ -254,19 +280,20 @@ class Supervisor:
                     continue
                 if not local and row.last_heartbeat >= stale_before:
                     continue
-                self._declare_dead(row, local)
+                self._declare_dead(row, local, stale_before)
         except DatabaseError as err:
             log.warning("reaping failed (will retry): %s", err)
 
-    def _declare_dead(self, row, local: bool) -> None:
+    def _declare_dead(self, row, local: bool, stale_before) -> None:
         if local and row.role == "worker":  # only the owning host kills by pid
             with self.db.read() as conn:
                 held = transitions.held(conn, row.id)
             kill_orphaned(row.id, held)
         now = utcnow()
         with self.db.begin() as conn:
-            if not registry.end(conn, row.id, WorkerState.DEAD, now):
-                return  # another reaper got there first
+            # A remote row is dead by its age alone: rechecked in this transaction.
+            if not registry.end(conn, row.id, WorkerState.DEAD, now, silent_since=None if local else stale_before):
+                return  # another reaper got there first, or it beat meanwhile
             recovered = transitions.recover(conn, row.id, now=now, cfg=self.cfg)
         log.warning("declared %s %s (host %s, pid %s) dead; recovered %d job(s)", row.role, row.id, row.host, row.pid, len(recovered))
 
@@ -291,9 +318,10 @@ class Supervisor:
             return
         self.forwarded = self.stop_mode
         log.info("stopping (%s)", "killing running jobs" if self.stop_mode == NOW else "after running jobs finish")
-        for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive():
-                os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+        with self.slots_lock:  # an exited worker not yet reaped keeps its pid: harmless
+            for slot in self.slots:
+                if slot.process is not None and not slot.reaped:
+                    os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
 
 def run(url: str, *, concurrency: int, queues: tuple[str, ...], burst: bool, hostname: str | None) -> int:
     return Supervisor(url, concurrency, queues, burst, hostname).run()

@@ -189,10 +189,10 @@ class Worker:
             env=env,
             timeout=timeout,
             output_limit=int(self.cfg["output-limit"]),
-            on_start=self._on_job_start,
+            on_start=self.published.publish,
+            on_end=self.published.clear,
             tick=self._tick,
         )
-        self.published.value = 0
         if self.fenced_after is not None:
             outcome = runner.Outcome(
                 None, outcome.output,
@@ -202,9 +202,6 @@ class Worker:
         retry_db(lambda: self._record(job, outcome))
         self.job = None
         self._title("idle")
-
-    def _on_job_start(self, pgid: int) -> None:
-        self.published.value = pgid
 
     def _tick(self) -> bool:
         """Called while a job runs (never waits on the database); True means kill it now."""
@@ -333,6 +330,8 @@ def main(options: WorkerOptions, published) -> None:
     code = 1
     try:
         code = Worker(options, published).run()
+    except DatabaseError as err:  # at start-up: a line, not a traceback; the supervisor replaces us
+        log.error("worker %s stopped: %s", options.worker_id, err)
     except Exception:
         log.exception("worker %s crashed", options.worker_id)
     finally:
