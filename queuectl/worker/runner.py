@@ -149,11 +149,18 @@ def run(
     if returncode == 0:
         return Outcome(0, output, None)
     if returncode < 0:
-        name = signal.Signals(-returncode).name
-        return Outcome(128 - returncode, output, f"killed by signal {name}")
+        return Outcome(128 - returncode, output, f"killed by signal {_signal_name(-returncode)}")
     if returncode == 127:
         return Outcome(127, output, "exit code 127 (command not found?)")
     return Outcome(returncode, output, f"exit code {returncode}")
+
+
+def _signal_name(signum: int) -> str:
+    """SIGTERM, or the number of a signal Python has no name for (real-time ones)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
 
 
 def _exit_code(returncode: int) -> int:
