@@ -283,8 +283,9 @@ def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
     same command spawned directly by this process (the floor any runner pays)."""
     from sqlalchemy import text
 
-    from queuectl import jobs, jobspec
-    from queuectl.database import Database
+    from queuectl import jobspec
+    from queuectl.store import jobs
+    from queuectl.store.database import Database
 
     url = backend.fresh("pickup")
     env = dict(ctx.env)
@@ -359,9 +360,9 @@ def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
 
 
 def listen_switch_present() -> bool:
-    """Whether queuectl/dialect.py reads QUEUECTL_LISTEN (being added by its owner)."""
+    """Whether queuectl/store/dialect.py reads QUEUECTL_LISTEN."""
     try:
-        return "QUEUECTL_LISTEN" in (REPO / "queuectl" / "dialect.py").read_text()
+        return "QUEUECTL_LISTEN" in (REPO / "queuectl" / "store" / "dialect.py").read_text()
     except OSError:
         return False
 
@@ -436,8 +437,9 @@ def build_table(backend, url: str, total: int, pending: int, cwd: str) -> float:
 def scale(ctx, backend, small: int, big: int, pending: int, cycles: int, status_runs: int) -> dict:
     """Claim+complete cycles and `status` with `small` vs `big` jobs in the table,
     alternating between the two databases so that both see the same machine."""
-    from queuectl import status, transitions
-    from queuectl.database import Database
+    from queuectl import status
+    from queuectl.store import Store, transitions
+    from queuectl.store.database import Database
     from queuectl.timeutil import utcnow
     from queuectl.worker.waiter import Waiter
 
@@ -463,7 +465,7 @@ def scale(ctx, backend, small: int, big: int, pending: int, cycles: int, status_
 
         def status_once(db):
             t0 = time.perf_counter()
-            status.report(db)
+            status.report(Store(db))
             return time.perf_counter() - t0
 
         def idle_poll(waiter):
@@ -472,7 +474,7 @@ def scale(ctx, backend, small: int, big: int, pending: int, cycles: int, status_
             waiter.work_may_exist()
             return time.perf_counter() - t0
 
-        waiters = {key: Waiter(db, ()) for key, db in dbs.items()}
+        waiters = {key: Waiter(Store(db), ()) for key, db in dbs.items()}
         claim_t = {key: [] for key in sizes}
         status_t = {key: [] for key in sizes}
         poll_t = {key: [] for key in sizes}

@@ -234,7 +234,7 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row("median, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["median_s"], _ms)
     row("p95, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["p95_s"], _ms)
     row("after the enqueue committed, QUEUECTL_LISTEN=0 (median)", lambda r: r["pickup"]["poll"]["after_commit_median_s"], _ms)
-    row("QUEUECTL_LISTEN switch in queuectl/dialect.py", lambda r: r["pickup"]["switch_present"], lambda v: "present" if v else "ABSENT (not measured)")
+    row("QUEUECTL_LISTEN switch in queuectl/store/dialect.py", lambda r: r["pickup"]["switch_present"], lambda v: "present" if v else "ABSENT (not measured)")
     row(
         "LISTEN connections seen (default / QUEUECTL_LISTEN=0)",
         lambda r: (r["pickup"]["listen"]["listening_connections"], r["pickup"]["poll"]["listening_connections"]),

@@ -4,7 +4,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from queuectl.models import Base
+from queuectl.store.models import Base
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -23,7 +23,7 @@ else:
     # Standalone `alembic ...`: same database setting as the CLI, same migration lock.
     if config.config_file_name:
         fileConfig(config.config_file_name, disable_existing_loggers=False)
-    from queuectl.database import Database, resolve_url
+    from queuectl.store.database import Database, resolve_url
 
     db = Database(resolve_url(config.get_main_option("sqlalchemy.url") or None))
     with db.dialect.migration_lock(db.engine) as conn:

@@ -28,6 +28,10 @@ class DuplicateId(QueuectlError):
         self.job_id = job_id
 
 
+class StillRunning(QueuectlError):
+    """`worker stop --timeout` ran out with supervisors still running."""
+
+
 class DatabaseError(QueuectlError):
     """The database could not be used."""
 

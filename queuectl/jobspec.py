@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Callable
 
 from queuectl.errors import ValidationError
 from queuectl.timeutil import parse_duration, parse_timestamp
@@ -17,12 +18,13 @@ _QUEUE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_COMMAND_BYTES = 128 * 1024 - 1
 MAX_PRIORITY = 1_000_000
 MAX_RETRIES = 1000
-SPEC_KEYS = ("id", "command", "max_retries", "priority", "run_at", "delay", "timeout", "queue", "cwd")
 
 
 @dataclass
 class JobSpec:
-    """A validated request to enqueue one job; None means "use the configured default"."""
+    """A validated request to enqueue one job; None means "use the configured default".
+    Each attribute is a key of FIELDS (below), which says how it is checked; an
+    attribute named like a column of `jobs` is stored there as given (store/jobs.py)."""
 
     command: str
     id: str | None = None
@@ -114,38 +116,45 @@ def check_cwd(value) -> str:
     return path
 
 
-def build(
-    command,
-    *,
-    id=None,
-    max_retries=None,
-    priority=None,
-    run_at=None,
-    delay=None,
-    timeout=None,
-    queue=None,
-    cwd=None,
-) -> JobSpec:
-    """Validate every field; raises ValidationError naming the first bad one."""
-    if run_at is not None and delay is not None:
+@dataclass(frozen=True)
+class Field:
+    """One key of a job spec: its JSON key, which is also the JobSpec attribute, the
+    dest of its `enqueue` flag (cli/parser.py) and, if `jobs` has a column of that
+    name, the column. `check` turns a given value (text from a flag or a line, or a
+    JSON value) into the typed one, or raises ValidationError."""
+
+    name: str
+    check: Callable[[Any], Any]
+
+
+# In the order help texts and errors list them.
+FIELDS = (
+    Field("id", check_id),
+    Field("command", check_command),
+    Field("max_retries", lambda v: check_int(v, "max_retries", 0, MAX_RETRIES)),
+    Field("priority", lambda v: check_int(v, "priority", -MAX_PRIORITY, MAX_PRIORITY)),
+    Field("run_at", lambda v: v if isinstance(v, datetime) else parse_timestamp(v)),
+    Field("delay", lambda v: parse_duration(v, "delay")),  # not stored: it becomes run_at
+    Field("timeout", lambda v: parse_duration(v, "timeout")),
+    Field("queue", check_queue),
+    Field("cwd", check_cwd),
+)
+SPEC_KEYS = tuple(f.name for f in FIELDS)
+# The command first: of a spec with several bad fields, the error names the first
+# bad one in this order.
+_CHECKED = sorted(FIELDS, key=lambda f: f.name != "command")
+
+
+def build(command, **given) -> JobSpec:
+    """Validate every field (keys of FIELDS; None means not given); raises
+    ValidationError naming the first bad one."""
+    if given.get("run_at") is not None and given.get("delay") is not None:
         raise ValidationError("give either a delay or run_at, not both")
-    spec = JobSpec(command=check_command(command))
-    if id is not None:
-        spec.id = check_id(id)
-    if max_retries is not None:
-        spec.max_retries = check_int(max_retries, "max_retries", 0, MAX_RETRIES)
-    if priority is not None:
-        spec.priority = check_int(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
-    if run_at is not None:
-        spec.run_at = parse_timestamp(run_at) if not isinstance(run_at, datetime) else run_at
-    if delay is not None:
-        spec.delay = parse_duration(delay, "delay")
-    if timeout is not None:
-        spec.timeout = parse_duration(timeout, "timeout")
-    if queue is not None:
-        spec.queue = check_queue(queue)
-    spec.cwd = check_cwd(cwd if cwd is not None else os.getcwd())
-    return spec
+    given = dict(given, command=command)
+    if given.get("cwd") is None:
+        given["cwd"] = os.getcwd()  # checked like a given one: it may have been removed
+    # The command has no default: checked even when null.
+    return JobSpec(**{f.name: f.check(given[f.name]) for f in _CHECKED if f.name == "command" or given.get(f.name) is not None})
 
 
 def from_json(text: str, defaults: dict | None = None) -> JobSpec:

@@ -43,3 +43,21 @@ class WorkerState(str, enum.Enum):
 
 
 LIVE_WORKER_STATES = (WorkerState.IDLE.value, WorkerState.BUSY.value, WorkerState.STOPPING.value)
+
+
+class Role(str, enum.Enum):
+    """What a row of the workers table is."""
+
+    SUPERVISOR = "supervisor"
+    """A `worker start` process: forks, fences and replaces its workers."""
+    WORKER = "worker"
+    """One of its worker processes: claims and runs jobs."""
+
+
+class StopMode(str, enum.Enum):
+    """How a pool is asked to stop (signals, Ctrl-C, or `worker stop` through the database)."""
+
+    GRACEFUL = "graceful"
+    """Claim nothing more; let running jobs finish."""
+    NOW = "now"
+    """Kill running jobs and give them back unrun (no attempt charged)."""

@@ -74,7 +74,7 @@ class PgDatabases:
     def new(self) -> str:
         if self.template not in self.created:
             self._create(self.template)
-            from queuectl.database import Database
+            from queuectl.store.database import Database
 
             db = Database(self.url(self.template))
             db.ensure_schema()
@@ -129,7 +129,7 @@ def sqlite_url(tmp_path):
 @pytest.fixture
 def db(db_url):
     """The library API's Database for db_url, schema migrated."""
-    from queuectl.database import open_database
+    from queuectl.store.database import open_database
 
     database = open_database(db_url)
     yield database
@@ -196,7 +196,7 @@ def scli(sqlite_url, tmp_path):
 @pytest.fixture
 def sqlite_db(sqlite_url):
     """The library's Database on SQLite only."""
-    from queuectl.database import open_database
+    from queuectl.store.database import open_database
 
     database = open_database(sqlite_url)
     yield database

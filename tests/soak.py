@@ -525,9 +525,9 @@ class Soak:
     def check(self) -> dict:
         from sqlalchemy import select
 
-        from queuectl import jobs as jobs_mod
-        from queuectl.database import open_database
-        from queuectl.models import ConfigEntry
+        from queuectl.store import jobs as jobs_mod
+        from queuectl.store.database import open_database
+        from queuectl.store.models import ConfigEntry
 
         db = open_database(self.db_url)
         rows = [jobs_mod.to_dict(r) for r in jobs_mod.listing(db)]

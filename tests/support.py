@@ -5,8 +5,9 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, update
 
-from queuectl import jobs, jobspec, transitions
-from queuectl.models import ConfigEntry, DeadJob, Job
+from queuectl import jobspec
+from queuectl.store import jobs, transitions
+from queuectl.store.models import ConfigEntry, DeadJob, Job
 
 # A fixed, controllable clock for the library API (far from the real time).
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -29,12 +29,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import Cli, env_for
-from queuectl import jobs as jobs_api
+from queuectl.store import jobs as jobs_api
 from queuectl.cli.main import main
 from queuectl.cli.parser import build_parser
-from queuectl.database import open_database
+from queuectl.store.database import open_database
 from queuectl.jobspec import MAX_COMMAND_BYTES, SPEC_KEYS
-from queuectl.models import ConfigEntry
+from queuectl.store.models import ConfigEntry
 from fault_support import run_many
 from support import error_line
 

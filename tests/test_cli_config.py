@@ -2,7 +2,8 @@
 
 import pytest
 
-from queuectl import config, settings
+from queuectl import config
+from queuectl.store import config as settings
 from support import config_value, enqueue, error_line, job_row, usage_error
 
 DEFAULTS = {

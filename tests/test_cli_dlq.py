@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from conftest import Cli
 
-from queuectl import jobs, transitions
+from queuectl.store import jobs, transitions
 from queuectl.errors import NotFound
 from queuectl.states import JobState
 from queuectl.timeutil import utcnow

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 import pytest
 from conftest import env_for
 
-from queuectl import jobs as jobs_api
-from queuectl import settings
-from queuectl.database import open_database
+from queuectl.store import jobs as jobs_api
+from queuectl.store import config as settings
+from queuectl.store.database import open_database
 from support import all_ids, config_value, dead_row, enqueue, error_line, job_row, kill, usage_error
 
 JOB_KEYS = {

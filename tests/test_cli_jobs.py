@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from conftest import Cli
 
-from queuectl.models import Worker
+from queuectl.store.models import Worker
 from queuectl.timeutil import utcnow
 from support import enqueue, error_line, fail_once, finish, kill, take, usage_error
 

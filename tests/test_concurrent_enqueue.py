@@ -9,9 +9,9 @@ import pytest
 from conftest import env_for, wait_until
 from sqlalchemy import select
 
-from queuectl import jobs, schema, settings
-from queuectl.database import open_database
-from queuectl.models import ConfigEntry
+from queuectl.store import jobs, schema, config as settings
+from queuectl.store.database import open_database
+from queuectl.store.models import ConfigEntry
 
 PROCESSES = 8
 JOBS_EACH = 50
@@ -20,7 +20,7 @@ JOBS_EACH = 50
 # job, exactly as `queuectl enqueue` would, after waiting for a common start signal.
 DRIVER = r"""
 import os, sys, time
-import queuectl.cli.commands, queuectl.database, queuectl.jobs  # load the code before the race
+import queuectl.cli.commands, queuectl.store.database, queuectl.store.jobs  # load the code before the race
 from queuectl.cli.main import main
 
 name, go, count = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -17,11 +17,11 @@ import pytest
 from conftest import env_for, wait_until
 from sqlalchemy import event, func, select, text
 
-from queuectl import dlq, status, transitions
+from queuectl.store import counts, dlq, transitions
 from queuectl.cli.main import main
-from queuectl.database import open_database
+from queuectl.store.database import open_database
 from queuectl.errors import NotFound
-from queuectl.models import DeadJob
+from queuectl.store.models import DeadJob
 from queuectl.timeutil import utcnow
 from support import CFG, T0, config_value, dead_row, enqueue, error_line, finish, job_row, kill, real_counts, take
 
@@ -36,7 +36,7 @@ WAIT = 60  # seconds: a bound on every wait below, never a delay that is hoped f
 # a common start signal, so that the two commands race on the database itself.
 DRIVER = r"""
 import os, sys, time
-import queuectl.cli.commands, queuectl.database, queuectl.dlq  # load the code before the race
+import queuectl.cli.commands, queuectl.store.database, queuectl.store.dlq  # load the code before the race
 from queuectl.cli.main import main
 
 ready, go = sys.argv[1], sys.argv[2]
@@ -272,7 +272,7 @@ def test_a_move_stalled_after_its_read_never_touches_what_another_moved(pg, firs
     purged = (len(first_moved) if first == "purge" else 0) + (len(second_moved) if second == "purge" else 0)
     assert int(config_value(db, "_purged")) == purged
     with db.read() as conn:
-        assert status.job_counts(conn) == real_counts(db)
+        assert counts.job_counts(conn) == real_counts(db)
 
 
 def test_a_retry_stalled_after_its_insert_makes_the_other_retry_nothing_not_fail(pg):

@@ -32,7 +32,7 @@ def test_enqueue_imports_neither_alembic_nor_psutil_nor_multiprocessing(db, db_u
     assert result.returncode == 0, result.stderr
     assert result.stdout == "enqueued id=1 cmd=true\n"
     modules = imported_modules(result.stderr)
-    assert "queuectl.jobs" in modules and "sqlalchemy" in modules  # the parse saw the real imports
+    assert "queuectl.store.jobs" in modules and "sqlalchemy" in modules  # the parse saw the real imports
     other = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert other == []  # nothing but the timing lines on stderr
     heavy = [m for m in modules if m.split(".")[0] in FORBIDDEN]

@@ -8,7 +8,7 @@ import pytest
 from conftest import env_for
 from sqlalchemy import update
 
-from queuectl.models import DeadJob, Job
+from queuectl.store.models import DeadJob, Job
 from queuectl.timeutil import utcnow
 from support import enqueue, finish, kill
 

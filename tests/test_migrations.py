@@ -1,5 +1,5 @@
 """The Alembic migrations: they build exactly the models' schema, form one linear chain
-that queuectl.schema knows, and a schema newer than this queuectl is left alone."""
+that queuectl.store.schema knows, and a schema newer than this queuectl is left alone."""
 
 import re
 import subprocess
@@ -12,9 +12,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from conftest import REPO, env_for
 
-from queuectl import schema
-from queuectl.database import Database, resolve_url
-from queuectl.models import Base
+from queuectl.store import schema
+from queuectl.store.database import Database, resolve_url
+from queuectl.store.models import Base
 from support import all_ids, enqueue, error_line
 
 ALEMBIC = Path(sys.executable).with_name("alembic")

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from conftest import wait_until
 from worker_support import FAST, configure, job, kill_all, live_workers, read_lines, supervisors, tree, wait_workers  # noqa: F401
 
-from queuectl import jobs, jobspec
+from queuectl import jobspec
+from queuectl.store import jobs
 
 HOSTS = ("host-a", "host-b", "host-c")
 

@@ -13,7 +13,8 @@ from conftest import wait_until
 from pg_server import private_pg  # noqa: F401
 from worker_support import FAST, LONG, configure, read_lines, supervisors, wait_workers  # noqa: F401
 
-from queuectl import jobs, jobspec
+from queuectl import jobspec
+from queuectl.store import jobs
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, Cli, env_for, wait_until
-from queuectl import jobs as jobs_api
+from queuectl.store import jobs as jobs_api
 from fault_support import run_many
 from support import error_line
 from worker_support import LONG, Supervisor, Supervisors, alive, job, live_workers, tree, wait_workers
@@ -169,7 +169,7 @@ def test_password_is_not_in_debug_logs_or_process_titles(secret_url, tmp_path):
                               stdout=log_file, stderr=subprocess.STDOUT)
         sup = Supervisor(popen, log_path)
         sups.started.append(sup)  # killed, with all it started, at cleanup
-        from queuectl.database import open_database
+        from queuectl.store.database import open_database
 
         db = open_database(secret_url)
         try:
@@ -227,7 +227,7 @@ def test_detached_worker_gets_the_url_from_the_environment_not_argv(secret_url, 
         for proc in tree(pid):
             proc.kill()
     assert_hidden(log.read_text(), where="the detached worker's log")
-    from queuectl.database import open_database
+    from queuectl.store.database import open_database
 
     db = open_database(secret_url)
     try:
@@ -276,7 +276,7 @@ def test_every_secret_query_parameter_is_masked_in_errors(tmp_path):
 
 def test_the_masked_parameters_cover_what_libpq_holds_secret():
     psycopg = pytest.importorskip("psycopg")
-    from queuectl.database import safe_url
+    from queuectl.store.database import safe_url
 
     secret = {opt.keyword.decode() for opt in psycopg.pq.Conninfo.get_defaults() if opt.dispchar == b"*"}
     assert "password" in secret and "sslpassword" in secret, secret

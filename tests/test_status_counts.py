@@ -5,15 +5,15 @@ import random
 
 from sqlalchemy import select
 
-from queuectl import dlq, schema, status, transitions
-from queuectl.database import Database, resolve_url
-from queuectl.models import DeadJob
+from queuectl.store import counts, dlq, schema, transitions
+from queuectl.store.database import Database, resolve_url
+from queuectl.store.models import DeadJob
 from support import CFG, T0, enqueue, real_counts, seconds
 
 
 def derived_counts(db) -> dict[str, int]:
     with db.read() as conn:
-        return status.job_counts(conn)
+        return counts.job_counts(conn)
 
 
 def test_counts_match_the_real_ones_through_every_kind_of_change(db):

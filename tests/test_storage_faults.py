@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Cli, env_for
-from queuectl import jobs as jobs_api
-from queuectl.database import Database, open_database
-from queuectl.models import ConfigEntry
+from queuectl.store import jobs as jobs_api
+from queuectl.store.database import Database, open_database
+from queuectl.store.models import ConfigEntry
 from fault_support import run_many
 from support import error_line
 

@@ -1,10 +1,11 @@
-"""The job state machine (queuectl.transitions) driven with an explicit, controllable clock."""
+"""The job state machine (queuectl.store.transitions) driven with an explicit, controllable clock."""
 
 import random
 
 import pytest
 
-from queuectl import dlq, jobs, settings, transitions
+from queuectl.store import Store, dlq, jobs, transitions
+from queuectl.store import config as settings
 from queuectl.errors import NotFound
 from queuectl.timeutil import after
 from support import CFG, T0, dead_row, enqueue, job_row, seconds
@@ -183,14 +184,14 @@ def test_jitter_adds_at_most_its_fraction(db):
 def test_complete_and_claim_records_success_and_takes_the_next_job_in_one_write(db):
     first, second = enqueue(db, "echo 1"), enqueue(db, "echo 2", max_retries=1)
     assert claim(db, T0) == first
-    owned, nxt = transitions.complete_and_claim(db, first, "w1", output="1\n", now=T0 + seconds(1), queues=None)
+    owned, nxt = Store(db).complete_and_claim(first, "w1", output="1\n", now=T0 + seconds(1), queues=None)
     assert owned is True and (nxt.id, nxt.command, nxt.attempts, nxt.max_retries) == (second, "echo 2", 0, 1)
     done, running = job_row(db, first), job_row(db, second)
     assert (done.state, done.exit_code, done.output, done.finished_at) == ("completed", 0, "1\n", T0 + seconds(1))
     # The claimed job gets none of the finished job's outcome columns.
     assert (running.state, running.worker_id, running.exit_code, running.output, running.started_at) == ("running", "w1", None, None, T0 + seconds(1))
 
-    owned, nxt = transitions.complete_and_claim(db, second, "w1", output="", now=T0 + seconds(2), queues=None)
+    owned, nxt = Store(db).complete_and_claim(second, "w1", output="", now=T0 + seconds(2), queues=None)
     assert (owned, nxt) == (True, None)  # nothing left to claim
 
 
@@ -200,7 +201,7 @@ def test_complete_and_claim_by_a_former_owner_changes_nothing_but_still_claims(d
     with db.begin() as conn:
         transitions.recover(conn, "w-old", now=T0, cfg=CFG)  # a reaper declared w-old dead
     before = job_row(db, taken)
-    owned, nxt = transitions.complete_and_claim(db, taken, "w-old", output="late", now=T0 + seconds(1), queues=("default",))
+    owned, nxt = Store(db).complete_and_claim(taken, "w-old", output="late", now=T0 + seconds(1), queues=("default",))
     assert owned is False and nxt.id in (taken, waiting)
     after_ = job_row(db, taken)
     assert (after_.exit_code, after_.output, after_.last_error) == (before.exit_code, before.output, before.last_error)
@@ -317,7 +318,7 @@ def test_a_worker_that_beat_since_the_reaper_read_its_row_is_not_declared_dead(d
     """A reaper reads a stale row, the worker beats, then the reaper writes: the write
     rechecks the age and changes nothing."""
     from queuectl.states import WorkerState
-    from queuectl.worker import registry
+    from queuectl.store import workers as registry
 
     with db.begin() as conn:
         registry.register(conn, id="w-far", role="worker", host="elsewhere", pid_started=0.0, now=T0)

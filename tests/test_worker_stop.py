@@ -172,11 +172,11 @@ def test_stop_that_arrives_while_a_worker_is_forked_is_not_lost(cli, db, supervi
     code = textwrap.dedent(
         """
         import logging, sys
-        from queuectl.database import resolve_url
-        from queuectl.worker.supervisor import GRACEFUL, Slot, Supervisor
+        from queuectl.store.database import resolve_url
+        from queuectl.worker.supervisor import GRACEFUL, PoolOptions, Slot, Supervisor
 
         logging.basicConfig(level=logging.INFO)
-        sup = Supervisor(resolve_url(), 1)
+        sup = Supervisor(resolve_url(), PoolOptions(concurrency=1))
         sup.initialize()
         sup.stop_mode = GRACEFUL  # what the signal handler does, mid-spawn
         slot = Slot(index=2)

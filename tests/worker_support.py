@@ -17,10 +17,10 @@ import pytest
 from conftest import env_for, wait_until
 from sqlalchemy import select
 
-from queuectl import jobs as jobs_mod
-from queuectl import settings
-from queuectl.database import resolve_url
-from queuectl.models import Worker
+from queuectl.store import jobs as jobs_mod
+from queuectl.store import config as settings
+from queuectl.store.database import resolve_url
+from queuectl.store.models import Worker
 from queuectl.states import LIVE_WORKER_STATES
 
 # Bounds for waits: generous, because a loaded 2-core machine is slow, but finite.

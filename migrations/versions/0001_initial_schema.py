@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises: 
 Create Date: 2026-11-27 19:27:25.320222
 
-Timestamps are naive UTC DATETIME columns (queuectl.models.UTCDateTime adds the
+Timestamps are naive UTC DATETIME columns (queuectl.store.models.UTCDateTime adds the
 zone back in Python). The config row '_seq' is the counter behind job ids and
 enqueue order; it only grows, so ids are never reused, even after a purge.
 """

@@ -1,6 +1,6 @@
 """One function per command: call the core, print the result. Errors are raised.
 
-Input is validated before SQLAlchemy is imported (queuectl.database is imported
+Input is validated before SQLAlchemy is imported (queuectl.store is imported
 lazily), so a mistyped command fails in a few milliseconds.
 """
 
@@ -13,38 +13,30 @@ from queuectl.errors import DuplicateId, ValidationError
 from queuectl.states import JobState
 
 
-# Databases opened by the running command; run() disposes of them (closing their
-# connections) when it returns, so main() can also be called repeatedly in one process.
-_opened: list = []
+class Session:
+    """What one command's run opens, closed when it returns (so main() can also be
+    called repeatedly in one process)."""
 
+    def __init__(self, args):
+        self.args = args
+        self._stores: list = []
 
-def _db(args, durable: bool = True):
-    from queuectl import database
+    def url(self) -> str:
+        """The database URL from --db / $QUEUECTL_DB / the default, refused (exit 2) if unusable."""
+        from queuectl.store import usable_url
 
-    db = database.open_database(_url(args), durable=durable)
-    _opened.append(db)
-    return db
+        return usable_url(self.args.db)
 
+    def store(self, durable: bool = True):
+        from queuectl.store import Store
 
-def _url(args) -> str:
-    """The database URL from --db / $QUEUECTL_DB / the default, refused (exit 2) if unusable."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+        store = Store.open(self.url(), durable=durable)
+        self._stores.append(store)
+        return store
 
-    from queuectl import database
-
-    url = database.resolve_url(args.db)
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
-        raise ValidationError(f"invalid database URL {database.safe_url(url)!r}") from None
-    if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if not path or path == ":memory:" or path.startswith("file::memory:"):
-            raise ValidationError("an in-memory SQLite database would vanish with this command; give a file path")
-        if not jobspec.is_utf8(path):
-            raise ValidationError(f"database path {path!r} is not valid UTF-8")
-    return url
+    def close(self) -> None:
+        while self._stores:
+            self._stores.pop().close()
 
 
 def _print_json(value) -> None:
@@ -68,16 +60,8 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def _flag_defaults(args) -> dict:
-    return {
-        "id": args.id,
-        "max_retries": args.max_retries,
-        "priority": args.priority,
-        "delay": args.delay,
-        "run_at": args.run_at,
-        "timeout": args.timeout,
-        "queue": args.queue,
-        "cwd": args.cwd,
-    }
+    """What the enqueue flags give each job (a flag's dest is its job spec key)."""
+    return {key: getattr(args, key) for key in jobspec.SPEC_KEYS if key != "command"}
 
 
 def _file_name(args) -> str:
@@ -120,7 +104,7 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
     return specs, numbers
 
 
-def enqueue(args) -> int:
+def run_enqueue(args, session: Session) -> int:
     numbers: list[int] = []
     if args.file is not None:
         specs, numbers = _specs_from_file(args)
@@ -131,17 +115,17 @@ def enqueue(args) -> int:
     else:
         command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
         specs = [jobspec.build(command, **_flag_defaults(args))]
-    from queuectl import jobs
+    from queuectl.store import job_dict
 
     try:
-        rows = jobs.enqueue(_db(args), specs)
+        rows = session.store().enqueue(specs)
     except DuplicateId as err:
         lines = [n for n, spec in zip(numbers, specs) if spec.id is not None and spec.id == err.job_id]
         if not lines:
             raise
         raise DuplicateId(f"{_file_name(args)}: line {lines[-1]}: {err}", job_id=err.job_id) from None
     if args.json:
-        _print_json([jobs.to_dict(r) for r in rows] if args.file is not None else jobs.to_dict(rows[0]))
+        _print_json([job_dict(r) for r in rows] if args.file is not None else job_dict(rows[0]))
     elif args.file is not None:
         print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
     else:
@@ -152,12 +136,10 @@ def enqueue(args) -> int:
 # --- reading jobs --------------------------------------------------------------------
 
 
-def list_jobs(args) -> int:
+def run_list(args, session: Session) -> int:
     state = JobState.parse(args.state) if args.state is not None else None
     queue = jobspec.check_queue(args.queue) if args.queue is not None else None
-    from queuectl import jobs
-
-    rows = [jobs.to_dict(r) for r in jobs.listing(_db(args), state=state, queue=queue, limit=args.limit)]
+    rows = session.store().list_jobs(state=state, queue=queue, limit=args.limit)
     if args.json:
         _print_json(rows)
         return 0
@@ -171,11 +153,9 @@ def list_jobs(args) -> int:
     return 0
 
 
-def show(args) -> int:
+def run_show(args, session: Session) -> int:
     job_id = jobspec.lookup_id(args.id)
-    from queuectl import jobs
-
-    job = jobs.to_dict(jobs.get(_db(args), job_id))
+    job = session.store().job(job_id)
     if args.json:
         _print_json(job)
         return 0
@@ -188,19 +168,17 @@ def show(args) -> int:
     return 0
 
 
-def logs(args) -> int:
+def run_logs(args, session: Session) -> int:
     job_id = jobspec.lookup_id(args.id)
-    from queuectl import jobs
-
-    output = jobs.get(_db(args), job_id).output or ""
+    output = session.store().job_output(job_id)
     sys.stdout.write(output)
     return 0
 
 
-def status(args) -> int:
+def run_status(args, session: Session) -> int:
     from queuectl import status as status_mod
 
-    report = status_mod.report(_db(args))
+    report = status_mod.report(session.store())
     if args.json:
         _print_json(report)
         return 0
@@ -236,10 +214,8 @@ def _mb(value) -> str:
 # --- dlq -----------------------------------------------------------------------------
 
 
-def dlq_list(args) -> int:
-    from queuectl import jobs
-
-    rows = [jobs.to_dict(r) for r in jobs.listing(_db(args), state=JobState.DEAD)]
+def run_dlq_list(args, session: Session) -> int:
+    rows = session.store().list_jobs(state=JobState.DEAD)
     if args.json:
         _print_json(rows)
         return 0
@@ -261,20 +237,16 @@ def _dlq_targets(args) -> list[str] | None:
     return None if args.all else [jobspec.lookup_id(i) for i in args.ids]
 
 
-def dlq_retry(args) -> int:
+def run_dlq_retry(args, session: Session) -> int:
     targets = _dlq_targets(args)
-    from queuectl import dlq
-
-    ids = dlq.retry(_db(args), targets)
+    ids = session.store().dlq_retry(targets)
     print(f"retried {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
     return 0
 
 
-def dlq_purge(args) -> int:
+def run_dlq_purge(args, session: Session) -> int:
     targets = _dlq_targets(args)
-    from queuectl import dlq
-
-    ids = dlq.purge(_db(args), targets)
+    ids = session.store().dlq_purge(targets)
     print(f"purged {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
     return 0
 
@@ -282,11 +254,8 @@ def dlq_purge(args) -> int:
 # --- config --------------------------------------------------------------------------
 
 
-def config_list(args) -> int:
-    from queuectl import settings
-
-    with _db(args).read() as conn:
-        entries = settings.describe(conn)
+def run_config_list(args, session: Session) -> int:
+    entries = session.store().describe_config()
     if args.json:
         _print_json({e["key"]: e["value"] for e in entries})
         return 0
@@ -294,38 +263,28 @@ def config_list(args) -> int:
     return 0
 
 
-def config_get(args) -> int:
+def run_config_get(args, session: Session) -> int:
     from queuectl import config
 
     config.canonical_key(args.key)  # an unknown key is a usage error before touching the database
-    from queuectl import settings
-
-    with _db(args).read() as conn:
-        print(settings.get(conn, args.key))
+    print(session.store().config_value(args.key))
     return 0
 
 
-def config_set(args) -> int:
+def run_config_set(args, session: Session) -> int:
     from queuectl import config
 
     config.parse_value(config.canonical_key(args.key), args.value)
-    from queuectl import settings
-
-    with _db(args).begin() as conn:
-        key, value = settings.set_value(conn, args.key, args.value)
+    key, value = session.store().set_config(args.key, args.value)
     print(f"{key} = {value}")
     return 0
 
 
-def config_unset(args) -> int:
+def run_config_unset(args, session: Session) -> int:
     from queuectl import config
 
     key = config.canonical_key(args.key)
-    from queuectl import settings
-
-    with _db(args).begin() as conn:
-        settings.unset(conn, key)
-        value = settings.get(conn, key)
+    key, value = session.store().unset_config(key)
     print(f"{key} = {value} (default)")
     return 0
 
@@ -333,71 +292,50 @@ def config_unset(args) -> int:
 # --- workers -------------------------------------------------------------------------
 
 
-def worker_start(args) -> int:
+def run_worker_start(args, session: Session) -> int:
     from queuectl.worker import supervisor
 
-    if args.queues:
-        args.queues = [jobspec.check_queue(q) for q in args.queues]
-    if args.detach:
-        pid, log_path = supervisor.detach(args)
-        print(f"started supervisor pid={pid} log={log_path}")
-        return 0
-    return supervisor.run(
-        _url(args),
+    options = supervisor.PoolOptions(
         concurrency=args.concurrency,
-        queues=tuple(args.queues or ()),
+        queues=tuple(jobspec.check_queue(q) for q in args.queues or ()),
         burst=args.burst,
         hostname=args.hostname,
     )
+    if args.detach:
+        pid, log_path = supervisor.detach(session.url(), options)
+        print(f"started supervisor pid={pid} log={log_path}")
+        return 0
+    return supervisor.run(session.url(), options)
 
 
-def worker_stop(args) -> int:
+def run_worker_stop(args, session: Session) -> int:
     from queuectl.worker import stop
 
     if args.timeout is not None and args.timeout < 0:
         raise ValidationError("--timeout must not be negative")
-    result = stop.stop(_db(args), now=args.now, timeout=args.timeout, wait=args.wait)
-    print(result.message)
-    return result.exit_code
+    print(stop.stop(session.store(), now=args.now, timeout=args.timeout, wait=args.wait))
+    return 0
 
 
 # --- db ------------------------------------------------------------------------------
 
 
-def db_command(args) -> int:
-    from queuectl import migrate
+def _db_action(args, session: Session) -> int:
+    from queuectl.store import schema
 
-    message = migrate.run(_url(args), args.command_name.split()[1], getattr(args, "revision", None))
+    message = schema.command(session.url(), args.command_name.split()[1], getattr(args, "revision", None))
     if message:
         print(message)
     return 0
 
 
-COMMANDS = {
-    "enqueue": enqueue,
-    "list": list_jobs,
-    "show": show,
-    "logs": logs,
-    "status": status,
-    "dlq list": dlq_list,
-    "dlq retry": dlq_retry,
-    "dlq purge": dlq_purge,
-    "config list": config_list,
-    "config get": config_get,
-    "config set": config_set,
-    "config unset": config_unset,
-    "worker start": worker_start,
-    "worker stop": worker_stop,
-    "db upgrade": db_command,
-    "db current": db_command,
-    "db history": db_command,
-    "db downgrade": db_command,
-}
+run_db_upgrade = run_db_current = run_db_history = run_db_downgrade = _db_action
 
 
 def run(args) -> int:
+    """Run the command the parser named: `dlq retry` is run_dlq_retry."""
+    session = Session(args)
     try:
-        return COMMANDS[args.command_name](args)
+        return globals()["run_" + args.command_name.replace(" ", "_")](args, session)
     finally:
-        while _opened:
-            _opened.pop().dispose()
+        session.close()

@@ -5,7 +5,9 @@ Shaped as initialize / loop_once / shutdown; signal handlers only set flags.
 SIGINT: first graceful, second immediate. SIGTERM: graceful. SIGUSR1: immediate.
 """
 
+import dataclasses
 import errno
+import json
 import logging
 import multiprocessing
 import os
@@ -19,21 +21,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import wait as wait_for_exit
 
-from queuectl import settings, transitions
-from queuectl.database import Database
 from queuectl.errors import DatabaseError, QueuectlError
-from queuectl.states import WorkerState
+from queuectl.states import Role, StopMode, WorkerState
+from queuectl.store import Store
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity, registry
-from queuectl.worker.jobgroup import JobGroup, kill_orphaned
+from queuectl.worker import identity
 from queuectl.worker import worker as worker_mod
+from queuectl.worker.jobgroup import JobGroup, kill_orphaned
+from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
-from queuectl.worker.retry import retry_db
 
 log = logging.getLogger("queuectl.supervisor")
 # How often the supervisor looks at its children: a dead worker is noticed this fast.
 CHILD_CHECK = 0.25
-GRACEFUL, NOW = "graceful", "now"
+GRACEFUL, NOW = StopMode.GRACEFUL, StopMode.NOW
 # Blocked across each fork; the worker unblocks them once its own handlers are set
 # (see worker.Worker.initialize).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
@@ -50,20 +51,31 @@ class Slot:
     reaped: bool = False  # exited and waited for: its pid may be anyone's now
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """What `worker start` runs. One object for the foreground and for --detach,
+    which hands it to the background process whole (see detach)."""
+
+    concurrency: int = 1
+    queues: tuple[str, ...] = ()
+    burst: bool = False
+    hostname: str | None = None  # None: this machine's hostname
+
+
 @dataclass
 class Supervisor:
     url: str
-    concurrency: int
-    queues: tuple[str, ...] = ()
-    burst: bool = False
-    hostname: str | None = None
+    options: PoolOptions
     slots: list[Slot] = field(default_factory=list)
 
     def __post_init__(self):
-        self.hostname = self.hostname or identity.default_hostname()
+        self.concurrency = self.options.concurrency
+        self.queues = self.options.queues
+        self.burst = self.options.burst
+        self.hostname = self.options.hostname or identity.default_hostname()
         self.id = identity.new_id("s")
-        self.stop_mode: str | None = None
-        self.forwarded: str | None = None  # the stop mode the children were last told
+        self.stop_mode: StopMode | None = None
+        self.forwarded: StopMode | None = None  # the stop mode the children were last told
         self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
@@ -80,19 +92,16 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_interrupt)
         signal.signal(signal.SIGTERM, self._on_terminate)
         signal.signal(signal.SIGUSR1, self._on_now_signal)
-        self.db = Database(self.url, durable=False)
-        self.db.ensure_schema()
-        set_title(f"queuectl supervisor ({self.concurrency} workers, db {self.db.display_url})")
-        with self.db.begin() as conn:
-            registry.register(conn, id=self.id, role="supervisor", host=self.hostname, pid_started=identity.start_time(), now=utcnow(), queues=self.queues)
-            self.cfg = settings.load(conn)
+        self.store = Store.open(self.url, durable=False)
+        set_title(f"queuectl supervisor ({self.concurrency} workers, db {self.store.display_url})")
+        self.cfg = self.store.register(id=self.id, role=Role.SUPERVISOR, host=self.hostname, pid_started=identity.start_time(), queues=self.queues)
         # Whatever a previous crashed run on this host left behind is recovered first.
         self.reap()
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
         self.fence.start()
-        log.info("supervisor %s started %d worker(s) on %s (db %s)", self.id, self.concurrency, self.hostname, self.db.display_url)
+        log.info("supervisor %s started %d worker(s) on %s (db %s)", self.id, self.concurrency, self.hostname, self.store.display_url)
 
     def run(self) -> int:
         self.initialize()
@@ -128,11 +137,10 @@ class Supervisor:
                 slot.reaped = True
                 self._child_exited(slot)
         try:
-            with self.db.begin() as conn:
-                registry.end(conn, self.id, WorkerState.STOPPED, utcnow())
+            self.store.end(self.id, WorkerState.STOPPED, cfg=self.cfg)
         except DatabaseError as err:
             log.warning("could not deregister supervisor %s: %s", self.id, err)
-        self.db.dispose()
+        self.store.close()
         log.info("supervisor %s stopped", self.id)
 
     # --- children --------------------------------------------------------------------
@@ -164,7 +172,7 @@ class Supervisor:
         # in a child, and a child closing an inherited one would drop the POSIX locks
         # of its own connection on that file. Closed here, reopened on next use; the
         # lock file's descriptor is closed in the child (dialect._after_fork_in_child).
-        self.db.engine.dispose()
+        self.store.drop_connections()
         slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.group), name=f"worker-{slot.index}", daemon=False)
         # Until the child installs its own handlers it runs these (inherited) ones on
         # its own copy of this object, so a stop sent to it in that window would be
@@ -192,7 +200,8 @@ class Supervisor:
         # (one that waits out an outage would let another host run the job beside it),
         # if the group is still the job's (checked locally, see jobgroup.py).
         slot.group.kill()
-        recovered = retry_db(lambda: self._end_worker(slot.worker_id, clean, slot.hung)) or []
+        state = WorkerState.STOPPED if clean else WorkerState.DEAD
+        recovered = ride_out(lambda: self.store.end(slot.worker_id, state, cfg=self.cfg, error=slot.hung)) or []
         slot.group.remove()
         for job_id, state in recovered:
             log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
@@ -204,17 +213,6 @@ class Supervisor:
             return
         log.warning("worker %s (pid %s) exited with %s; starting a replacement", slot.worker_id, process.pid, process.exitcode)
         self._spawn(slot)
-
-    def _held(self, worker_id: str) -> list[str]:
-        with self.db.read() as conn:
-            return transitions.held(conn, worker_id)
-
-    def _end_worker(self, worker_id: str, clean: bool, why: str | None) -> list[tuple[str, str]]:
-        """Mark an exited child's row and charge its held job (if any) a failed attempt."""
-        now = utcnow()
-        with self.db.begin() as conn:
-            registry.end(conn, worker_id, WorkerState.STOPPED if clean else WorkerState.DEAD, now)
-            return transitions.recover(conn, worker_id, now=now, cfg=self.cfg, **({"error": why} if why else {}))
 
     def _fence_loop(self) -> None:
         while not self.fence_stop.wait(CHILD_CHECK):
@@ -245,11 +243,7 @@ class Supervisor:
 
     def _heartbeat(self) -> None:
         try:
-            with self.db.begin() as conn:
-                registry.heartbeat(conn, self.id, utcnow(), state=WorkerState.STOPPING.value if self.stop_mode else WorkerState.IDLE.value)
-                request = registry.stop_request(conn, self.id)
-                self.cfg = settings.load(conn)
-                registry.prune(conn, utcnow())
+            request, self.cfg = self.store.supervisor_heartbeat(self.id, WorkerState.STOPPING if self.stop_mode else WorkerState.IDLE)
         except DatabaseError as err:
             log.warning("supervisor heartbeat failed (will retry): %s", err)
             self.next_beat = time.monotonic() + 1.0
@@ -267,8 +261,7 @@ class Supervisor:
         now = utcnow()
         stale_before = now - timedelta(seconds=self.cfg["heartbeat-timeout"])
         try:
-            with self.db.read() as conn:
-                suspects = registry.suspects(conn, host=self.hostname, stale_before=stale_before)
+            suspects = self.store.suspects(self.hostname, stale_before)
             for row in suspects:
                 if row.id in own:
                     continue
@@ -285,16 +278,12 @@ class Supervisor:
             log.warning("reaping failed (will retry): %s", err)
 
     def _declare_dead(self, row, local: bool, stale_before) -> None:
-        if local and row.role == "worker":  # only the owning host kills by pid
-            with self.db.read() as conn:
-                held = transitions.held(conn, row.id)
-            kill_orphaned(row.id, held)
-        now = utcnow()
-        with self.db.begin() as conn:
-            # A remote row is dead by its age alone: rechecked in this transaction.
-            if not registry.end(conn, row.id, WorkerState.DEAD, now, silent_since=None if local else stale_before):
-                return  # another reaper got there first, or it beat meanwhile
-            recovered = transitions.recover(conn, row.id, now=now, cfg=self.cfg)
+        if local and row.role == Role.WORKER:  # only the owning host kills by pid
+            kill_orphaned(row.id, self.store.held(row.id))
+        # A remote row is dead by its age alone: rechecked in the write that ends it.
+        recovered = self.store.declare_dead(row.id, silent_since=None if local else stale_before, cfg=self.cfg)
+        if recovered is None:
+            return  # another reaper got there first, or it beat meanwhile
         log.warning("declared %s %s (host %s, pid %s) dead; recovered %d job(s)", row.role, row.id, row.host, row.pid, len(recovered))
 
     # --- stopping --------------------------------------------------------------------
@@ -323,37 +312,36 @@ class Supervisor:
                 if slot.process is not None and not slot.reaped:
                     os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
 
-def run(url: str, *, concurrency: int, queues: tuple[str, ...], burst: bool, hostname: str | None) -> int:
-    return Supervisor(url, concurrency, queues, burst, hostname).run()
+def run(url: str, options: PoolOptions) -> int:
+    return Supervisor(url, options).run()
 
 
-def detach(args) -> tuple[int, str]:
-    """Start `worker start` in the background, logging next to the database."""
-    from queuectl.database import default_path, resolve_url
-    from sqlalchemy.engine import make_url
+# How detach hands its PoolOptions to the background process (JSON).
+OPTIONS_ENV = "QUEUECTL_POOL_OPTIONS"
 
-    url = resolve_url(args.db)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        log_path = parsed.database + ".worker.log"
-    else:
-        log_path = str(default_path().parent / "worker.log")
+
+def detach(url: str, options: PoolOptions) -> tuple[int, str]:
+    """Start the pool in the background (queuectl.worker.background), logging next to
+    the database; (its pid, the log's path)."""
+    from queuectl.store import worker_log_path
+
+    log_path = worker_log_path(url)
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    command = [sys.executable, "-m", "queuectl", "worker", "start", "--concurrency", str(args.concurrency)]
-    for queue in args.queues or ():
-        command += ["--queue", queue]
-    if args.burst:
-        command.append("--burst")
-    if args.hostname:
-        command += ["--hostname", args.hostname]
+    command = [sys.executable, "-m", "queuectl.worker.background"]
     # The URL travels in the environment, not argv: a password must not show in `ps`.
-    env = dict(os.environ, QUEUECTL_DB=url)
+    env = dict(os.environ, QUEUECTL_DB=url, **{OPTIONS_ENV: json.dumps(dataclasses.asdict(options))})
     fd = _open_log(log_path)
     try:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
     return proc.pid, log_path
+
+
+def options_from_env() -> PoolOptions:
+    """The PoolOptions that detach handed over."""
+    fields = json.loads(os.environ.pop(OPTIONS_ENV))
+    return PoolOptions(**dict(fields, queues=tuple(fields["queues"])))
 
 
 def _open_log(path: str) -> int:

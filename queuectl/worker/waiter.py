@@ -4,12 +4,7 @@ else a cheap read-only poll every poll-interval."""
 import logging
 import time
 
-from sqlalchemy import exists, select
-
 from queuectl.errors import DatabaseError
-from queuectl.states import CLAIMABLE
-from queuectl.timeutil import utcnow
-from queuectl.transitions import jobs, state_in
 
 log = logging.getLogger("queuectl.worker")
 # With notifications, polling is only the safety net for a lost one.
@@ -18,16 +13,12 @@ _SLICE = 0.05
 
 
 class Waiter:
-    def __init__(self, db, queues: tuple[str, ...]):
-        self.db = db
+    def __init__(self, store, queues: tuple[str, ...]):
+        self.store = store
         self.queues = queues
-        self.listener = db.dialect.listener(db.url)
+        self.listener = store.listener()
         self.last_claim_found = False
         self.notified = False
-        query = select(jobs.c.id).where(state_in(*CLAIMABLE))
-        if queues:
-            query = query.where(jobs.c.queue.in_(queues))
-        self._query = query
 
     def work_may_exist(self) -> bool:
         """A read-only look before taking the write lock to claim: idle pools stay cheap.
@@ -38,8 +29,7 @@ class Waiter:
         if self.last_claim_found or self.notified:
             self.notified = False
             return True
-        with self.db.read() as conn:
-            return bool(conn.execute(select(exists(self._query.where(jobs.c.run_at <= utcnow())))).scalar())
+        return self.store.work_due(self.queues)
 
     def found(self, found: bool) -> None:
         self.last_claim_found = found

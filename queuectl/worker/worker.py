@@ -13,15 +13,13 @@ import signal
 import time
 from dataclasses import dataclass
 
-from queuectl import settings, transitions
-from queuectl.database import Database
 from queuectl.errors import DatabaseError
-from queuectl.states import JobState, WorkerState
-from queuectl.timeutil import utcnow
-from queuectl.worker import identity, registry, runner
+from queuectl.states import JobState, Role, WorkerState
+from queuectl.store import Store
+from queuectl.worker import identity, runner
 from queuectl.worker.heartbeat import Heartbeat
+from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
-from queuectl.worker.retry import retry_db
 from queuectl.worker.waiter import Waiter
 
 log = logging.getLogger("queuectl.worker")
@@ -98,22 +96,18 @@ class Worker:
         self._title("starting")
         # A fresh engine in this process: connections are never shared across fork.
         # One connection, shared with the heartbeat thread: a worker never holds two.
-        self.db = Database(self.o.url, durable=False, one_connection=True)
-        with self.db.begin() as conn:
-            registry.register(
-                conn,
-                id=self.o.worker_id,
-                role="worker",
-                host=self.o.hostname,
-                pid_started=identity.start_time(),
-                now=utcnow(),
-                supervisor_id=self.o.supervisor_id,
-                supervisor_pid=self.o.supervisor_pid,
-                queues=self.o.queues,
-            )
-            self.cfg = settings.load(conn)
+        self.store = Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
+        self.cfg = self.store.register(
+            id=self.o.worker_id,
+            role=Role.WORKER,
+            host=self.o.hostname,
+            pid_started=identity.start_time(),
+            supervisor_id=self.o.supervisor_id,
+            supervisor_pid=self.o.supervisor_pid,
+            queues=self.o.queues,
+        )
         self._beat_done()  # registering was a heartbeat
-        self.waiter = Waiter(self.db, self.o.queues)
+        self.waiter = Waiter(self.store, self.o.queues)
         self.base_env = dict(os.environ)  # decoded once, not for every job
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
@@ -138,7 +132,7 @@ class Worker:
             return True
         # The previous job's outcome was recorded in the same transaction that
         # claimed this one: one write per job instead of two.
-        job, self.next_job = self.next_job or retry_db(self._claim, give_up=self._should_exit), None
+        job, self.next_job = self.next_job or ride_out(self._claim, give_up=self._should_exit), None
         if job is None:
             return False
         self._run(job)
@@ -152,14 +146,12 @@ class Worker:
             self.heartbeat.stop(timeout=1.0)
         if not self.declared_dead:
             try:
-                with self.db.begin() as conn:
-                    if self.next_job is not None:  # claimed as the last job ended, never started
-                        transitions.release(conn, self.next_job.id, self.o.worker_id, now=utcnow())
-                    registry.heartbeat(conn, self.o.worker_id, utcnow(), processed=self.processed, failed=self.failed)
-                    registry.end(conn, self.o.worker_id, WorkerState.STOPPED, utcnow())
+                # A job claimed as the last one ended, never started, is given back.
+                unstarted = self.next_job.id if self.next_job is not None else None
+                self.store.worker_stopped(self.o.worker_id, unstarted_job=unstarted, processed=self.processed, failed=self.failed)
             except DatabaseError as err:
                 log.warning("worker %s could not deregister: %s", self.o.worker_id, err)
-        self.db.dispose()
+        self.store.close()
         # No job runs any more (runner.run never returns before its group is killed):
         # nothing for anyone to find. Our supervisor would remove it too, but it may be
         # gone (SIGKILLed), and then nobody would.
@@ -170,8 +162,7 @@ class Worker:
     def _claim(self):
         if not self.waiter.work_may_exist():
             return None
-        with self.db.write_one() as conn:  # the claim is one statement
-            job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, utcnow())
+        job = self.store.claim(self.o.worker_id, self.o.queues)
         self.waiter.found(job is not None)
         return job
 
@@ -199,7 +190,7 @@ class Worker:
                 f"killed: no heartbeat reached the database for {self.fenced_after:.1f}s (so that no other worker runs it meanwhile)",
             )
         # Never given up: the outcome is written once the database is back.
-        retry_db(lambda: self._record(job, outcome))
+        ride_out(lambda: self._record(job, outcome))
         self.job = None
         self._title("idle")
 
@@ -220,37 +211,24 @@ class Worker:
 
     def _record(self, job, outcome: runner.Outcome) -> None:
         """Write the outcome and, unless stopping, claim the next job in the same write."""
-        now = utcnow()
         if self.declared_dead:
             return
-        next_job = None
         if outcome.error is None and not outcome.stopped and not self._should_exit():
             # The hot path: one statement on PostgreSQL, one transaction on SQLite.
-            owned, next_job = transitions.complete_and_claim(
-                self.db, job.id, self.o.worker_id, output=outcome.output, now=now, queues=self.o.queues
-            )
+            owned, next_job = self.store.complete_and_claim(job.id, self.o.worker_id, output=outcome.output, queues=self.o.queues)
             state = JobState.COMPLETED.value if owned else None
         else:
-            with self.db.begin() as conn:
-                if outcome.stopped:
-                    owned = transitions.release(conn, job.id, self.o.worker_id, now=now)
-                    state = JobState.PENDING.value if owned else None
-                elif outcome.error is None:
-                    owned = transitions.complete(conn, job.id, self.o.worker_id, exit_code=0, output=outcome.output, now=now)
-                    state = JobState.COMPLETED.value if owned else None
-                else:
-                    state = transitions.fail(
-                        conn,
-                        job.id,
-                        self.o.worker_id,
-                        error=outcome.error,
-                        exit_code=outcome.exit_code,
-                        output=outcome.output,
-                        now=now,
-                        cfg=self.cfg,
-                    )
-                if not self._should_exit():
-                    next_job = transitions.claim(conn, self.o.worker_id, self.o.queues or None, now)
+            state, next_job = self.store.record(
+                job.id,
+                self.o.worker_id,
+                stopped=outcome.stopped,
+                error=outcome.error,
+                exit_code=outcome.exit_code,
+                output=outcome.output,
+                cfg=self.cfg,
+                claim_next=not self._should_exit(),
+                queues=self.o.queues,
+            )
         self.next_job = next_job
         self.waiter.found(next_job is not None)
         if state is None:
@@ -272,9 +250,8 @@ class Worker:
         else:
             fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
         try:
-            with self.db.begin() as conn:
-                alive = registry.heartbeat(conn, self.o.worker_id, utcnow(), processed=self.processed, failed=self.failed, **fields)
-                self.cfg = settings.load(conn)  # every process sees `config set` within a heartbeat
+            # Every process sees `config set` within a heartbeat.
+            alive, self.cfg = self.store.heartbeat(self.o.worker_id, processed=self.processed, failed=self.failed, **fields)
         except DatabaseError as err:
             log.warning("heartbeat failed (will retry): %s", err)
             return False
@@ -291,20 +268,7 @@ class Worker:
 
     def _queue_drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
-        from sqlalchemy import exists, or_, select
-
-        jobs, state_in = transitions.jobs, transitions.state_in
-        # Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan.
-        waiting = select(jobs.c.id).where(
-            state_in(JobState.PENDING.value, JobState.FAILED.value),
-            or_(jobs.c.state == JobState.FAILED.value, jobs.c.run_at <= utcnow()),
-        )
-        running = select(jobs.c.id).where(state_in(JobState.RUNNING.value))
-        if self.o.queues:
-            waiting = waiting.where(jobs.c.queue.in_(self.o.queues))
-            running = running.where(jobs.c.queue.in_(self.o.queues))
-        with self.db.read() as conn:
-            return not conn.execute(select(or_(exists(waiting), exists(running)))).scalar()
+        return self.store.drained(self.o.queues)
 
     def _should_exit(self) -> bool:
         if os.getppid() != self.o.supervisor_pid and not self.graceful:

@@ -160,3 +160,10 @@ class Worker(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     # 'graceful' or 'now' on a supervisor row: how `worker stop` reaches other hosts.
     stop_request: Mapped[str | None] = mapped_column(String(16))
+
+
+# The tables, for the Core statements of store/ (the ORM classes above declare them).
+JOBS = Job.__table__
+DEAD_JOBS = DeadJob.__table__
+CONFIG = ConfigEntry.__table__
+WORKERS = Worker.__table__

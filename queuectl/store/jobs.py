@@ -5,35 +5,38 @@ from operator import itemgetter
 
 from sqlalchemy import BigInteger, Text, cast, exc, select, union_all, update
 
-from queuectl import settings
+from queuectl.store import config as settings
 from queuectl.errors import DuplicateId, NotFound
-from queuectl.jobspec import JobSpec, lookup_id
-from queuectl.models import ConfigEntry, DeadJob, Job
+from queuectl.jobspec import SPEC_KEYS, JobSpec, lookup_id
+from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.states import JobState
 from queuectl.timeutil import after, iso, utcnow
 
 SEQ_KEY = "_seq"
-# Jobs purged from the DLQ, the only ones to leave the database (see status.job_counts).
+# Jobs purged from the DLQ, the only ones to leave the database (see counts.job_counts).
 PURGED_KEY = "_purged"
 # Columns a job carries, in the order JSON and `show` present them.
-FIELDS = [c.name for c in Job.__table__.columns if c.name != "seq"]
+SHOWN = [c.name for c in JOBS.columns if c.name != "seq"]
 # What a listing reads: every field but the output. A job keeps up to output-limit bytes
 # of it (64 KiB by default, any size if raised), and a listing would hold every job's in
 # memory: with 96 outputs of 1 MiB, `list` peaked at 152 MB instead of 47 (SQLite) and
 # 253 MB instead of 58 (PostgreSQL). `show` and `logs` read it, one job at a time.
-LISTED = [name for name in FIELDS if name != "output"]
+LISTED = [name for name in SHOWN if name != "output"]
+_COLUMNS = [c.name for c in JOBS.columns]
+# Job spec fields stored as given, in columns of the same name (every other column
+# is set by enqueue below, or empty until the job runs).
+_AS_GIVEN = [name for name in SPEC_KEYS if name in _COLUMNS and name not in ("id", "max_retries", "run_at", "timeout")]
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
-_CONFIG = ConfigEntry.__table__
 
 
 def bump_counter(conn, key: str, count: int) -> int:
     """Add `count` to a counter row of the config table ('_seq', '_purged'); its new value.
     The UPDATE locks the row (PostgreSQL) until commit, so concurrent bumps queue up."""
     # A Core update: the ORM-enabled one costs milliseconds more to compile.
-    bumped = cast(cast(_CONFIG.c.value, BigInteger) + count, Text)
+    bumped = cast(cast(CONFIG.c.value, BigInteger) + count, Text)
     top = conn.execute(
-        update(_CONFIG).where(_CONFIG.c.key == key).values(value=bumped).returning(_CONFIG.c.value)
+        update(CONFIG).where(CONFIG.c.key == key).values(value=bumped).returning(CONFIG.c.value)
     ).scalar_one()
     return int(top)
 
@@ -51,7 +54,7 @@ def _existing_ids(conn, ids: list[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        query = union_all(select(Job.id).where(Job.id.in_(chunk)), select(DeadJob.id).where(DeadJob.id.in_(chunk)))
+        query = union_all(select(JOBS.c.id).where(JOBS.c.id.in_(chunk)), select(DEAD_JOBS.c.id).where(DEAD_JOBS.c.id.in_(chunk)))
         found.update(conn.execute(query).scalars())
     return found
 
@@ -76,6 +79,7 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
         rows = []
         pending = JobState.PENDING.value
+        blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
         for offset, spec in enumerate(specs):
             seq = first + offset
             if spec.run_at is not None:
@@ -84,29 +88,19 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 run_at = after(now, spec.delay) if spec.delay else now
             # An explicit timeout of 0 means none, whatever the configured default.
             timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
-            rows.append(
-                {
-                    "id": spec.id or str(seq),
-                    "seq": seq,
-                    "command": spec.command,
-                    "state": pending,
-                    "attempts": 0,
-                    "max_retries": spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
-                    "priority": spec.priority,
-                    "queue": spec.queue,
-                    "run_at": run_at,
-                    "timeout": timeout,
-                    "cwd": spec.cwd,
-                    "created_at": now,
-                    "updated_at": now,
-                    "started_at": None,
-                    "finished_at": None,
-                    "exit_code": None,
-                    "last_error": None,
-                    "output": None,
-                    "worker_id": None,
-                }
+            row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
+            row.update(
+                id=spec.id or str(seq),
+                seq=seq,
+                state=pending,
+                attempts=0,
+                max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
+                run_at=run_at,
+                timeout=timeout,
+                created_at=now,
+                updated_at=now,
             )
+            rows.append(row)
         try:
             _insert(db, conn, rows)
         except exc.IntegrityError:
@@ -128,7 +122,7 @@ def _insert(db, conn, rows: list[dict]) -> None:
     """
     dialect = conn.dialect
     plain, processors = [], {}
-    for column in Job.__table__.columns:
+    for column in JOBS.columns:
         process = column.type.dialect_impl(dialect).bind_processor(dialect)
         if process is None:
             plain.append(column.name)
@@ -142,7 +136,7 @@ def _insert(db, conn, rows: list[dict]) -> None:
     # itemgetter of two names or more returns a tuple (the five timestamps need converting).
     get_plain, get_converted = itemgetter(*plain), itemgetter(*processors)
     driver_rows = [get_plain(row) + convert(get_converted(row)) for row in rows]
-    db.dialect.insert_rows(conn, Job.__tablename__, plain + list(processors), driver_rows)
+    db.dialect.insert_rows(conn, JOBS.name, plain + list(processors), driver_rows)
 
 
 def to_dict(row) -> dict:
@@ -155,7 +149,7 @@ def to_dict(row) -> dict:
     return data
 
 
-def _job_columns(table, names=FIELDS):
+def _job_columns(table, names=SHOWN):
     return [table.c[name] for name in names]
 
 
@@ -163,7 +157,7 @@ def get(db, job_id: str):
     """A job by id, live or dead; NotFound otherwise."""
     job_id = lookup_id(job_id)
     with db.read() as conn:
-        for table in (Job.__table__, DeadJob.__table__):
+        for table in (JOBS, DEAD_JOBS):
             row = conn.execute(select(*_job_columns(table)).where(table.c.id == job_id)).first()
             if row is not None:
                 return row
@@ -174,13 +168,13 @@ def listing(db, state: JobState | None = None, queue: str | None = None, limit: 
     """Jobs in enqueue order; without a state, live and dead jobs together.
     Rows have every field but `output` (see LISTED), so their size does not depend on it."""
     parts = []
-    for table in (Job.__table__, DeadJob.__table__):
-        if table is DeadJob.__table__ and state not in (None, JobState.DEAD):
+    for table in (JOBS, DEAD_JOBS):
+        if table is DEAD_JOBS and state not in (None, JobState.DEAD):
             continue
-        if table is Job.__table__ and state is JobState.DEAD:
+        if table is JOBS and state is JobState.DEAD:
             continue
         query = select(*_job_columns(table, LISTED), table.c.seq)
-        if state is not None and table is Job.__table__:
+        if state is not None and table is JOBS:
             query = query.where(table.c.state == state.value)
         if queue is not None:
             query = query.where(table.c.queue == queue)

@@ -14,23 +14,24 @@ error names it.
 from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
-from queuectl.jobs import PURGED_KEY, bump_counter
+from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.jobspec import lookup_id
 from queuectl.states import JobState
 from queuectl.timeutil import utcnow
-from queuectl.transitions import chunks, dead_jobs, jobs, lock_jobs, move_jobs
+from queuectl.store.models import DEAD_JOBS, JOBS
+from queuectl.store.transitions import chunks, lock_jobs, move_jobs
 
 
 def _lock(conn, ids: list[str] | None) -> list[str]:
     """Lock the dead jobs to act on (None means all); their ids. Named ids: all or none."""
     if ids is None:
-        return lock_jobs(conn, dead_jobs, true())
+        return lock_jobs(conn, DEAD_JOBS, true())
     if not ids:
         raise ValidationError("name job ids or use --all")
     wanted = list(dict.fromkeys(lookup_id(i) for i in ids))
     locked: set[str] = set()
     for chunk in chunks(wanted):
-        locked.update(lock_jobs(conn, dead_jobs, dead_jobs.c.id.in_(chunk)))
+        locked.update(lock_jobs(conn, DEAD_JOBS, DEAD_JOBS.c.id.in_(chunk)))
     missing = next((i for i in wanted if i not in locked), None)
     if missing is not None:
         raise NotFound(_not_dead(conn, missing))
@@ -38,7 +39,7 @@ def _lock(conn, ids: list[str] | None) -> list[str]:
 
 
 def _not_dead(conn, job_id: str) -> str:
-    state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+    state = conn.execute(select(JOBS.c.state).where(JOBS.c.id == job_id)).scalar()
     return f"no dead job with id {job_id!r}" + (f" (it is {state})" if state else "")
 
 
@@ -56,7 +57,7 @@ def retry(db, ids: list[str] | None, now=None) -> list[str]:
     }
     with db.begin() as conn:
         chosen = _lock(conn, ids)
-        move_jobs(conn, dead_jobs, jobs, chosen, values=fresh)
+        move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
         if chosen:
             db.dialect.notify(conn)
     return chosen
@@ -68,7 +69,7 @@ def purge(db, ids: list[str] | None) -> list[str]:
         chosen = _lock(conn, ids)
         deleted = 0
         for chunk in chunks(chosen):
-            deleted += conn.execute(delete(dead_jobs).where(dead_jobs.c.id.in_(chunk))).rowcount
+            deleted += conn.execute(delete(DEAD_JOBS).where(DEAD_JOBS.c.id.in_(chunk))).rowcount
         if deleted != len(chosen):  # they are locked: anything else is a bug, and nothing is purged
             raise RuntimeError(f"purging {len(chosen)} dead jobs deleted {deleted}")
         if deleted:

@@ -1,4 +1,6 @@
-"""Riding out a database outage (a PostgreSQL restart, a long lock) in the runtime."""
+"""Riding out a database outage (a PostgreSQL restart, a long lock) in the runtime.
+
+(Retries of *jobs* are the job state machine's: store/transitions.py, `fail`.)"""
 
 import logging
 import time
@@ -9,7 +11,7 @@ log = logging.getLogger("queuectl.worker")
 MAX_DELAY = 5.0
 
 
-def retry_db(action, give_up=lambda: False):
+def ride_out(action, give_up=lambda: False):
     """Run action(), retrying with exponential backoff while the database is unusable.
 
     Returns None if give_up() turns true between tries; never raises DatabaseError.

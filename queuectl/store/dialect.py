@@ -38,8 +38,17 @@ PG_MIGRATION_LOCK = 0x7163746C
 class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
-    dml_in_cte = False  # no UPDATE inside WITH: the hot path takes two statements
-    autocommit_writes = False  # a write must begin with BEGIN IMMEDIATE (see configure)
+
+    @staticmethod
+    def check_url(url: URL) -> None:
+        """Refuse (exit 2) a SQLite URL no command can use."""
+        path = url.database
+        if not path or path == ":memory:" or path.startswith("file::memory:"):
+            raise ValidationError("an in-memory SQLite database would vanish with this command; give a file path")
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes of argv or the environment
+            raise ValidationError(f"database path {path!r} is not valid UTF-8") from None
 
     def __init__(self, url: URL):
         self.path = url.database if url.database and url.database != ":memory:" else None
@@ -182,6 +191,22 @@ class SQLiteDialect:
                 raise DatabaseError(f"SQLite refused WAL mode for {self.path} (got {mode!r})")
             yield conn
 
+    @contextmanager
+    def write_one(self, db):
+        """A one-statement write: an ordinary write transaction, whose BEGIN IMMEDIATE
+        takes the write lock first."""
+        with db.begin() as conn:
+            yield conn
+
+    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None):
+        """The worker's hot path: no DML in a CTE here, and no round trips to save, so
+        two statements in one transaction. (owned, next job or None)."""
+        from queuectl.store import transitions
+
+        with db.begin() as conn:
+            owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, now=now)
+            return owned, transitions.claim(conn, worker_id, queues, now)
+
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Rows already in the driver's types, through its executemany: SQLAlchemy's
         per-row parameter handling would cost more than the insert itself."""
@@ -240,8 +265,10 @@ def _open_lock_file(path: str) -> int | None:
 class PostgresDialect:
     name = "postgresql"
     supports_listen = True
-    dml_in_cte = True  # UPDATE ... RETURNING inside WITH: one statement per job
-    autocommit_writes = True  # a one-statement write needs no BEGIN/COMMIT round trips
+
+    @staticmethod
+    def check_url(url: URL) -> None:
+        pass
 
     def __init__(self, url: URL):
         self.url = url
@@ -286,6 +313,23 @@ class PostgresDialect:
                 conn.rollback()
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
                 conn.commit()
+
+    @contextmanager
+    def write_one(self, db):
+        """A one-statement write that commits by itself: one round trip, no BEGIN and
+        no COMMIT."""
+        with db.translate_errors(), db.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None):
+        """The worker's hot path as one autocommitted statement (data-modifying CTEs):
+        one round trip per job. (owned, next job or None)."""
+        from queuectl.store import transitions
+
+        params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, now=now)
+        with self.write_one(db) as conn:
+            row = conn.execute(transitions.complete_and_claim_statement(queues), params).one()
+        return row.owned == 1, (row if row.id is not None else None)
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Rows already in the driver's types, through a binary COPY in the same
@@ -375,10 +419,14 @@ class PostgresListener:
             self.conn = None
 
 
-def for_url(url: URL):
+def class_for(url: URL) -> type["SQLiteDialect | PostgresDialect"]:
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return SQLiteDialect(url)
+        return SQLiteDialect
     if backend in ("postgresql", "postgres"):
-        return PostgresDialect(url)
+        return PostgresDialect
     raise ValidationError(f"unsupported database {backend!r} (use a SQLite path or a postgresql+psycopg:// URL)")
+
+
+def for_url(url: URL) -> "SQLiteDialect | PostgresDialect":
+    return class_for(url)(url)

@@ -3,15 +3,13 @@
 from sqlalchemy import delete, exc, select, update
 
 from queuectl import config
-from queuectl.models import ConfigEntry
+from queuectl.store.models import CONFIG
 
 # Core statements on the table, not ORM ones on the class: an ORM statement makes its
 # process configure every mapper first (milliseconds, on every `queuectl enqueue`).
-_CONFIG = ConfigEntry.__table__
-
 
 def _stored(conn) -> dict[str, str]:
-    query = select(_CONFIG.c.key, _CONFIG.c.value).where(_CONFIG.c.key.in_(config.KEYS))
+    query = select(CONFIG.c.key, CONFIG.c.value).where(CONFIG.c.key.in_(config.KEYS))
     return dict(conn.execute(query).all())
 
 
@@ -42,11 +40,11 @@ def get(conn, name: str) -> int | float:
 def set_value(conn, name: str, value: str) -> tuple[str, int | float]:
     key = config.canonical_key(name)
     stored = config.parse_value(key, value)
-    change = update(_CONFIG).where(_CONFIG.c.key == key).values(value=stored)
+    change = update(CONFIG).where(CONFIG.c.key == key).values(value=stored)
     if not conn.execute(change).rowcount:
         try:
             with conn.begin_nested():  # a savepoint: a failed INSERT must not doom the transaction
-                conn.execute(_CONFIG.insert().values(key=key, value=stored))
+                conn.execute(CONFIG.insert().values(key=key, value=stored))
         except exc.IntegrityError:
             # Another transaction inserted the key since our UPDATE looked (PostgreSQL,
             # READ COMMITTED); the row is there now, so this UPDATE finds it.
@@ -56,5 +54,5 @@ def set_value(conn, name: str, value: str) -> tuple[str, int | float]:
 
 def unset(conn, name: str) -> str:
     key = config.canonical_key(name)
-    conn.execute(delete(_CONFIG).where(_CONFIG.c.key == key))
+    conn.execute(delete(CONFIG).where(CONFIG.c.key == key))
     return key

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine, make_url
 
-from queuectl import dialect
+from queuectl.store import dialect
 from queuectl.errors import DatabaseError, ValidationError
 
 ENV_VAR = "QUEUECTL_DB"
@@ -18,6 +18,15 @@ ENV_VAR = "QUEUECTL_DB"
 def default_path() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "queuectl" / "queue.db"
+
+
+def worker_log_path(url: str) -> str:
+    """Where `worker start --detach` logs: beside a SQLite file, else beside the
+    default database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database + ".worker.log"
+    return str(default_path().parent / "worker.log")
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -104,18 +113,10 @@ class Database:
             with self.engine.begin() as conn:
                 yield conn
 
-    @contextmanager
     def write_one(self):
-        """For a write that is a single statement. Where the dialect allows it
-        (PostgreSQL) the statement commits by itself: one round trip, no BEGIN and
-        no COMMIT. Elsewhere (SQLite) an ordinary write transaction, whose BEGIN
-        IMMEDIATE takes the write lock first."""
-        if not self.dialect.autocommit_writes:
-            with self.begin() as conn:
-                yield conn
-            return
-        with self.translate_errors(), self.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        """For a write that is a single statement: on PostgreSQL it commits by itself
+        (one round trip), elsewhere an ordinary write transaction (the dialect's)."""
+        return self.dialect.write_one(self)
 
     @contextmanager
     def read(self):
@@ -144,7 +145,7 @@ class Database:
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema if it is not at this queuectl's head revision."""
-        from queuectl import schema
+        from queuectl.store import schema
 
         schema.ensure(self)
 
@@ -162,4 +163,16 @@ def open_database(db: str | None = None, *, durable: bool = True) -> Database:
     database = Database(resolve_url(db), durable=durable)
     database.ensure_schema()
     return database
+
+
+def usable_url(db: str | None = None) -> str:
+    """The database URL from --db / $QUEUECTL_DB / the default, refused (exit 2) if no
+    command could use it: unparsable, an unknown backend, an in-memory SQLite one."""
+    url = resolve_url(db)
+    try:
+        parsed = make_url(url)
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number, a stray '['
+        raise ValidationError(f"invalid database URL {safe_url(url)!r}") from None
+    dialect.class_for(parsed).check_url(parsed)
+    return url
 

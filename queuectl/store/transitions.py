@@ -12,17 +12,17 @@ import math
 import random
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, select, true, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, true, update
 
-from queuectl.models import DeadJob, Job
+from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.timeutil import after
 
-jobs = Job.__table__
-dead_jobs = DeadJob.__table__
 
 RUNNING = JobState.RUNNING.value
-CLAIM_COLUMNS = (jobs.c.id, jobs.c.command, jobs.c.attempts, jobs.c.max_retries, jobs.c.timeout, jobs.c.cwd)
+# What a claim returns to the worker: the whole job but what only its past attempts
+# wrote (the output may be megabytes), so a new field reaches the worker by itself.
+CLAIM_COLUMNS = tuple(c for c in JOBS.c if c.name not in ("output", "last_error", "exit_code", "seq"))
 WORKER_LOST = "worker lost"
 
 
@@ -32,8 +32,8 @@ def state_in(*states: str):
     visibly implies the index's WHERE. Use it for every query on job states."""
     name = "states_" + "_".join(states)
     if len(states) == 1:  # `state = 'x'`, the form a one-state index's WHERE has
-        return jobs.c.state == bindparam(name, states[0], literal_execute=True)
-    return jobs.c.state.in_(bindparam(name, states, expanding=True, literal_execute=True))
+        return JOBS.c.state == bindparam(name, states[0], literal_execute=True)
+    return JOBS.c.state.in_(bindparam(name, states, expanding=True, literal_execute=True))
 
 
 def _claimable():
@@ -51,18 +51,18 @@ def claim_statement(queues: tuple[str, ...] | None):
     only write lock while it picks and updates the row. Built once per queue set,
     with the time and worker as parameters; its ORDER BY is ix_jobs_claim's order.
     """
-    pick = select(jobs.c.id).where(_claimable(), jobs.c.run_at <= bindparam("now"))
+    pick = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"))
     if queues:
-        pick = pick.where(jobs.c.queue.in_(queues))
+        pick = pick.where(JOBS.c.queue.in_(queues))
     pick = (
-        pick.order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.seq)
+        pick.order_by(JOBS.c.priority.desc(), JOBS.c.run_at, JOBS.c.seq)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     return (
-        update(jobs)
-        .where(jobs.c.id == pick, _claimable())
+        update(JOBS)
+        .where(JOBS.c.id == pick, _claimable())
         .values(
             state=RUNNING,
             worker_id=bindparam("claimer"),
@@ -74,21 +74,49 @@ def claim_statement(queues: tuple[str, ...] | None):
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _due_statement(queues: tuple[str, ...] | None):
+    due = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"))
+    if queues:
+        due = due.where(JOBS.c.queue.in_(queues))
+    return select(exists(due))
+
+
+def work_due(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
+    """Whether a claim would find a job: the claim's read-only twin, through the same
+    index, so an idle pool looks without taking the write lock."""
+    return bool(conn.execute(_due_statement(tuple(queues) if queues else None), {"now": now}).scalar())
+
+
+def drained(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
+    """Nothing pending now, running, or failed awaiting a retry (burst mode's end).
+    Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan."""
+    waiting = select(JOBS.c.id).where(
+        state_in(JobState.PENDING.value, JobState.FAILED.value),
+        or_(JOBS.c.state == JobState.FAILED.value, JOBS.c.run_at <= now),
+    )
+    running = select(JOBS.c.id).where(state_in(RUNNING))
+    if queues:
+        waiting = waiting.where(JOBS.c.queue.in_(queues))
+        running = running.where(JOBS.c.queue.in_(queues))
+    return not conn.execute(select(or_(exists(waiting), exists(running)))).scalar()
+
+
 def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
-    """The claimed job's row (id, command, attempts, max_retries, timeout, cwd) or None."""
+    """The claimed job's row (CLAIM_COLUMNS) or None."""
     return conn.execute(claim_statement(tuple(queues) if queues else None), {"now": now, "claimer": worker_id}).first()
 
 
 def _owned(job_id: str, worker_id: str):
-    return and_(jobs.c.id == job_id, jobs.c.state == RUNNING, jobs.c.worker_id == worker_id)
+    return and_(JOBS.c.id == job_id, JOBS.c.state == RUNNING, JOBS.c.worker_id == worker_id)
 
 
 # Built once: success is the hot path (bound parameters, compiled form cached).
 # No parameter is named like a column: SQLAlchemy turns such execution parameters
 # into extra SET clauses of an UPDATE (inside a CTE too, see complete_and_claim).
 _COMPLETE = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("job_id"), jobs.c.state == RUNNING, jobs.c.worker_id == bindparam("owner"))
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"), JOBS.c.state == RUNNING, JOBS.c.worker_id == bindparam("owner"))
     .values(
         state=JobState.COMPLETED.value,
         finished_at=bindparam("now"),
@@ -100,41 +128,29 @@ _COMPLETE = (
 )
 
 
+def outcome_params(job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> dict:
+    """The parameters of _COMPLETE (also of the statement that claims beside it)."""
+    return {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": exit_code, "result_output": output}
+
+
 def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> bool:
     """Record success; False if this worker no longer owns the job."""
-    params = {"job_id": job_id, "owner": worker_id, "now": now, "result_code": exit_code, "result_output": output}
+    params = outcome_params(job_id, worker_id, exit_code=exit_code, output=output, now=now)
     return conn.execute(_COMPLETE, params).rowcount == 1
 
 
 @functools.lru_cache(maxsize=64)
-def _complete_and_claim_statement(queues: tuple[str, ...] | None):
+def complete_and_claim_statement(queues: tuple[str, ...] | None):
     """Success and the next claim as one statement (data-modifying CTEs, PostgreSQL),
     so a worker's write per job is one round trip. Both updates see the statement's
     snapshot; the finished job is 'running', never claimable, so they never touch
     the same row. Always one row: `owned` (1 if this worker still owned the finished
     job) and the claimed job's columns (NULL when there was nothing to claim)."""
-    done = _COMPLETE.returning(jobs.c.id).cte("done")
+    done = _COMPLETE.returning(JOBS.c.id).cte("done")
     claimed = claim_statement(queues).cte("claimed")
     owned = select(func.count()).select_from(done).scalar_subquery().label("owned")
     one_row = select(literal(1).label("one")).subquery("one_row")
     return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true()))
-
-
-def complete_and_claim(db, job_id: str, worker_id: str, *, output: str | None, now: datetime, queues: tuple[str, ...] | None):
-    """Record success and claim the next job in one write: (still owned?, next job or None).
-
-    The worker's hot path. On PostgreSQL one autocommitted statement; on SQLite
-    (no DML in CTEs, no round trips to save) the two statements in one transaction.
-    """
-    queues = tuple(queues) if queues else None
-    if db.dialect.dml_in_cte:
-        params = {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": 0, "result_output": output}
-        with db.write_one() as conn:
-            row = conn.execute(_complete_and_claim_statement(queues), params).one()
-        return row.owned == 1, (row if row.id is not None else None)
-    with db.begin() as conn:
-        owned = complete(conn, job_id, worker_id, exit_code=0, output=output, now=now)
-        return owned, claim(conn, worker_id, queues, now)
 
 
 def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:
@@ -167,7 +183,7 @@ def fail(
     Returns the new state, or None if this worker no longer owns the job.
     """
     row = conn.execute(
-        select(jobs.c.attempts, jobs.c.max_retries).where(_owned(job_id, worker_id)).with_for_update()
+        select(JOBS.c.attempts, JOBS.c.max_retries).where(_owned(job_id, worker_id)).with_for_update()
     ).first()
     if row is None:
         return None
@@ -175,27 +191,38 @@ def fail(
     outcome = dict(attempts=attempts, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error, output=output)
     if attempts <= row.max_retries:
         run_at = after(now, backoff_delay(attempts, cfg, rng))
-        conn.execute(update(jobs).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
+        conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
         return JobState.FAILED.value
     # The row is locked (above) and the move itself is guarded by the owner too.
     dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
-    move_jobs(conn, jobs, dead_jobs, [job_id], values=dead, guard=_owned(job_id, worker_id))
+    move_jobs(conn, JOBS, DEAD_JOBS, [job_id], values=dead, guard=_owned(job_id, worker_id))
     return JobState.DEAD.value
 
 
 def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
     """Give a job back unrun (an immediate stop): pending again, no attempt charged."""
     result = conn.execute(
-        update(jobs)
+        update(JOBS)
         .where(_owned(job_id, worker_id))
         .values(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
     )
     return result.rowcount == 1
 
 
+def record(conn, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
+           output: str | None, now: datetime, cfg: dict) -> str | None:
+    """A finished attempt's outcome, off the hot path: given back unrun (`stopped`),
+    completed, or failed. The job's new state, or None if this worker no longer owns it."""
+    if stopped:
+        return JobState.PENDING.value if release(conn, job_id, worker_id, now=now) else None
+    if error is None:
+        return JobState.COMPLETED.value if complete(conn, job_id, worker_id, exit_code=0, output=output, now=now) else None
+    return fail(conn, job_id, worker_id, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg)
+
+
 def held(conn, worker_id: str) -> list[str]:
     """The ids of the jobs a worker is running (normally one)."""
-    return conn.execute(select(jobs.c.id).where(state_in(RUNNING), jobs.c.worker_id == worker_id)).scalars().all()
+    return conn.execute(select(JOBS.c.id).where(state_in(RUNNING), JOBS.c.worker_id == worker_id)).scalars().all()
 
 
 def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORKER_LOST) -> list[tuple[str, str]]:

@@ -11,19 +11,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 
-from queuectl.models import Worker
-from queuectl.states import LIVE_WORKER_STATES, WorkerState
+from queuectl.states import LIVE_WORKER_STATES, Role, WorkerState
+from queuectl.store.models import WORKERS
 
-workers = Worker.__table__
 # Rows of processes that ended are deleted after this long.
 KEEP_ENDED = timedelta(days=1)
 
 
-def register(conn, *, id: str, role: str, host: str, pid_started: float, now: datetime, supervisor_id=None, supervisor_pid=None, queues=None) -> None:
+def register(conn, *, id: str, role: Role, host: str, pid_started: float, now: datetime, supervisor_id=None, supervisor_pid=None, queues=None) -> None:
     conn.execute(
-        insert(workers).values(
+        insert(WORKERS).values(
             id=id,
-            role=role,
+            role=Role(role).value,
             host=host,
             pid=os.getpid(),
             pid_started=pid_started,
@@ -42,23 +41,23 @@ def register(conn, *, id: str, role: str, host: str, pid_started: float, now: da
 def heartbeat(conn, worker_id: str, now: datetime, **fields) -> bool:
     """Refresh last_heartbeat (and any fields); False if this process was declared dead."""
     result = conn.execute(
-        update(workers).where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES)).values(last_heartbeat=now, **fields)
+        update(WORKERS).where(WORKERS.c.id == worker_id, WORKERS.c.state.in_(LIVE_WORKER_STATES)).values(last_heartbeat=now, **fields)
     )
     return result.rowcount == 1
 
 
 def stop_request(conn, supervisor_id: str) -> str | None:
-    return conn.execute(select(workers.c.stop_request).where(workers.c.id == supervisor_id)).scalar()
+    return conn.execute(select(WORKERS.c.stop_request).where(WORKERS.c.id == supervisor_id)).scalar()
 
 
 def end(conn, worker_id: str, state: WorkerState, now: datetime, *, silent_since: datetime | None = None) -> bool:
     """Mark a row stopped or dead; True only for the caller that ended it (reapers race).
     With `silent_since`, only if its last heartbeat is still older than that: a worker
     that beat again since a reaper read its row is alive after all."""
-    still = [workers.c.last_heartbeat < silent_since] if silent_since is not None else []
+    still = [WORKERS.c.last_heartbeat < silent_since] if silent_since is not None else []
     result = conn.execute(
-        update(workers)
-        .where(workers.c.id == worker_id, workers.c.state.in_(LIVE_WORKER_STATES), *still)
+        update(WORKERS)
+        .where(WORKERS.c.id == worker_id, WORKERS.c.state.in_(LIVE_WORKER_STATES), *still)
         .values(state=state.value, stopped_at=now, job_id=None, job_pgid=None)
     )
     return result.rowcount == 1
@@ -67,26 +66,31 @@ def end(conn, worker_id: str, state: WorkerState, now: datetime, *, silent_since
 def suspects(conn, *, host: str, stale_before: datetime) -> list:
     """Live rows that may be dead: on this host (pids to check) or silent too long."""
     return conn.execute(
-        select(workers).where(
-            workers.c.state.in_(LIVE_WORKER_STATES),
-            or_(workers.c.host == host, workers.c.last_heartbeat < stale_before),
+        select(WORKERS).where(
+            WORKERS.c.state.in_(LIVE_WORKER_STATES),
+            or_(WORKERS.c.host == host, WORKERS.c.last_heartbeat < stale_before),
         )
     ).all()
 
 
 def live_supervisors(conn) -> list:
     return conn.execute(
-        select(workers).where(workers.c.role == "supervisor", workers.c.state.in_(LIVE_WORKER_STATES))
+        select(WORKERS).where(WORKERS.c.role == Role.SUPERVISOR.value, WORKERS.c.state.in_(LIVE_WORKER_STATES))
     ).all()
 
 
+def worker_rows(conn) -> list:
+    """Every worker process's row (not supervisors'), oldest first: what `status` shows."""
+    return conn.execute(select(WORKERS).where(WORKERS.c.role == Role.WORKER.value).order_by(WORKERS.c.started_at, WORKERS.c.id)).all()
+
+
 def request_stop(conn, supervisor_ids: list[str], mode: str) -> None:
-    conn.execute(update(workers).where(workers.c.id.in_(supervisor_ids)).values(stop_request=mode))
+    conn.execute(update(WORKERS).where(WORKERS.c.id.in_(supervisor_ids)).values(stop_request=mode))
 
 
 def prune(conn, now: datetime) -> None:
     conn.execute(
-        delete(workers).where(
-            and_(workers.c.state.not_in(LIVE_WORKER_STATES), workers.c.stopped_at < now - KEEP_ENDED)
+        delete(WORKERS).where(
+            and_(WORKERS.c.state.not_in(LIVE_WORKER_STATES), WORKERS.c.stopped_at < now - KEEP_ENDED)
         )
     )

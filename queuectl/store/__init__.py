@@ -1,0 +1,230 @@
+"""The storage seam: every SQL statement and every transaction of queuectl.
+
+The rest of the code (the CLI, the worker runtime, `status`) opens a `Store` and
+calls its named operations; none of it imports SQLAlchemy. Each operation is one
+transaction. Inside the package, one module per table or concern holds the
+statements, each taking a connection:
+
+- `database`: the engine, transactions, error translation, where the database is.
+- `dialect`: every difference between SQLite and PostgreSQL, as methods.
+- `models`: the tables (what the Alembic migrations create).
+- `schema`: migrations (to head on open; `queuectl db ...`).
+- `transitions`: the job state machine (claim, complete, fail, recover, moves).
+- `jobs`: enqueueing and reading jobs; `dlq`: retry and purge of dead jobs.
+- `counts`: the numbers of `status`; `config`: the config table; `workers`: the
+  workers table (registration, heartbeats, declaring processes dead).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from queuectl.states import JobState, StopMode, WorkerState
+from queuectl.store import config, counts, dlq, jobs, transitions, workers
+from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
+from queuectl.timeutil import utcnow
+
+__all__ = ["Store", "job_dict", "resolve_url", "usable_url", "worker_log_path"]
+
+job_dict = jobs.to_dict  # a job row (as enqueue returns them) as the JSON object the CLI prints
+
+
+class Store:
+    """One process's handle on the queue's database. Never shared across fork."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @classmethod
+    def open(cls, url: str, *, durable: bool = True, one_connection: bool = False, migrate: bool = True) -> Store:
+        """Open `url` with its schema at this queuectl's head (migrated if needed;
+        a worker, forked by a supervisor that did that, skips the look: migrate=False).
+        durable=False: commits need not survive a power cut (workers; see dialect).
+        one_connection: this process's threads share one connection (a worker)."""
+        db = Database(url, durable=durable, one_connection=one_connection)
+        if not migrate:
+            return cls(db)
+        try:
+            db.ensure_schema()
+        except BaseException:
+            db.dispose()
+            raise
+        return cls(db)
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its secrets masked: for logs, titles and errors."""
+        return self.db.display_url
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def drop_connections(self) -> None:
+        """Close pooled connections (reopened on next use): before a fork, so that no
+        database descriptor crosses into the child."""
+        self.db.engine.dispose()
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def enqueue(self, specs: list) -> list[dict]:
+        """Insert jobs all or nothing; their rows as dicts."""
+        return jobs.enqueue(self.db, specs)
+
+    def job(self, job_id: str) -> dict:
+        """A job, live or dead, as the JSON object the CLI prints; NotFound otherwise."""
+        return jobs.to_dict(jobs.get(self.db, job_id))
+
+    def job_output(self, job_id: str) -> str:
+        return jobs.get(self.db, job_id).output or ""
+
+    def list_jobs(self, state: JobState | None = None, queue: str | None = None, limit: int | None = None) -> list[dict]:
+        """Jobs in enqueue order, without their output."""
+        return [jobs.to_dict(row) for row in jobs.listing(self.db, state=state, queue=queue, limit=limit)]
+
+    def dlq_retry(self, ids: list[str] | None) -> list[str]:
+        return dlq.retry(self.db, ids)
+
+    def dlq_purge(self, ids: list[str] | None) -> list[str]:
+        return dlq.purge(self.db, ids)
+
+    # --- config ----------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """Every config key's typed value."""
+        with self.db.read() as conn:
+            return config.load(conn)
+
+    def describe_config(self) -> list[dict]:
+        with self.db.read() as conn:
+            return config.describe(conn)
+
+    def config_value(self, name: str):
+        with self.db.read() as conn:
+            return config.get(conn, name)
+
+    def set_config(self, name: str, value: str) -> tuple[str, int | float]:
+        with self.db.begin() as conn:
+            return config.set_value(conn, name, value)
+
+    def unset_config(self, name: str) -> tuple[str, int | float]:
+        """Back to its default: (key, default value)."""
+        with self.db.begin() as conn:
+            key = config.unset(conn, name)
+            return key, config.get(conn, key)
+
+    # --- status ----------------------------------------------------------------------
+
+    def status(self, now: datetime) -> tuple[dict[str, int], object, list]:
+        """Counts per state, the next job scheduled after `now`, and the worker rows."""
+        with self.db.read() as conn:
+            return counts.job_counts(conn), counts.next_scheduled(conn, now), workers.worker_rows(conn)
+
+    # --- the worker runtime ----------------------------------------------------------
+
+    def register(self, **row) -> dict:
+        """A new supervisor or worker row (see workers.register); the config it starts with."""
+        with self.db.begin() as conn:
+            workers.register(conn, now=utcnow(), **row)
+            return config.load(conn)
+
+    def work_due(self, queues: tuple[str, ...]) -> bool:
+        """A read-only look for a claimable job, before taking the write lock to claim."""
+        with self.db.read() as conn:
+            return transitions.work_due(conn, queues, utcnow())
+
+    def drained(self, queues: tuple[str, ...]) -> bool:
+        """Nothing due, running or failed awaiting a retry (burst mode's end)."""
+        with self.db.read() as conn:
+            return transitions.drained(conn, queues, utcnow())
+
+    def listener(self):
+        """A LISTEN connection for new work where the backend has one, else None."""
+        return self.db.dialect.listener(self.db.url)
+
+    def claim(self, worker_id: str, queues: tuple[str, ...]):
+        """The next due job, now running under `worker_id`, or None."""
+        with self.db.write_one() as conn:  # the claim is one statement
+            return transitions.claim(conn, worker_id, queues or None, utcnow())
+
+    def complete_and_claim(self, job_id: str, worker_id: str, *, output: str | None, queues: tuple[str, ...], now: datetime | None = None):
+        """Success, and the next job claimed in the same write: (still owned?, next job or None)."""
+        return self.db.dialect.complete_and_claim(self.db, job_id, worker_id, output=output, now=now or utcnow(), queues=tuple(queues) if queues else None)
+
+    def record(self, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
+               output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...]):
+        """An attempt's outcome off the hot path (see transitions.record), and unless
+        told otherwise the next job in the same transaction: (new state or None, next job)."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            state = transitions.record(conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg)
+            return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
+
+    def heartbeat(self, process_id: str, **fields) -> tuple[bool, dict]:
+        """Refresh a process's row: (still alive?, current config). False means a reaper
+        declared it dead."""
+        with self.db.begin() as conn:
+            alive = workers.heartbeat(conn, process_id, utcnow(), **fields)
+            return alive, config.load(conn)
+
+    def supervisor_heartbeat(self, supervisor_id: str, state: WorkerState) -> tuple[StopMode | None, dict]:
+        """A supervisor's beat: (the stop asked of it through the database, current config).
+        Also forgets rows of processes that ended long ago."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            workers.heartbeat(conn, supervisor_id, now, state=state.value)
+            request = workers.stop_request(conn, supervisor_id)
+            cfg = config.load(conn)
+            workers.prune(conn, now)
+        return (StopMode(request) if request else None), cfg
+
+    def worker_stopped(self, worker_id: str, *, unstarted_job: str | None, processed: int, failed: int) -> None:
+        """A worker's clean exit: a job it claimed but never started is given back."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            if unstarted_job is not None:
+                transitions.release(conn, unstarted_job, worker_id, now=now)
+            workers.heartbeat(conn, worker_id, now, processed=processed, failed=failed)
+            workers.end(conn, worker_id, WorkerState.STOPPED, now)
+
+    def end(self, process_id: str, state: WorkerState, *, cfg: dict, error: str | None = None) -> list[tuple[str, str]]:
+        """End a process's row (stopped or dead) and charge each job it still held a
+        failed attempt; [(job id, new state)]."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            workers.end(conn, process_id, state, now)
+            return transitions.recover(conn, process_id, now=now, cfg=cfg, **({"error": error} if error else {}))
+
+    def suspects(self, host: str, stale_before: datetime) -> list:
+        """Live rows that may be dead: on `host` (pids to check) or silent since `stale_before`."""
+        with self.db.read() as conn:
+            return workers.suspects(conn, host=host, stale_before=stale_before)
+
+    def held(self, worker_id: str) -> list[str]:
+        with self.db.read() as conn:
+            return transitions.held(conn, worker_id)
+
+    def declare_dead(self, process_id: str, *, silent_since: datetime | None, cfg: dict) -> list[tuple[str, str]] | None:
+        """Declare a process dead and recover its jobs; None if another reaper got there
+        first or (with `silent_since`) it beat again after that time."""
+        now = utcnow()
+        with self.db.begin() as conn:
+            if not workers.end(conn, process_id, WorkerState.DEAD, now, silent_since=silent_since):
+                return None
+            return transitions.recover(conn, process_id, now=now, cfg=cfg)
+
+    def live_supervisors(self) -> list:
+        with self.db.read() as conn:
+            return workers.live_supervisors(conn)
+
+    def request_stop(self, mode: StopMode, running: Callable[[object], bool]) -> list:
+        """Flag every live supervisor for which running(row) holds to stop; those rows."""
+        with self.db.begin() as conn:
+            chosen = [row for row in workers.live_supervisors(conn) if running(row)]
+            if chosen:
+                workers.request_stop(conn, [row.id for row in chosen], mode.value)
+            return chosen
