@@ -132,34 +132,34 @@ class Store:
             workers.register(conn, now=utcnow(), **row)
             return config.load(conn)
 
-    def work_due(self, queues: tuple[str, ...]) -> bool:
+    def work_due(self, queues: tuple[str, ...], now: datetime | None = None) -> bool:
         """A read-only look for a claimable job, before taking the write lock to claim."""
         with self.db.read() as conn:
-            return transitions.work_due(conn, queues, utcnow())
+            return transitions.work_due(conn, queues, now or utcnow())
 
-    def drained(self, queues: tuple[str, ...]) -> bool:
+    def drained(self, queues: tuple[str, ...], now: datetime | None = None) -> bool:
         """Nothing due, running or failed awaiting a retry (burst mode's end)."""
         with self.db.read() as conn:
-            return transitions.drained(conn, queues, utcnow())
+            return transitions.drained(conn, queues, now or utcnow())
 
     def listener(self):
         """A LISTEN connection for new work where the backend has one, else None."""
         return self.db.dialect.listener(self.db.url)
 
-    def claim(self, worker_id: str, queues: tuple[str, ...]):
+    def claim(self, worker_id: str, queues: tuple[str, ...], now: datetime | None = None):
         """The next due job, now running under `worker_id`, or None."""
         with self.db.write_one() as conn:  # the claim is one statement
-            return transitions.claim(conn, worker_id, queues or None, utcnow())
+            return transitions.claim(conn, worker_id, queues or None, now or utcnow())
 
     def complete_and_claim(self, job_id: str, worker_id: str, *, output: str | None, queues: tuple[str, ...], now: datetime | None = None):
         """Success, and the next job claimed in the same write: (still owned?, next job or None)."""
         return self.db.dialect.complete_and_claim(self.db, job_id, worker_id, output=output, now=now or utcnow(), queues=tuple(queues) if queues else None)
 
     def record(self, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
-               output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...]):
+               output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...], now: datetime | None = None):
         """An attempt's outcome off the hot path (see transitions.record), and unless
         told otherwise the next job in the same transaction: (new state or None, next job)."""
-        now = utcnow()
+        now = now or utcnow()
         with self.db.begin() as conn:
             state = transitions.record(conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg)
             return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None

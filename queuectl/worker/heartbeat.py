@@ -35,7 +35,8 @@ class Heartbeat:
         """Stop beating; wait up to `timeout` for a beat in progress to end."""
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started (a stepped test worker never starts it)
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stopping:

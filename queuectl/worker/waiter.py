@@ -3,8 +3,11 @@ else a cheap read-only poll every poll-interval."""
 
 import logging
 import time
+from datetime import datetime
+from typing import Callable
 
 from queuectl.errors import DatabaseError
+from queuectl.timeutil import utcnow
 
 log = logging.getLogger("queuectl.worker")
 # With notifications, polling is only the safety net for a lost one.
@@ -13,9 +16,10 @@ _SLICE = 0.05
 
 
 class Waiter:
-    def __init__(self, store, queues: tuple[str, ...]):
+    def __init__(self, store, queues: tuple[str, ...], clock: Callable[[], datetime] = utcnow):
         self.store = store
         self.queues = queues
+        self.clock = clock
         self.listener = store.listener()
         self.last_claim_found = False
         self.notified = False
@@ -29,7 +33,7 @@ class Waiter:
         if self.last_claim_found or self.notified:
             self.notified = False
             return True
-        return self.store.work_due(self.queues)
+        return self.store.work_due(self.queues, self.clock())
 
     def found(self, found: bool) -> None:
         self.last_claim_found = found

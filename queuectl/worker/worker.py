@@ -12,10 +12,13 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
 
 from queuectl.errors import DatabaseError
 from queuectl.states import JobState, Role, WorkerState
 from queuectl.store import Store
+from queuectl.timeutil import utcnow
 from queuectl.worker import identity, runner
 from queuectl.worker.heartbeat import Heartbeat
 from queuectl.worker.outage import ride_out
@@ -60,8 +63,13 @@ def _ignore(_signum, _frame) -> None:
 
 
 class Worker:
-    def __init__(self, options: WorkerOptions, published):
+    def __init__(self, options: WorkerOptions, published, *, clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic):
+        """clock: the wall time the worker's writes carry (claims, retries' run_at);
+        monotonic: its timer (fencing, busy). Given by tests that step a worker with
+        a fake clock (tests/test_worker_step.py); a running worker uses the real ones."""
         self.o = options
+        self.clock = clock
+        self.monotonic = monotonic
         # The job's process group and our last heartbeat, shared with the supervisor:
         # it kills the job if this process dies or stops beating (see jobgroup.py).
         self.published = published
@@ -80,6 +88,10 @@ class Worker:
     # --- lifecycle -------------------------------------------------------------------
 
     def initialize(self) -> None:
+        self._take_signals()
+        self.open()
+
+    def _take_signals(self) -> None:
         # Ignored, but by a handler that does nothing rather than SIG_IGN: exec resets
         # handled signals to their defaults while SIG_IGN would pass to every job (a
         # job's `trap ... INT` would do nothing). The same for whatever this process
@@ -93,10 +105,15 @@ class Worker:
         # meanwhile is delivered now, to the handlers above. Nothing stays blocked,
         # since jobs inherit this mask.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+    def open(self, store: Store | None = None, heartbeat: bool = True) -> None:
+        """Register, and get ready to claim: everything but the process's signals, so
+        that a test can drive loop_once() in-process (with its own store, and the
+        heartbeat called by hand)."""
         self._title("starting")
         # A fresh engine in this process: connections are never shared across fork.
         # One connection, shared with the heartbeat thread: a worker never holds two.
-        self.store = Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
+        self.store = store or Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
         self.cfg = self.store.register(
             id=self.o.worker_id,
             role=Role.WORKER,
@@ -107,11 +124,12 @@ class Worker:
             queues=self.o.queues,
         )
         self._beat_done()  # registering was a heartbeat
-        self.waiter = Waiter(self.store, self.o.queues)
+        self.waiter = Waiter(self.store, self.o.queues, self.clock)
         self.base_env = dict(os.environ)  # decoded once, not for every job
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
-        self.heartbeat.start()
+        if heartbeat:
+            self.heartbeat.start()
         self._title("idle")
 
     def run(self) -> int:
@@ -162,13 +180,13 @@ class Worker:
     def _claim(self):
         if not self.waiter.work_may_exist():
             return None
-        job = self.store.claim(self.o.worker_id, self.o.queues)
+        job = self.store.claim(self.o.worker_id, self.o.queues, self.clock())
         self.waiter.found(job is not None)
         return job
 
     def _run(self, job) -> None:
         self.job = job
-        self.job_started = time.monotonic()
+        self.job_started = self.monotonic()
         self.busy_recorded = False
         self.fenced_after = None
         self._title(f"busy job={job.id}")
@@ -198,7 +216,7 @@ class Worker:
         """Called while a job runs (never waits on the database); True means kill it now."""
         if self.now_requested or self.declared_dead:
             return True
-        now = time.monotonic()
+        now = self.monotonic()
         if not self.busy_recorded and now - self.job_started >= RECORD_BUSY_AFTER:
             self.busy_recorded = True
             self.heartbeat.now()  # with the job and its process group
@@ -215,7 +233,7 @@ class Worker:
             return
         if outcome.error is None and not outcome.stopped and not self._should_exit():
             # The hot path: one statement on PostgreSQL, one transaction on SQLite.
-            owned, next_job = self.store.complete_and_claim(job.id, self.o.worker_id, output=outcome.output, queues=self.o.queues)
+            owned, next_job = self.store.complete_and_claim(job.id, self.o.worker_id, output=outcome.output, queues=self.o.queues, now=self.clock())
             state = JobState.COMPLETED.value if owned else None
         else:
             state, next_job = self.store.record(
@@ -228,6 +246,7 @@ class Worker:
                 cfg=self.cfg,
                 claim_next=not self._should_exit(),
                 queues=self.o.queues,
+                now=self.clock(),
             )
         self.next_job = next_job
         self.waiter.found(next_job is not None)
@@ -263,12 +282,12 @@ class Worker:
         return True
 
     def _beat_done(self) -> None:
-        self.last_beat = time.monotonic()
+        self.last_beat = self.monotonic()
         self.published.beat = self.last_beat
 
     def _queue_drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
-        return self.store.drained(self.o.queues)
+        return self.store.drained(self.o.queues, self.clock())
 
     def _should_exit(self) -> bool:
         if os.getppid() != self.o.supervisor_pid and not self.graceful:
