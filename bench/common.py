@@ -86,7 +86,7 @@ class Context:
 
 
 def _migrate(url: str) -> None:
-    from queuectl.store.database import open_database
+    from queuectl.store import open_database
 
     db = open_database(url)
     db.dispose()

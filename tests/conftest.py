@@ -74,10 +74,11 @@ class PgDatabases:
     def new(self) -> str:
         if self.template not in self.created:
             self._create(self.template)
+            from queuectl.store import schema
             from queuectl.store.database import Database
 
             db = Database(self.url(self.template))
-            db.ensure_schema()
+            schema.ensure(db)
             db.dispose()
         name = f"{self.prefix}_{len(self.created)}"
         self._create(name, self.template)
@@ -129,7 +130,7 @@ def sqlite_url(tmp_path):
 @pytest.fixture
 def db(db_url):
     """The library API's Database for db_url, schema migrated."""
-    from queuectl.store.database import open_database
+    from queuectl.store import open_database
 
     database = open_database(db_url)
     yield database
@@ -196,7 +197,7 @@ def scli(sqlite_url, tmp_path):
 @pytest.fixture
 def sqlite_db(sqlite_url):
     """The library's Database on SQLite only."""
-    from queuectl.store.database import open_database
+    from queuectl.store import open_database
 
     database = open_database(sqlite_url)
     yield database

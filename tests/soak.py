@@ -526,7 +526,7 @@ class Soak:
         from sqlalchemy import select
 
         from queuectl.store import jobs as jobs_mod
-        from queuectl.store.database import open_database
+        from queuectl.store import open_database
         from queuectl.store.models import ConfigEntry
 
         db = open_database(self.db_url)

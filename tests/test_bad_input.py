@@ -32,7 +32,7 @@ from conftest import Cli, env_for
 from queuectl.store import jobs as jobs_api
 from queuectl.cli.main import main
 from queuectl.cli.parser import build_parser
-from queuectl.store.database import open_database
+from queuectl.store import open_database
 from queuectl.jobspec import MAX_COMMAND_BYTES, SPEC_KEYS
 from queuectl.store.models import ConfigEntry
 from fault_support import run_many

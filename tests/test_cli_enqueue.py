@@ -15,7 +15,7 @@ from conftest import env_for
 
 from queuectl.store import jobs as jobs_api
 from queuectl.store import config as settings
-from queuectl.store.database import open_database
+from queuectl.store import open_database
 from support import all_ids, config_value, dead_row, enqueue, error_line, job_row, kill, usage_error
 
 JOB_KEYS = {

@@ -10,7 +10,7 @@ from conftest import env_for, wait_until
 from sqlalchemy import select
 
 from queuectl.store import jobs, schema, config as settings
-from queuectl.store.database import open_database
+from queuectl.store import open_database
 from queuectl.store.models import ConfigEntry
 
 PROCESSES = 8

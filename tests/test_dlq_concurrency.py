@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select, text
 
 from queuectl.store import counts, dlq, transitions
 from queuectl.cli.main import main
-from queuectl.store.database import open_database
+from queuectl.store import open_database
 from queuectl.errors import NotFound
 from queuectl.store.models import DeadJob
 from queuectl.timeutil import utcnow

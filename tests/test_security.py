@@ -169,7 +169,7 @@ def test_password_is_not_in_debug_logs_or_process_titles(secret_url, tmp_path):
                               stdout=log_file, stderr=subprocess.STDOUT)
         sup = Supervisor(popen, log_path)
         sups.started.append(sup)  # killed, with all it started, at cleanup
-        from queuectl.store.database import open_database
+        from queuectl.store import open_database
 
         db = open_database(secret_url)
         try:
@@ -227,7 +227,7 @@ def test_detached_worker_gets_the_url_from_the_environment_not_argv(secret_url, 
         for proc in tree(pid):
             proc.kill()
     assert_hidden(log.read_text(), where="the detached worker's log")
-    from queuectl.store.database import open_database
+    from queuectl.store import open_database
 
     db = open_database(secret_url)
     try:

@@ -61,7 +61,7 @@ def test_upgrading_a_database_that_already_purged_jobs_counts_them(empty_db_url)
         with db.begin() as conn:  # the purge of that older queuectl: no counter to bump
             conn.execute(DeadJob.__table__.delete().where(DeadJob.id.in_(ids[:2])))
 
-        db.ensure_schema()
+        schema.ensure(db)
 
         assert derived_counts(db) == real_counts(db) == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "dead": 1}
     finally:

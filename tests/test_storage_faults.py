@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from conftest import Cli, env_for
 from queuectl.store import jobs as jobs_api
-from queuectl.store.database import Database, open_database
+from queuectl.store import Database, open_database
 from queuectl.store.models import ConfigEntry
 from fault_support import run_many
 from support import error_line

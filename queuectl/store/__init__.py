@@ -21,13 +21,24 @@ from datetime import datetime
 from typing import Callable
 
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import config, counts, dlq, jobs, transitions, workers
+from queuectl.store import config, counts, dlq, jobs, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
-__all__ = ["Store", "job_dict", "resolve_url", "usable_url", "worker_log_path"]
+__all__ = ["Database", "Store", "job_dict", "open_database", "resolve_url", "usable_url", "worker_log_path"]
 
 job_dict = jobs.to_dict  # a job row (as enqueue returns them) as the JSON object the CLI prints
+
+
+def open_database(db: str | None = None, *, durable: bool = True) -> Database:
+    """The configured database (--db, $QUEUECTL_DB or the default), its schema current."""
+    database = Database(resolve_url(db), durable=durable)
+    try:
+        schema.ensure(database)
+    except BaseException:
+        database.dispose()
+        raise
+    return database
 
 
 class Store:
@@ -46,7 +57,7 @@ class Store:
         if not migrate:
             return cls(db)
         try:
-            db.ensure_schema()
+            schema.ensure(db)
         except BaseException:
             db.dispose()
             raise

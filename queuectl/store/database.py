@@ -143,12 +143,6 @@ class Database:
                 raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
             raise
 
-    def ensure_schema(self) -> None:
-        """Create or upgrade the schema if it is not at this queuectl's head revision."""
-        from queuectl.store import schema
-
-        schema.ensure(self)
-
     def dispose(self) -> None:
         self.engine.dispose()
         self.dialect.close()
@@ -156,13 +150,6 @@ class Database:
 
 def _first_line(err: BaseException | None) -> str:
     return str(err).strip().splitlines()[0] if err and str(err).strip() else type(err).__name__
-
-
-def open_database(db: str | None = None, *, durable: bool = True) -> Database:
-    """Open the configured database and make sure its schema is current."""
-    database = Database(resolve_url(db), durable=durable)
-    database.ensure_schema()
-    return database
 
 
 def usable_url(db: str | None = None) -> str:

@@ -288,7 +288,7 @@ class PostgresDialect:
         # server crash may forget the last outcomes (those jobs run again); enqueues,
         # made by durable connections, still wait for their fsync. No pre-ping: it
         # would cost a round trip per job, and every write of theirs already retries
-        # (retry_db) on a fresh connection once a broken one has failed.
+        # (worker/outage.py) on a fresh connection once a broken one has failed.
         connect_args["options"] = "-c synchronous_commit=off"
         return {"connect_args": connect_args}
 

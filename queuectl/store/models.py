@@ -113,7 +113,7 @@ class Job(JobColumns, Base):
     # to ix_jobs_claim for the claim and then sort every runnable job on each claim.
 
 
-# The claim query's exact shape (see dialect.claim_statement): only runnable rows are
+# The claim query's exact shape (see transitions.claim_statement): only runnable rows are
 # indexed, in claim order, so the cost of a claim does not grow with completed history.
 PartialIndex("ix_jobs_claim", Job.priority.desc(), Job.run_at, Job.seq, where=Job.state.in_(CLAIMABLE))
 # Running jobs by owner: recovery of a dead worker, and the running count of `status`.
