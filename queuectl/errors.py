@@ -36,5 +36,10 @@ class DatabaseError(QueuectlError):
     """The database could not be used."""
 
 
+class StatementFailed(QueuectlError):
+    """The database refused a statement for a reason other than being unusable (a
+    schema changed by hand, a constraint): a bug or tampering, never retried."""
+
+
 class SchemaTooNew(DatabaseError):
     """The database was created by a newer queuectl; upgrade queuectl first."""

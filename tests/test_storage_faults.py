@@ -334,3 +334,17 @@ def test_postgresql_that_never_answers_gives_up_within_15s(tmp_path):
     error_line(result, 1, "timeout")
     assert server.first_connection is not None
     assert ended - server.first_connection < 15, (ended - server.first_connection, ended - started)
+
+
+# --- a schema someone changed by hand ----------------------------------------------------------
+
+
+def test_a_statement_the_database_refuses_is_one_line_without_sql(db, cli):
+    """A column dropped by hand (the revision still says head): the statements fail in
+    the database. One line naming the driver's error, exit 1; never the SQL text."""
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE jobs DROP COLUMN cwd")
+    for args in (["list"], ["enqueue", "true"]):
+        result = cli(*args)
+        line = error_line(result, 1, "cwd")
+        assert "SELECT" not in result.stderr and "INSERT" not in result.stderr and "[SQL" not in result.stderr, line

@@ -60,29 +60,18 @@ def _execute(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as err:  # anything unforeseen: one line, not a traceback
-        if _is_statement_error(err):
-            # SQLAlchemy's text carries the whole statement and its parameters: keep
-            # only the driver's first line (--debug logs the rest).
-            return _fail(args, err, 1, prefix="unexpected database error: ", text=_first_line(err))
-        return _fail(args, err, 1, prefix="unexpected error: ")
+        # Its first line only: a database library puts the statement and its
+        # parameters on the lines after (the store translates those it sees).
+        return _fail(args, err, 1, prefix="unexpected error: ", first_line_only=True)
 
 
-def _is_statement_error(err: BaseException) -> bool:
-    exc = sys.modules.get("sqlalchemy.exc")  # not loaded: the error cannot be one of its
-    return exc is not None and isinstance(err, exc.StatementError)
-
-
-def _first_line(err) -> str:
-    """The first line of the driver's message (SQLAlchemy puts the SQL on later lines)."""
-    cause = err.orig if err.orig is not None else err
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
-
-
-def _fail(args, err: BaseException, code: int, prefix: str = "", text: str | None = None) -> int:
+def _fail(args, err: BaseException, code: int, prefix: str = "", first_line_only: bool = False) -> int:
     if args.debug:
         logging.getLogger("queuectl").exception("failed")
-    text = " ".join((str(err) if text is None else text).split()) or type(err).__name__
+    text = str(err).strip()
+    if first_line_only:
+        text = text.splitlines()[0] if text else ""
+    text = " ".join(text.split()) or type(err).__name__
     print(f"queuectl: error: {prefix}{text}", file=sys.stderr)
     return code
 

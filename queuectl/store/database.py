@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine, make_url
 
 from queuectl.store import dialect
-from queuectl.errors import DatabaseError, ValidationError
+from queuectl.errors import DatabaseError, StatementFailed, ValidationError
 
 ENV_VAR = "QUEUECTL_DB"
 
@@ -141,7 +141,9 @@ class Database:
             refused = isinstance(err, exc.ProgrammingError) and err.statement is None
             if err.connection_invalidated or isinstance(err, exc.OperationalError) or type(err) is exc.DatabaseError or refused:
                 raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
-            raise
+            # Anything else is the statement's own fault. SQLAlchemy's text of it holds
+            # the whole statement and its parameters: only the driver's first line.
+            raise StatementFailed(f"unexpected database error: {_first_line(err.orig)}") from err
 
     def dispose(self) -> None:
         self.engine.dispose()
