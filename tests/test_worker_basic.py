@@ -2,6 +2,8 @@
 environment, working directory and stdin are what the runtime promises, and bad
 commands fail gracefully without hurting the pool."""
 
+import re
+
 from worker_support import FAST, LONG, configure, epoch, job, job_in, processes_of, wait_until, wait_workers
 from worker_support import supervisors  # noqa: F401  (fixture)
 
@@ -121,3 +123,21 @@ def test_output_keeps_only_the_configured_tail(cli, db, supervisors):
     out = job(db, "loud")["output"]
     assert len(out) == 100
     assert out.endswith("999\n1000\n")
+
+
+def test_the_worker_log_has_a_line_per_job_start_and_end(cli, db, supervisors):
+    """#12: a successful job leaves a trace on the worker's screen too, with its time."""
+    configure(db, backoff_max=0)
+    cli.ok("enqueue", "--id", "ok", "echo fine")
+    cli.ok("enqueue", "--id", "bad", "--max-retries", "1", "exit 4")
+    cli.ok("enqueue", "--id", "esc", "--max-retries", "0", "true \x1b[2J")
+    sup = supervisors.start("--burst")
+    assert sup.wait() == 0, sup.log()
+    lines = [line.split(" INFO ", 1)[1] for line in sup.log().splitlines() if " INFO job " in line]
+    assert "job ok started (attempt 1): echo fine" in lines
+    assert any(re.fullmatch(r"job ok completed in \d+\.\d{3}s \(exit 0\)", line) for line in lines), lines
+    assert any(re.fullmatch(r"job bad failed in \d+\.\d{3}s: exit code 4; now failed", line) for line in lines), lines
+    assert "job bad started (attempt 2): exit 4" in lines
+    assert any(re.fullmatch(r"job bad failed in \d+\.\d{3}s: exit code 4; now dead", line) for line in lines), lines
+    assert "job esc started (attempt 1): true \\x1b[2J" in lines  # no raw escape reaches a terminal
+    assert "\x1b" not in sup.log()

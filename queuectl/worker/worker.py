@@ -192,6 +192,7 @@ class Worker:
         self._title(f"busy job={job.id}")
         env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
+        log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
         outcome = runner.run(
             job.command,
             cwd=job.cwd,
@@ -207,8 +208,9 @@ class Worker:
                 None, outcome.output,
                 f"killed: no heartbeat reached the database for {self.fenced_after:.1f}s (so that no other worker runs it meanwhile)",
             )
+        took = self.monotonic() - self.job_started
         # Never given up: the outcome is written once the database is back.
-        ride_out(lambda: self._record(job, outcome))
+        ride_out(lambda: self._record(job, outcome, took))
         self.job = None
         self._title("idle")
 
@@ -227,7 +229,7 @@ class Worker:
             return True
         return False
 
-    def _record(self, job, outcome: runner.Outcome) -> None:
+    def _record(self, job, outcome: runner.Outcome, took: float = 0.0) -> None:
         """Write the outcome and, unless stopping, claim the next job in the same write."""
         if self.declared_dead:
             return
@@ -254,10 +256,13 @@ class Worker:
             log.warning("job %s was recovered by another process meanwhile; its outcome is discarded", job.id)
         elif state == JobState.COMPLETED.value:
             self.processed += 1
-        elif state != JobState.PENDING.value:
+            log.info("job %s completed in %.3fs (exit 0)", job.id, took)
+        elif state == JobState.PENDING.value:
+            log.info("job %s given back unrun after %.3fs (stopping now)", job.id, took)
+        else:
             self.processed += 1
             self.failed += 1
-            log.info("job %s failed: %s; now %s", job.id, outcome.error, state)
+            log.info("job %s failed in %.3fs: %s; now %s", job.id, took, outcome.error, state)
 
     # --- heartbeats, flags, waiting --------------------------------------------------
 
@@ -306,6 +311,12 @@ class Worker:
 
     def _title(self, what: str) -> None:
         set_title(f"queuectl worker {self.o.index}/{self.o.count} {what}")
+
+
+def _preview(command: str, width: int = 80) -> str:
+    """A command for a log line: one line, control characters escaped, cut to width."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in command)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def main(options: WorkerOptions, published) -> None:
