@@ -74,7 +74,9 @@ class Context:
         log = self.log_file(name)
         with open(log, "wb") as out:
             start = time.perf_counter()
-            proc = subprocess.run(argv, env=env or self.env, cwd=self.work, stdin=stdin or subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            proc = subprocess.run(
+                argv, env=env or self.env, cwd=self.work, stdin=stdin or subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+            )
             elapsed = time.perf_counter() - start
         if check and proc.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:]

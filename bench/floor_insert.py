@@ -11,7 +11,7 @@ least this work costs from Python on this machine.
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 COLUMNS = (
     "id", "seq", "command", "state", "attempts", "max_retries", "priority", "queue", "run_at", "timeout",
@@ -21,7 +21,7 @@ COLUMNS = (
 
 def main() -> None:
     url, path, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     cwd = os.getcwd()
     with open(path) as f:
         commands = [line.strip() for line in f if line.strip()]

@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import exit_peaks
@@ -298,7 +298,9 @@ def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
     proc = None
     try:
         with open(log, "wb") as out:
-            proc = subprocess.Popen(ctx.queuectl(url, "worker", "start", "-c", "1"), env=env, cwd=ctx.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ctx.queuectl(url, "worker", "start", "-c", "1"), env=env, cwd=ctx.work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            )
         _wait_idle_worker(db)
         time.sleep(0.5)
         listening = None
@@ -371,7 +373,10 @@ def listen_switch_present() -> bool:
 
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DATETIME stores a value
 
-_COLUMNS = "id, seq, command, state, attempts, max_retries, priority, queue, run_at, timeout, cwd, created_at, updated_at, started_at, finished_at, exit_code, last_error, output, worker_id"
+_COLUMNS = (
+    "id, seq, command, state, attempts, max_retries, priority, queue, run_at, timeout, cwd, "
+    "created_at, updated_at, started_at, finished_at, exit_code, last_error, output, worker_id"
+)
 # x: 1..n; the last `pending` rows are pending (the newest jobs), the rest completed history.
 _SELECT = """
     {id}, x, 'true',
@@ -393,7 +398,7 @@ def build_table(backend, url: str, total: int, pending: int, cwd: str) -> float:
     from sqlalchemy import create_engine, text
 
     start = time.perf_counter()
-    ts = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    ts = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
     params = {"n": total, "done": total - pending, "cwd": cwd}
     if backend.name == "sqlite":
         import sqlite3

@@ -20,19 +20,23 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import exit_peaks  # noqa: E402
-import measures  # noqa: E402
-from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers  # noqa: E402
+import exit_peaks
+import measures
+from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
-FULL = dict(drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5)
-QUICK = dict(drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3)
+FULL = dict(
+    drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5,
+)
+QUICK = dict(
+    drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3,
+)
 
 # Targets: (description, test on the figure)
 TARGETS = {
@@ -64,7 +68,9 @@ def parse_args(argv=None):
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "queuectl"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "queuectl"], capture_output=True, text=True,
+        ).stdout.strip()
         return out + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -202,14 +208,14 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     sep("drain", f"Drain {n:,} `true` jobs (`worker start --burst`); medians of interleaved rounds (W=1: {p['rounds'][1]}, W=2: {p['rounds'][2]})")
     for w in ("1", "2"):
         d = lambda r, w=w: r["drain"]["widths"][w]  # noqa: E731
-        row(f"W={w} queuectl", lambda r: d(r)["queuectl_jobs_s"], _rate)
-        row(f"W={w} of which fixed: `--burst` on an empty queue", lambda r: d(r)["empty_burst_s"], lambda v: f"{v:.2f} s")
-        row(f"W={w} queuectl without that fixed cost / xargs", lambda r: d(r)["per_job_vs_xargs"], lambda v: f"{v:.0%}")
-        row(f"W={w} xargs -P{w} (physical limit)", lambda r: d(r)["xargs_jobs_s"], _rate)
-        row(f"W={w} queuectl / xargs", lambda r: d(r)["vs_xargs"], lambda v: f"{v:.0%}", "drain_vs_xargs" if w == "2" else None)
-        row(f"W={w} tsp -S {w} (enqueue + run)", lambda r: tsp_figure(r["drain"], w, "tsp_jobs_s"), _rate)
-        row(f"W={w} queuectl / tsp", lambda r: tsp_figure(r["drain"], w, "vs_tsp"), lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
-        row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r: tsp_figure(r["drain"], w, "enqueue_plus_drain_vs_tsp"), lambda v: f"{v:.2f}x")
+        row(f"W={w} queuectl", lambda r, d=d: d(r)["queuectl_jobs_s"], _rate)
+        row(f"W={w} of which fixed: `--burst` on an empty queue", lambda r, d=d: d(r)["empty_burst_s"], lambda v: f"{v:.2f} s")
+        row(f"W={w} queuectl without that fixed cost / xargs", lambda r, d=d: d(r)["per_job_vs_xargs"], lambda v: f"{v:.0%}")
+        row(f"W={w} xargs -P{w} (physical limit)", lambda r, d=d: d(r)["xargs_jobs_s"], _rate)
+        row(f"W={w} queuectl / xargs", lambda r, d=d: d(r)["vs_xargs"], lambda v: f"{v:.0%}", "drain_vs_xargs" if w == "2" else None)
+        row(f"W={w} tsp -S {w} (enqueue + run)", lambda r, w=w: tsp_figure(r["drain"], w, "tsp_jobs_s"), _rate)
+        row(f"W={w} queuectl / tsp", lambda r, w=w: tsp_figure(r["drain"], w, "vs_tsp"), lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
+        row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r, w=w: tsp_figure(r["drain"], w, "enqueue_plus_drain_vs_tsp"), lambda v: f"{v:.2f}x")
     sep("bulk", f"Bulk enqueue (`enqueue --file`, {p['bulk_n']:,} jobs, one process, wall)")
     row("queuectl", lambda r: r["bulk"]["queuectl_jobs_s"], _rate, "bulk")
     row("same rows by the bare driver's executemany (floor)", lambda r: r["bulk"]["floor_jobs_s"], _rate)
@@ -302,14 +308,17 @@ def main(argv=None) -> int:
     if args.backend in ("postgresql", "both") and pg_problem:
         print(f"bench: PostgreSQL does not answer at {args.pg_url}: {pg_problem}", file=sys.stderr)
         return 1
-    backends = ["sqlite"] if args.backend == "sqlite" else ["postgresql"] if args.backend == "postgresql" else ["sqlite"] + ([] if pg_problem else ["postgresql"])
+    if args.backend in ("sqlite", "postgresql"):
+        backends = [args.backend]
+    else:
+        backends = ["sqlite"] + ([] if pg_problem else ["postgresql"])
     if args.backend is None and pg_problem:
         print(f"bench: PostgreSQL does not answer ({pg_problem}); SQLite only", flush=True)
     if not measures.TSP:
         print("bench: task-spooler (tsp) is not installed; its rows are n/a (`make bench` installs it)", flush=True)
 
     meta = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "quick": args.quick,
         "params": p,
@@ -326,7 +335,11 @@ def main(argv=None) -> int:
         meta["sqlalchemy"] = sqlalchemy.__version__
     except ImportError:
         pass
-    print(f"queuectl benchmarks ({'quick' if args.quick else 'full'}): {', '.join(backends)}; commit {meta['commit']}; load {meta['loadavg_before'][0]:.2f} on {meta['cpus']} CPUs", flush=True)
+    print(
+        f"queuectl benchmarks ({'quick' if args.quick else 'full'}): {', '.join(backends)}; "
+        f"commit {meta['commit']}; load {meta['loadavg_before'][0]:.2f} on {meta['cpus']} CPUs",
+        flush=True,
+    )
 
     results: dict = {}
     errors: list[str] = []

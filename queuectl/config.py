@@ -1,7 +1,7 @@
 """Configuration keys: defaults, types and ranges. Values live in the `config` table."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from queuectl.errors import ValidationError
 from queuectl.timeutil import parse_duration

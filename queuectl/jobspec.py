@@ -3,9 +3,10 @@
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from queuectl.errors import ValidationError
 from queuectl.timeutil import parse_duration, parse_timestamp

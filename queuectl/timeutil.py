@@ -2,7 +2,7 @@
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from queuectl.errors import ValidationError
 
@@ -13,14 +13,14 @@ MAX_SECONDS = 10 * 365 * 86400
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
     """Format as ISO 8601 UTC with a Z suffix (None stays None)."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_duration(text: str | int | float, what: str = "duration") -> float:
@@ -54,9 +54,9 @@ def parse_timestamp(text: str) -> datetime:
     except ValueError:
         raise ValidationError(f"invalid timestamp {text!r} (use ISO 8601, e.g. 2026-01-01T00:00:00Z)") from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValidationError(f"invalid timestamp {text!r} (out of range)") from None
 

@@ -144,7 +144,7 @@ class Soak:
             log.write(f"{stamp} {what}\n")
 
     def spawn(self, *args: str) -> Command:
-        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115  (the Command holds them until collected)
         proc = subprocess.Popen([sys.executable, "-m", "queuectl", *args], stdout=out, stderr=err, text=True, env=_env(self.db_url))
         return Command(args, proc, out, err)
 

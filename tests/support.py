@@ -1,7 +1,7 @@
 """Helpers shared by the CLI and state-machine tests (not fixtures: plain functions)."""
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 
@@ -10,7 +10,7 @@ from queuectl.store import jobs, transitions
 from queuectl.store.models import ConfigEntry, DeadJob, Job
 
 # A fixed, controllable clock for the library API (far from the real time).
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 CFG = {"backoff-base": 2.0, "backoff-max": 3600.0, "backoff-jitter": 0.0}
 
 

@@ -20,7 +20,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -29,13 +29,13 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from conftest import Cli, env_for
-from queuectl.store import jobs as jobs_api
+from fault_support import run_many
 from queuectl.cli.main import main
 from queuectl.cli.parser import build_parser
-from queuectl.store import open_database
 from queuectl.jobspec import MAX_COMMAND_BYTES, SPEC_KEYS
+from queuectl.store import jobs as jobs_api
+from queuectl.store import open_database
 from queuectl.store.models import ConfigEntry
-from fault_support import run_many
 from support import error_line
 
 # The database is per test, shared by its examples (each compares before/after).
@@ -171,7 +171,8 @@ def durations():
 
 
 def offsets():
-    return st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)).map(lambda d: timedelta(minutes=round(d.total_seconds() / 60))))
+    deltas = st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59))
+    return st.builds(timezone, deltas.map(lambda d: timedelta(minutes=round(d.total_seconds() / 60))))
 
 
 @st.composite
@@ -192,7 +193,7 @@ def iso_timestamps(draw):
     elif spec == "milliseconds":
         dt = dt.replace(microsecond=dt.microsecond // 1000 * 1000)
     try:
-        expected = dt.replace(tzinfo=timezone.utc) if tz is None else dt.astimezone(timezone.utc)
+        expected = dt.replace(tzinfo=UTC) if tz is None else dt.astimezone(UTC)
     except (OverflowError, ValueError):
         expected = None
     return text, expected
@@ -219,7 +220,8 @@ def spec_values(key: str, cwd: str):
 
 @st.composite
 def json_specs(draw, cwd: str):
-    keys = draw(st.lists(st.one_of(st.sampled_from(SPEC_KEYS), st.sampled_from(["retries", "Command", "cmd", "", "id "]), st.text(max_size=8)), max_size=6, unique=True))
+    key = st.one_of(st.sampled_from(SPEC_KEYS), st.sampled_from(["retries", "Command", "cmd", "", "id "]), st.text(max_size=8))
+    keys = draw(st.lists(key, max_size=6, unique=True))
     if draw(st.integers(0, 9)) > 1 and "command" not in keys:  # mostly with a command
         keys.append("command")
     return {key: draw(spec_values(key, cwd)) for key in keys}
@@ -272,7 +274,9 @@ def test_json_job_specs(qdb, tmp_path, data):
 
 def json_like_text():
     """Text a user might paste as a JSON spec: valid JSON broken in one place, or noise."""
-    valid = st.dictionaries(st.sampled_from(SPEC_KEYS), st.one_of(any_text, st.integers(), st.none()), max_size=4).map(lambda d: json.dumps({"command": "true", **d}))
+    valid = st.dictionaries(st.sampled_from(SPEC_KEYS), st.one_of(any_text, st.integers(), st.none()), max_size=4).map(
+        lambda d: json.dumps({"command": "true", **d}),
+    )
 
     @st.composite
     def broken(draw):

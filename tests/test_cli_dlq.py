@@ -3,11 +3,11 @@
 from datetime import timedelta
 
 import pytest
-from conftest import Cli
 
-from queuectl.store import jobs, transitions
+from conftest import Cli
 from queuectl.errors import NotFound
 from queuectl.states import JobState
+from queuectl.store import jobs, transitions
 from queuectl.timeutil import utcnow
 from support import dead_row, enqueue, error_line, job_row, kill, usage_error
 

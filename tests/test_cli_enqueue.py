@@ -11,10 +11,10 @@ import subprocess
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import env_for
 
-from queuectl.store import jobs as jobs_api
+from conftest import env_for
 from queuectl.store import config as settings
+from queuectl.store import jobs as jobs_api
 from queuectl.store import open_database
 from support import all_ids, config_value, dead_row, enqueue, error_line, job_row, kill, usage_error
 

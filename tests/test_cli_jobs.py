@@ -5,8 +5,8 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import Cli
 
+from conftest import Cli
 from queuectl.store.models import Worker
 from queuectl.timeutil import utcnow
 from support import enqueue, error_line, fail_once, finish, kill, take, usage_error

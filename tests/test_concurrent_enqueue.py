@@ -5,12 +5,11 @@ import sys
 import threading
 
 import pytest
-
-from conftest import env_for, wait_until
 from sqlalchemy import select
 
-from queuectl.store import jobs, schema, config as settings
-from queuectl.store import open_database
+from conftest import env_for, wait_until
+from queuectl.store import config as settings
+from queuectl.store import jobs, open_database, schema
 from queuectl.store.models import ConfigEntry
 
 PROCESSES = 8

@@ -14,13 +14,12 @@ import sys
 import threading
 
 import pytest
-from conftest import env_for, wait_until
 from sqlalchemy import event, func, select, text
 
-from queuectl.store import counts, dlq, transitions
+from conftest import env_for, wait_until
 from queuectl.cli.main import main
-from queuectl.store import open_database
 from queuectl.errors import NotFound
+from queuectl.store import counts, dlq, open_database, transitions
 from queuectl.store.models import DeadJob
 from queuectl.timeutil import utcnow
 from support import CFG, T0, config_value, dead_row, enqueue, error_line, finish, job_row, kill, real_counts, take

@@ -8,8 +8,8 @@ import time
 
 import psutil
 import pytest
-from conftest import wait_until
 
+from conftest import wait_until
 from worker_support import FAST, LONG, configure, epoch, job, processes_of, supervisors  # noqa: F401
 
 

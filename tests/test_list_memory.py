@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import env_for
 from sqlalchemy import update
 
+from conftest import env_for
 from queuectl.store.models import DeadJob, Job
 from queuectl.timeutil import utcnow
 from support import enqueue, finish, kill

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import REPO, env_for
 
+from conftest import REPO, env_for
 from queuectl.store import schema
 from queuectl.store.database import Database, resolve_url
 from queuectl.store.models import Base

@@ -8,11 +8,11 @@ import time
 
 import psutil
 from sqlalchemy import text
-from conftest import wait_until
-from worker_support import FAST, configure, job, kill_all, live_workers, read_lines, supervisors, tree, wait_workers  # noqa: F401
 
+from conftest import wait_until
 from queuectl import jobspec
 from queuectl.store import jobs
+from worker_support import FAST, configure, job, kill_all, live_workers, read_lines, supervisors, tree, wait_workers  # noqa: F401
 
 HOSTS = ("host-a", "host-b", "host-c")
 

@@ -9,21 +9,21 @@ import collections
 import signal
 
 import pytest
+
 from conftest import wait_until
 from pg_server import private_pg  # noqa: F401
-from worker_support import FAST, LONG, configure, read_lines, supervisors, wait_workers  # noqa: F401
-
 from queuectl import jobspec
 from queuectl.store import jobs
+from worker_support import FAST, LONG, configure, read_lines, supervisors, wait_workers  # noqa: F401
 
 
 @pytest.fixture
-def db_url(private_pg):  # noqa: F811
+def db_url(private_pg):
     """This module's database: on the private server, never the shared one."""
     return private_pg.create_database("queuectl")
 
 
-def test_database_restart_mid_run_loses_nothing(db, supervisors, private_pg, tmp_path):  # noqa: F811
+def test_database_restart_mid_run_loses_nothing(db, supervisors, private_pg, tmp_path):
     configure(db, **FAST)
     side_log = tmp_path / "ran.log"
     ids = [r["id"] for r in jobs.enqueue(db, [jobspec.build(f'sleep 0.2; echo "$QUEUECTL_JOB_ID" >> {side_log}') for _ in range(40)])]

@@ -17,8 +17,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, Cli, env_for, wait_until
-from queuectl.store import jobs as jobs_api
 from fault_support import run_many
+from queuectl.store import jobs as jobs_api
 from support import error_line
 from worker_support import LONG, Supervisor, Supervisors, alive, job, live_workers, tree, wait_workers
 
@@ -339,7 +339,7 @@ def test_a_command_is_public_in_ps_but_a_sourced_env_file_or_the_workers_environ
                     return proc
             return None
 
-        proc = wait_until(holder, timeout=LONG, interval=0.01, message="a process of the sourced job holding API_TOKEN")
+        wait_until(holder, timeout=LONG, interval=0.01, message="a process of the sourced job holding API_TOKEN")
         if os.getuid() == 0:  # and another user cannot read a job's environment
             def environ(p):
                 try:
@@ -423,7 +423,7 @@ def test_sql_fragments_round_trip_verbatim(cli, db, db_url, tmp_path):
         (["config", "set", "max-retries", "1; DROP TABLE config"], "invalid value"),
         (["config", "get", "max-retries'; DROP TABLE config; --"], "unknown config key"),
     ]
-    for (args, fragment), (_, result, _) in zip(refused, run_many(db_url, tmp_path, [a for a, _ in refused])):
+    for (_args, fragment), (_, result, _) in zip(refused, run_many(db_url, tmp_path, [a for a, _ in refused])):
         error_line(result, 2, fragment)
 
     tables = set(inspect(db.engine).get_table_names())

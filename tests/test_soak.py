@@ -1,6 +1,7 @@
 """The chaos soak (tests/soak.py): a short run in every test run, a long one with -m slow."""
 
 import pytest
+
 from soak import run_soak, violations
 
 

@@ -54,7 +54,7 @@ def test_upgrading_a_database_that_already_purged_jobs_counts_them(empty_db_url)
         with db.translate_errors(), db.dialect.migration_lock(db.engine) as conn:
             schema.upgrade(conn, "0001")  # a database made before the '_purged' counter
         ids = [enqueue(db, max_retries=0) for _ in range(5)]
-        for job_id in ids[:3]:
+        for _ in ids[:3]:
             with db.begin() as conn:
                 claimed = transitions.claim(conn, "w1", None, T0)
                 transitions.fail(conn, claimed.id, "w1", error="exit code 1", exit_code=1, output="", now=T0, cfg=CFG)

@@ -24,10 +24,10 @@ import pytest
 from sqlalchemy import select
 
 from conftest import Cli, env_for
-from queuectl.store import jobs as jobs_api
-from queuectl.store import Database, open_database
-from queuectl.store.models import ConfigEntry
 from fault_support import run_many
+from queuectl.store import Database, open_database
+from queuectl.store import jobs as jobs_api
+from queuectl.store.models import ConfigEntry
 from support import error_line
 
 ROOT = os.geteuid() == 0
@@ -79,7 +79,7 @@ COMMANDS = [["list"], ["enqueue", "true"], ["status"], ["config", "set", "max-re
 def test_file_that_is_not_a_database(tmp_path, garbage):
     path = tmp_path / "queue.db"
     path.write_bytes(GARBAGE[garbage])
-    for args, result, _ in run_many(str(path), tmp_path, COMMANDS if garbage == "random-4k" else COMMANDS[:2]):
+    for _args, result, _ in run_many(str(path), tmp_path, COMMANDS if garbage == "random-4k" else COMMANDS[:2]):
         error_line(result, 1, "not a database")
     assert path.read_bytes() == GARBAGE[garbage]  # not one byte changed
     assert not (tmp_path / "queue.db-wal").exists() and not (tmp_path / "queue.db-journal").exists()
@@ -263,7 +263,7 @@ def test_newer_schema_is_refused_by_every_command_and_not_touched(db, db_url, tm
 
     commands = [["status"], ["show", "keep"], ["logs", "keep"], ["config", "list"], ["config", "set", "max-retries", "1"],
                 ["config", "unset", "max-retries"], ["dlq", "retry", "--all"], ["dlq", "purge", "--all"], ["worker", "stop"]]
-    for args, result, _ in run_many(db_url, tmp_path, commands):
+    for _args, result, _ in run_many(db_url, tmp_path, commands):
         error_line(result, 1, "revision 9999", "upgrade queuectl")
 
     if sqlite_file:

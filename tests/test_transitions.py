@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from queuectl.errors import NotFound
 from queuectl.store import Store, dlq, jobs, transitions
 from queuectl.store import config as settings
-from queuectl.errors import NotFound
 from queuectl.timeutil import after
 from support import CFG, T0, dead_row, enqueue, job_row, seconds
 

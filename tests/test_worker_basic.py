@@ -4,8 +4,7 @@ commands fail gracefully without hurting the pool."""
 
 import re
 
-from worker_support import FAST, LONG, configure, epoch, job, job_in, processes_of, wait_until, wait_workers
-from worker_support import supervisors  # noqa: F401  (fixture)
+from worker_support import FAST, LONG, configure, epoch, job, job_in, processes_of, supervisors, wait_until, wait_workers  # noqa: F401  (fixture)
 
 
 def test_job_completes_with_output_env_cwd_and_devnull_stdin(cli, db, supervisors, tmp_path):

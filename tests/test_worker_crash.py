@@ -5,6 +5,7 @@ import signal
 import time
 
 import psutil
+
 from worker_support import (
     FAST,
     LONG,
@@ -18,12 +19,12 @@ from worker_support import (
     live_workers,
     processes_of,
     read_lines,
+    supervisors,  # noqa: F401  (fixture)
     wait_lines,
     wait_until,
     wait_workers,
     worker_rows,
 )
-from worker_support import supervisors  # noqa: F401  (fixture)
 
 
 def busy_row(db, sup_pid, job_id, with_pgid=True):
@@ -44,7 +45,8 @@ def test_sigkilled_worker_loses_its_attempt_and_is_replaced(cli, db, supervisors
     go = tmp_path / "go"
     # Every attempt waits for `go`: the first is killed; the second is held until the
     # test has looked at the recovered row, so nothing depends on timing.
-    cli.ok("enqueue", "--id", "victim", "--max-retries", "3", f'echo "$QUEUECTL_ATTEMPT" >> "{side}"; while [ ! -e "{go}" ]; do sleep 0.05; done; echo finished')
+    cli.ok("enqueue", "--id", "victim", "--max-retries", "3",
+           f'echo "$QUEUECTL_ATTEMPT" >> "{side}"; while [ ! -e "{go}" ]; do sleep 0.05; done; echo finished')
     sup = supervisors.start("--concurrency", "1")
     wait_lines(side, 1)
     busy_row(db, sup.pid, "victim")
@@ -89,7 +91,8 @@ def test_a_jobs_background_processes_die_with_its_sigkilled_worker(cli, db, supe
     configure(db, **FAST)
     cli.ok("enqueue", "--id", "forker", "--max-retries", "0", "sleep 300 & sleep 300")
     sup = supervisors.start("--concurrency", "1")
-    sleepers = wait_until(lambda: (found := processes_of(cli.db_url, ["sleep", "300"])) and len(found) == 2 and found, timeout=LONG, message="both sleeps to start")
+    sleepers = wait_until(lambda: (found := processes_of(cli.db_url, ["sleep", "300"])) and len(found) == 2 and found,
+                          timeout=LONG, message="both sleeps to start")
     row = busy_row(db, sup.pid, "forker", with_pgid=False)
     worker = psutil.Process(row.pid)
     assert worker.ppid() == sup.pid
@@ -115,7 +118,8 @@ def test_sigkilled_supervisor_lets_workers_finish_then_restart_completes_everyth
     cli.ok("enqueue", "--file", jobs_file)
 
     sup = supervisors.start("--concurrency", "2")
-    running = wait_until(lambda: (rows := [j for j in all_jobs(db) if j["state"] == "running"]) and len(rows) == 2 and rows, timeout=LONG, message="two running jobs")
+    running = wait_until(lambda: (rows := [j for j in all_jobs(db) if j["state"] == "running"]) and len(rows) == 2 and rows,
+                         timeout=LONG, message="two running jobs")
     held = [j["id"] for j in running]
     workers = sup.children()
     assert len(workers) == 2
@@ -194,7 +198,8 @@ def test_other_hosts_dead_worker_is_recovered_within_heartbeat_timeout(cli, db, 
     interval, timeout = 0.2, 1.5
     configure(db, heartbeat_interval=interval, heartbeat_timeout=timeout, backoff_max=0.2, poll_interval=0.05)
     side = tmp_path / "attempts.log"
-    cli.ok("enqueue", "--id", "remote", "--max-retries", "2", f'echo "$QUEUECTL_ATTEMPT $(hostname)" >> "{side}"; [ "$QUEUECTL_ATTEMPT" -gt 1 ] || exec sleep 60')
+    cli.ok("enqueue", "--id", "remote", "--max-retries", "2",
+           f'echo "$QUEUECTL_ATTEMPT $(hostname)" >> "{side}"; [ "$QUEUECTL_ATTEMPT" -gt 1 ] || exec sleep 60')
 
     host_a = supervisors.start("--concurrency", "1", hostname="hostA")
     wait_lines(side, 1)
@@ -226,6 +231,7 @@ def test_other_hosts_dead_worker_is_recovered_within_heartbeat_timeout(cli, db, 
     assert done["worker_id"] in {r.id for r in live_workers(db, host_b.pid)}
     assert [line.split()[0] for line in read_lines(side)] == ["1", "2"]
     supervisor_a = [r for r in worker_rows(db, role="supervisor") if r.host == "hostA"]
-    wait_until(lambda: all(r.state == "dead" for r in worker_rows(db, role="supervisor") if r.host == "hostA"), timeout=LONG, message="hostA's supervisor row to be declared dead")
+    wait_until(lambda: all(r.state == "dead" for r in worker_rows(db, role="supervisor") if r.host == "hostA"),
+               timeout=LONG, message="hostA's supervisor row to be declared dead")
     assert len(supervisor_a) == 1
     assert epoch(done["finished_at"]) >= killed_at

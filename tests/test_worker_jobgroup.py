@@ -9,12 +9,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_until
-from worker_support import FAST, LONG, alive, configure, job, kill_all, processes_of, wait_lines, wait_workers
-from worker_support import supervisors  # noqa: F401  (fixture)
 
+from conftest import wait_until
 from queuectl.errors import QueuectlError
 from queuectl.worker import jobgroup
+from worker_support import FAST, LONG, alive, configure, job, kill_all, processes_of, supervisors, wait_lines, wait_workers  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -280,7 +279,7 @@ def test_orphaned_workers_leave_no_job_group_files(db, supervisors, tmp_path):
     sup.wait()
     # Orphaned, each worker stops by itself (it has no job to finish)...
     for row in workers:
-        wait_until(lambda: not alive(row.pid), timeout=LONG, message=f"orphaned worker {row.pid} to exit")
+        wait_until(lambda row=row: not alive(row.pid), timeout=LONG, message=f"orphaned worker {row.pid} to exit")
     # ... and nobody else will ever clean up after it.
     assert list(files.glob("*.pgid")) == []
 

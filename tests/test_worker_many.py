@@ -3,8 +3,7 @@
 import time
 from collections import Counter
 
-from worker_support import read_lines
-from worker_support import supervisors  # noqa: F401  (fixture)
+from worker_support import read_lines, supervisors  # noqa: F401  (fixture)
 
 JOBS = 500
 

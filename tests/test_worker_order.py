@@ -1,7 +1,6 @@
 """What runs first: higher priority, then enqueue order; and not before run_at."""
 
-from worker_support import FAST, LONG, configure, epoch, job_in, read_lines, wait_until, wait_workers
-from worker_support import supervisors  # noqa: F401  (fixture)
+from worker_support import FAST, LONG, configure, epoch, job_in, read_lines, supervisors, wait_until, wait_workers  # noqa: F401  (fixture)
 
 
 def test_higher_priority_is_claimed_first_then_enqueue_order(cli, db, supervisors, tmp_path):

@@ -1,8 +1,7 @@
 """A failing job is retried after the configured exponential backoff, lands in the
 dead-letter queue once out of retries, and `dlq retry` gives it another run."""
 
-from worker_support import LONG, configure, job, job_in, read_lines, wait_until
-from worker_support import supervisors  # noqa: F401  (fixture)
+from worker_support import LONG, configure, job, job_in, read_lines, supervisors, wait_until  # noqa: F401  (fixture)
 
 # Slack above a computed retry time: claim latency (poll-interval, or up to one
 # LISTEN slice on PostgreSQL) plus a loaded machine. Lower bounds are exact.

@@ -1,10 +1,9 @@
 """`status` shows the live workers of a running supervisor as the real processes."""
 
 import psutil
-from worker_support import FAST, LONG, alive, configure, job_in, wait_until, wait_workers
-from worker_support import supervisors  # noqa: F401  (fixture)
 
 from queuectl.states import LIVE_WORKER_STATES as LIVE
+from worker_support import FAST, LONG, alive, configure, job_in, supervisors, wait_until, wait_workers  # noqa: F401  (fixture)
 
 
 def test_status_lists_live_workers_with_real_pids_and_drops_them_after_stop(cli, db, supervisors, tmp_path):

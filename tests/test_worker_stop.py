@@ -8,6 +8,9 @@ import time
 from datetime import timedelta
 
 import psutil
+
+from queuectl.states import LIVE_WORKER_STATES as LIVE
+from queuectl.timeutil import utcnow
 from worker_support import (
     FAST,
     LONG,
@@ -20,14 +23,11 @@ from worker_support import (
     live_workers,
     processes_of,
     read_lines,
+    supervisors,  # noqa: F401  (fixture)
     wait_until,
     wait_workers,
     worker_rows,
 )
-from worker_support import supervisors  # noqa: F401  (fixture)
-
-from queuectl.states import LIVE_WORKER_STATES as LIVE
-from queuectl.timeutil import utcnow
 
 
 def running(db, job_id):
@@ -70,7 +70,8 @@ def test_stop_twice_is_still_graceful(cli, db, supervisors, tmp_path):
     # supervisor forwards a stop right after a heartbeat, and a busy worker checks
     # for "stop now" before each of its own.
     sent = utcnow()
-    wait_until(lambda: all(r.last_heartbeat > sent or r.state not in LIVE for r in worker_rows(db, role="supervisor")), timeout=LONG, message="a supervisor heartbeat")
+    wait_until(lambda: all(r.last_heartbeat > sent or r.state not in LIVE for r in worker_rows(db, role="supervisor")),
+               timeout=LONG, message="a supervisor heartbeat")
     seen = utcnow() + timedelta(seconds=0.3)
     wait_until(lambda: all(r.last_heartbeat > seen or r.state not in LIVE for r in worker_rows(db)), timeout=LONG, message="worker heartbeats")
 
@@ -219,5 +220,6 @@ def test_detached_supervisor_runs_jobs_and_worker_stop_stops_it(cli, db, supervi
     assert stop.returncode == 0, stop.stderr
     assert "all stopped" in stop.stdout
     wait_until(lambda: not alive(pid), timeout=LONG, message="the detached supervisor to exit")
-    log = open(log_path).read()
+    with open(log_path) as f:
+        log = f.read()
     assert "started 1 worker(s)" in log and "stopped" in log

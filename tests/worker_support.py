@@ -14,14 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import env_for, wait_until
 from sqlalchemy import select
 
-from queuectl.store import jobs as jobs_mod
+from conftest import env_for, wait_until
+from queuectl.states import LIVE_WORKER_STATES
 from queuectl.store import config as settings
+from queuectl.store import jobs as jobs_mod
 from queuectl.store.database import resolve_url
 from queuectl.store.models import Worker
-from queuectl.states import LIVE_WORKER_STATES
 
 # Bounds for waits: generous, because a loaded 2-core machine is slow, but finite.
 STARTUP = 60.0

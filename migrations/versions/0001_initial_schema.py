@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-27 19:27:25.320222
 
 Timestamps are naive UTC DATETIME columns (queuectl.store.models.UTCDateTime adds the
@@ -9,9 +9,8 @@ zone back in Python). The config row '_seq' is the counter behind job ids and
 enqueue order; it only grows, so ids are never reused, even after a purge.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -73,8 +72,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('seq', name=op.f('uq_jobs_seq'))
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.create_index('ix_jobs_claim', [sa.literal_column('priority DESC'), 'run_at', 'seq'], unique=False, sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
-        batch_op.create_index('ix_jobs_running', ['worker_id'], unique=False, sqlite_where=sa.text("state = 'running'"), postgresql_where=sa.text("state = 'running'"))
+        batch_op.create_index('ix_jobs_claim', [sa.literal_column('priority DESC'), 'run_at', 'seq'], unique=False,
+                              sqlite_where=sa.text("state IN ('pending', 'failed')"), postgresql_where=sa.text("state IN ('pending', 'failed')"))
+        batch_op.create_index('ix_jobs_running', ['worker_id'], unique=False,
+                              sqlite_where=sa.text("state = 'running'"), postgresql_where=sa.text("state = 'running'"))
 
     op.create_table('workers',
     sa.Column('id', sa.String(length=64), nullable=False),

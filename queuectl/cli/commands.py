@@ -195,7 +195,10 @@ def run_status(args, session: Session) -> int:
         return 0
     _table(
         [
-            [w["id"], w["host"], w["pid"], w["state"], w["job_id"] or "-", f"{w['heartbeat_age']:.1f}s", _pct(w.get("cpu_percent")), _mb(w.get("rss_bytes")), w["processed"], w["failed"]]
+            [
+                w["id"], w["host"], w["pid"], w["state"], w["job_id"] or "-", f"{w['heartbeat_age']:.1f}s",
+                _pct(w.get("cpu_percent")), _mb(w.get("rss_bytes")), w["processed"], w["failed"],
+            ]
             for w in report["workers"]
         ],
         ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED"],

@@ -62,7 +62,10 @@ def _enqueue(sub) -> None:
 
 def _list(sub) -> None:
     for name in ("list", "jobs"):
-        p = sub.add_parser(name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""), description="List jobs in enqueue order, live and dead. Outputs are left out: see show and logs.")
+        p = sub.add_parser(
+            name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""),
+            description="List jobs in enqueue order, live and dead. Outputs are left out: see show and logs.",
+        )
         p.add_argument("--state", help=f"only jobs in this state ({STATES})")
         p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
         p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
@@ -81,7 +84,9 @@ def _show(sub) -> None:
 
 
 def _status(sub) -> None:
-    p = sub.add_parser("status", help="job counts, next scheduled job and workers", description="Show job counts per state, the next scheduled job and the workers.")
+    p = sub.add_parser(
+        "status", help="job counts, next scheduled job and workers", description="Show job counts per state, the next scheduled job and the workers.",
+    )
     _add_json(p)
     p.set_defaults(command_name="status")
 
@@ -124,14 +129,20 @@ def _config(sub) -> None:
 def _worker(sub) -> None:
     p = sub.add_parser("worker", help="run or stop workers", description="Run a supervisor with worker processes, or stop running ones.")
     wsub = p.add_subparsers(dest="worker_command", metavar="ACTION", required=True)
-    sp = wsub.add_parser("start", help="run a supervisor and its workers", description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.")
+    sp = wsub.add_parser(
+        "start", help="run a supervisor and its workers",
+        description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.",
+    )
     sp.add_argument("--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
     sp.add_argument("--burst", action="store_true", help="exit once no job is due, running or awaiting a retry (jobs delayed into the future do not hold it)")
     sp.add_argument("--detach", action="store_true", help="run in the background; log next to the database; print the pid")
     sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
     sp.set_defaults(command_name="worker start")
-    tp = wsub.add_parser("stop", help="stop running supervisors", description="Stop the supervisors of this database: on this host by signal, elsewhere through a stop flag in the database.")
+    tp = wsub.add_parser(
+        "stop", help="stop running supervisors",
+        description="Stop the supervisors of this database: on this host by signal, elsewhere through a stop flag in the database.",
+    )
     tp.add_argument("--now", action="store_true", help="kill running jobs and requeue them instead of letting them finish")
     tp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wait at most this long (default: until they exit)")
     tp.add_argument("--no-wait", dest="wait", action="store_false", help="signal and return at once")
@@ -152,7 +163,10 @@ def _db(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="queuectl",
-        description="A durable background job queue for shell commands: enqueue commands, run them on a pool of workers with retries, exponential backoff and a dead-letter queue.",
+        description=(
+            "A durable background job queue for shell commands: enqueue commands, "
+            "run them on a pool of workers with retries, exponential backoff and a dead-letter queue."
+        ),
         epilog="Exit status: 0 success, 1 operational error (not found, duplicate id, database unusable), 2 usage or validation error.",
     )
     parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP)

@@ -17,8 +17,8 @@ statements, each taking a connection:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from queuectl.states import JobState, StopMode, WorkerState
 from queuectl.store import config, counts, dlq, jobs, schema, transitions, workers

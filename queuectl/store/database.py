@@ -9,8 +9,8 @@ from urllib.parse import unquote
 from sqlalchemy import create_engine, exc
 from sqlalchemy.engine import Engine, make_url
 
-from queuectl.store import dialect
 from queuectl.errors import DatabaseError, StatementFailed, ValidationError
+from queuectl.store import dialect
 
 ENV_VAR = "QUEUECTL_DB"
 
@@ -44,7 +44,7 @@ def resolve_url(db: str | None = None) -> str:
 # those it marks as password-like ("*": password, sslpassword, oauth_client_secret) and
 # the SCRAM keys, which authenticate as well as the password they derive from.
 SECRET_PARAMETERS = frozenset({"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"})
-_SECRET_QUERY = re.compile(r"([?&;](?:%s)=)[^&;#]*" % "|".join(sorted(SECRET_PARAMETERS)), re.IGNORECASE)
+_SECRET_QUERY = re.compile(rf"([?&;](?:{'|'.join(sorted(SECRET_PARAMETERS))})=)[^&;#]*", re.IGNORECASE)
 
 
 def safe_url(url: str) -> str:
@@ -109,9 +109,8 @@ class Database:
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
-        with self.translate_errors(), self.dialect.write_lock():
-            with self.engine.begin() as conn:
-                yield conn
+        with self.translate_errors(), self.dialect.write_lock(), self.engine.begin() as conn:
+            yield conn
 
     def write_one(self):
         """For a write that is a single statement: on PostgreSQL it commits by itself
@@ -121,11 +120,10 @@ class Database:
     @contextmanager
     def read(self):
         """A read-only transaction that never waits for writers."""
-        with self.translate_errors():
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(queuectl_read_only=True)
-                with conn.begin():
-                    yield conn
+        with self.translate_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(queuectl_read_only=True)
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def translate_errors(self):

@@ -14,12 +14,12 @@ error names it.
 from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
-from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.jobspec import lookup_id
 from queuectl.states import JobState
-from queuectl.timeutil import utcnow
+from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import chunks, lock_jobs, move_jobs
+from queuectl.timeutil import utcnow
 
 
 def _lock(conn, ids: list[str] | None) -> list[str]:

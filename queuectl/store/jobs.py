@@ -5,11 +5,11 @@ from operator import itemgetter
 
 from sqlalchemy import BigInteger, Text, cast, exc, select, union_all, update
 
-from queuectl.store import config as settings
 from queuectl.errors import DuplicateId, NotFound
 from queuectl.jobspec import SPEC_KEYS, JobSpec, lookup_id
-from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.states import JobState
+from queuectl.store import config as settings
+from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.timeutil import after, iso, utcnow
 
 SEQ_KEY = "_seq"

@@ -14,10 +14,9 @@ from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, true, update
 
-from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.states import CLAIMABLE, JobState
+from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.timeutil import after
-
 
 RUNNING = JobState.RUNNING.value
 # What a claim returns to the worker: the whole job but what only its past attempts

@@ -7,7 +7,7 @@ waits for a job. The beat itself is the worker's: this only paces it.
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("queuectl.worker")
 # After a failed beat, the next try comes sooner than a whole interval.

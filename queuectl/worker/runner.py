@@ -7,8 +7,8 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 # After SIGTERM, a job's process group has this long before SIGKILL.
 KILL_GRACE = 2.0

@@ -3,8 +3,8 @@ else a cheap read-only poll every poll-interval."""
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from queuectl.errors import DatabaseError
 from queuectl.timeutil import utcnow
