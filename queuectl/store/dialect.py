@@ -9,11 +9,15 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine
 
 from queuectl.errors import DatabaseError, ValidationError
+
+if TYPE_CHECKING:
+    import psycopg  # imported where used: only PostgreSQL pays for it
 
 # Long enough that no command fails with "database is locked" under load: writers
 # queue behind each other instead of giving up (transactions here are short).
@@ -186,7 +190,9 @@ class SQLiteDialect:
         with self.write_lock(), engine.connect() as conn:
             # WAL lets readers run beside the writer; the mode is stored in the file.
             # It cannot change inside a transaction, hence the driver connection.
-            mode = conn.connection.driver_connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            driver = conn.connection.driver_connection
+            assert driver is not None  # an open connection's (SQLAlchemy types it Optional)
+            mode = driver.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise DatabaseError(f"SQLite refused WAL mode for {self.path} (got {mode!r})")
             yield conn
@@ -280,7 +286,7 @@ class PostgresDialect:
         pass
 
     def engine_options(self, durable: bool) -> dict:
-        connect_args = {"connect_timeout": 10}
+        connect_args: dict[str, int | str] = {"connect_timeout": 10}
         if durable:
             # pre_ping: a connection broken by a server restart is replaced, not used.
             return {"pool_pre_ping": True, "connect_args": connect_args}
@@ -338,8 +344,10 @@ class PostgresDialect:
         import psycopg
 
         statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        driver = conn.connection.driver_connection
+        assert driver is not None  # an open connection's (SQLAlchemy types it Optional)
         try:
-            with conn.connection.driver_connection.cursor() as cursor:
+            with driver.cursor() as cursor:
                 types = _column_types(cursor, table)
                 with cursor.copy(statement) as copy:
                     # Binary needs each column's exact type (int4 and int8 differ).
@@ -379,9 +387,9 @@ class PostgresListener:
         from sqlalchemy.engine import make_url
 
         self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self.conn = None
+        self.conn: psycopg.Connection | None = None
 
-    def _connect(self):
+    def _connect(self) -> "psycopg.Connection":
         import psycopg
 
         if self.conn is None or self.conn.closed:

@@ -65,8 +65,10 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
     named = [s.id for s in specs if s.id]
     if len(set(named)) != len(named):
         seen: set[str] = set()
-        dup = next(i for i in named if i in seen or seen.add(i))
-        raise DuplicateId(f"job id {dup!r} appears more than once", job_id=dup)
+        for dup in named:
+            if dup in seen:
+                raise DuplicateId(f"job id {dup!r} appears more than once", job_id=dup)
+            seen.add(dup)
     with db.begin() as conn:
         # Bumping the counter first locks its row (PostgreSQL) until commit, so
         # concurrent enqueues queue up here and the check below sees their jobs.

@@ -1,6 +1,7 @@
 """SQLAlchemy models: the schema that the Alembic migrations create."""
 
 from datetime import UTC, datetime
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -65,7 +67,9 @@ class PartialIndex(Index):
         self.where = where
         super().__init__(name, *expressions)
 
-    def _kw_reg_for_dialect_cls(self, dialect_name: str):
+    # A classmethod in SQLAlchemy, an instance method here on purpose: the options need
+    # this index's predicate, and SQLAlchemy looks them up through the instance.
+    def _kw_reg_for_dialect_cls(self, dialect_name: str):  # type: ignore[override]
         # Builds dialect_options[dialect_name] (on first access) from the dialect's
         # defaults: the predicate goes in as if passed as <dialect_name>_where.
         options = super()._kw_reg_for_dialect_cls(dialect_name)
@@ -162,8 +166,9 @@ class Worker(Base):
     stop_request: Mapped[str | None] = mapped_column(String(16))
 
 
-# The tables, for the Core statements of store/ (the ORM classes above declare them).
-JOBS = Job.__table__
-DEAD_JOBS = DeadJob.__table__
-CONFIG = ConfigEntry.__table__
-WORKERS = Worker.__table__
+# The tables, for the Core statements of store/ (the ORM classes above declare them;
+# DeclarativeBase types __table__ as any FromClause, a declared class's is a Table).
+JOBS = cast(Table, Job.__table__)
+DEAD_JOBS = cast(Table, DeadJob.__table__)
+CONFIG = cast(Table, ConfigEntry.__table__)
+WORKERS = cast(Table, Worker.__table__)

@@ -106,6 +106,7 @@ def command(url: str, action: str, revision: str | None = None) -> str | None:
             if action == "upgrade":
                 upgrade(conn, "head")
             elif action == "downgrade":
+                assert revision is not None  # the parser requires REV
                 alembic_command.downgrade(cfg, revision)
                 conn.commit()
             return f"database is at revision {current_revision(conn) or 'base (no schema)'}"

@@ -53,7 +53,7 @@ def claim_statement(queues: tuple[str, ...] | None):
     pick = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"))
     if queues:
         pick = pick.where(JOBS.c.queue.in_(queues))
-    pick = (
+    picked = (
         pick.order_by(JOBS.c.priority.desc(), JOBS.c.run_at, JOBS.c.seq)
         .limit(1)
         .with_for_update(skip_locked=True)
@@ -61,7 +61,7 @@ def claim_statement(queues: tuple[str, ...] | None):
     )
     return (
         update(JOBS)
-        .where(JOBS.c.id == pick, _claimable())
+        .where(JOBS.c.id == picked, _claimable())
         .values(
             state=RUNNING,
             worker_id=bindparam("claimer"),

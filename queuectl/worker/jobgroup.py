@@ -79,7 +79,7 @@ def _state_home() -> Path:
 def _make_private(path: Path, parents: bool) -> None:
     """mkdir (-p with `parents`), each directory it creates 0700 (the XDG base directory
     spec asks that of the base directories too)."""
-    missing = []
+    missing: list[Path] = []
     while not os.path.lexists(path) and (parents or not missing):
         missing.append(path)
         path = path.parent

@@ -87,6 +87,7 @@ def run(
         return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")
     pgid = proc.pid  # start_new_session: the shell leads its own process group
     on_start(pgid)
+    assert proc.stdout is not None  # stdout=PIPE
     out_fd = proc.stdout.fileno()
     os.set_blocking(out_fd, False)
     exit_fd = os.pidfd_open(proc.pid)

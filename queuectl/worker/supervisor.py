@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import wait as wait_for_exit
+from multiprocessing.process import BaseProcess
 
 from queuectl.errors import DatabaseError, QueuectlError
 from queuectl.states import Role, StopMode, WorkerState
@@ -44,7 +45,7 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 class Slot:
     index: int
     worker_id: str = ""
-    process: multiprocessing.Process | None = None
+    process: BaseProcess | None = None  # a fork context's Process
     group: JobGroup | None = None  # the running job's process group and the worker's last beat, shared
     done: bool = False  # exited cleanly (stop or burst): not to be replaced
     hung: str | None = None  # why we killed it, if it stopped heartbeating
@@ -147,14 +148,15 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         with self.slots_lock:
-            self._fork(slot)
+            pid = self._fork(slot)
         if self.stop_mode:  # a stop arrived while we were spawning
-            os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+            os.kill(pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
 
-    def _fork(self, slot: Slot) -> None:
+    def _fork(self, slot: Slot) -> int:
+        """Start the slot's worker; its pid."""
         slot.worker_id = identity.new_id("w")
-        slot.group = JobGroup(slot.worker_id)
-        slot.group.beat = time.monotonic()  # its start-up counts as a beat
+        slot.group = group = JobGroup(slot.worker_id)
+        group.beat = time.monotonic()  # its start-up counts as a beat
         slot.hung = None
         slot.reaped = False
         options = worker_mod.WorkerOptions(
@@ -173,16 +175,18 @@ class Supervisor:
         # of its own connection on that file. Closed here, reopened on next use; the
         # lock file's descriptor is closed in the child (dialect._after_fork_in_child).
         self.store.drop_connections()
-        slot.process = self.ctx.Process(target=worker_mod.main, args=(options, slot.group), name=f"worker-{slot.index}", daemon=False)
+        slot.process = process = self.ctx.Process(target=worker_mod.main, args=(options, group), name=f"worker-{slot.index}", daemon=False)
         # Until the child installs its own handlers it runs these (inherited) ones on
         # its own copy of this object, so a stop sent to it in that window would be
         # lost and we would wait for it forever. With the signals blocked across the
         # fork they stay pending in the child until its handlers are in place.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            slot.process.start()
+            process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        assert process.pid is not None  # started
+        return process.pid
 
     def _reap_child(self, slot: Slot) -> bool:
         """Whether this slot's worker just exited (and is now waited for)."""
@@ -193,16 +197,17 @@ class Supervisor:
         return slot.reaped
 
     def _child_exited(self, slot: Slot) -> None:
-        process = slot.process
+        process, group = slot.process, slot.group
+        assert process is not None and group is not None  # the slot's worker was forked
         process.join()
         clean = process.exitcode == 0
         # No job process outlives its worker: killed at once, before any database call
         # (one that waits out an outage would let another host run the job beside it),
         # if the group is still the job's (checked locally, see jobgroup.py).
-        slot.group.kill()
+        group.kill()
         state = WorkerState.STOPPED if clean else WorkerState.DEAD
         recovered = ride_out(lambda: self.store.end(slot.worker_id, state, cfg=self.cfg, error=slot.hung)) or []
-        slot.group.remove()
+        group.remove()
         for job_id, state in recovered:
             log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
         if clean and (self.stop_mode or self.burst):
@@ -227,7 +232,7 @@ class Supervisor:
         Runs on the fence thread, holding slots_lock."""
         now = time.monotonic()
         for slot in self.slots:
-            if slot.process is None or slot.done or slot.hung or slot.reaped:
+            if slot.process is None or slot.group is None or slot.done or slot.hung or slot.reaped:
                 continue
             silent = now - slot.group.beat
             pgid = slot.group.value
@@ -310,7 +315,8 @@ class Supervisor:
         with self.slots_lock:  # an exited worker not yet reaped keeps its pid: harmless
             for slot in self.slots:
                 if slot.process is not None and not slot.reaped:
-                    os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
+                    # Started under slots_lock, so it has a pid (typed Optional until start()).
+                    os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)  # type: ignore[arg-type]
 
 def run(url: str, options: PoolOptions) -> int:
     return Supervisor(url, options).run()
