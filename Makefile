@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 DEMO_DB ?= $(CURDIR)/.demo/queue.db
 
-.PHONY: install demo test test-fast bench soak man clean
+.PHONY: install demo lint test test-fast bench soak man clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,15 @@ demo: install
 	rm -rf $(dir $(DEMO_DB)) && mkdir -p $(dir $(DEMO_DB))
 	QUEUECTL_DB=$(DEMO_DB) bash examples/demo.sh $(VENV)/bin/queuectl
 
+# ruff over the code, tests, benchmarks and migrations; mypy over the package
+# (settings in pyproject.toml). `make test` runs it first.
+lint: install
+	$(VENV)/bin/ruff check queuectl tests bench migrations
+	$(VENV)/bin/mypy
+
 # Both backends when PostgreSQL answers (QUEUECTL_TEST_PG_URL), else SQLite only;
 # pytest's last lines say which backends ran.
-test: install
+test: install lint
 	@if [ -z "$$QUEUECTL_TEST_PG_URL" ] && $(PY) -c "import sqlalchemy as s; s.create_engine('$(PG_URL)').connect().close()" 2>/dev/null; then \
 		export QUEUECTL_TEST_PG_URL='$(PG_URL)'; fi; \
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -39,4 +45,4 @@ man: install
 	man -l $(VENV)/share/man/man1/queuectl.1
 
 clean:
-	rm -rf $(VENV) build man *.egg-info .demo .pytest_cache
+	rm -rf $(VENV) build man *.egg-info .demo .pytest_cache .mypy_cache .ruff_cache
