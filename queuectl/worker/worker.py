@@ -11,9 +11,10 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
+from typing import Any
 
 from queuectl.errors import DatabaseError
 from queuectl.states import JobState, Role, WorkerState
@@ -80,7 +81,7 @@ class Worker:
         self.processed = 0
         self.failed = 0
         self.last_beat = 0.0
-        self.job = None
+        self.job: Any = None  # the running job's row (CLAIM_COLUMNS), None between jobs
         self.job_started = 0.0
         self.busy_recorded = False
         self.next_job = None
