@@ -32,6 +32,11 @@ class StillRunning(QueuectlError):
     """`worker stop --timeout` ran out with supervisors still running."""
 
 
+class DeclaredDead(QueuectlError):
+    """This process was declared dead by a reaper (it was silent for longer than
+    heartbeat-timeout); its jobs may already run elsewhere."""
+
+
 class DatabaseError(QueuectlError):
     """The database could not be used."""
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
-from queuectl.errors import StatementFailed, ValidationError
+from queuectl.errors import DeclaredDead, StatementFailed, ValidationError
 from queuectl.states import Role, StopMode, WorkerState
 from queuectl.store import Store, transitions, workers
 from queuectl.store.database import Database
@@ -134,6 +134,17 @@ def test_supervisor_heartbeat_returns_the_stop_asked_and_the_config(db):
 
     store.request_stop(StopMode.NOW, lambda row: True)  # `worker stop --now` after a graceful one
     assert store.supervisor_heartbeat("s-1", WorkerState.STOPPING)[0] is StopMode.NOW
+
+
+def test_a_supervisor_declared_dead_learns_it_from_its_heartbeat(db):
+    """Found by this file's author: a frozen supervisor declared dead by another host
+    used to go on unseen by `worker stop`."""
+    store = Store(db)
+    register_at(db, "s-1", utcnow() - timedelta(hours=1), role=Role.SUPERVISOR)
+    assert store.declare_dead("s-1", silent_since=None, cfg=store.config()) == []
+    with pytest.raises(DeclaredDead, match="declared dead"):
+        store.supervisor_heartbeat("s-1", WorkerState.IDLE)
+    assert worker_row(db, "s-1").state == "dead"  # not revived
 
 
 def test_request_stop_flags_only_the_live_supervisors_its_predicate_chooses(db):

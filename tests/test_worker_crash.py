@@ -6,6 +6,8 @@ import time
 
 import psutil
 
+from queuectl.states import LIVE_WORKER_STATES as LIVE
+from queuectl.store import Store
 from worker_support import (
     FAST,
     LONG,
@@ -235,3 +237,21 @@ def test_other_hosts_dead_worker_is_recovered_within_heartbeat_timeout(cli, db, 
                timeout=LONG, message="hostA's supervisor row to be declared dead")
     assert len(supervisor_a) == 1
     assert epoch(done["finished_at"]) >= killed_at
+
+
+def test_a_supervisor_declared_dead_by_another_host_stops_itself(cli, db, supervisors, tmp_path):
+    """A supervisor that was silent longer than heartbeat-timeout (frozen, cut off) has
+    been declared dead and its jobs recovered elsewhere. When it comes back it must not
+    go on claiming jobs unseen by `worker stop` (which lists live rows only): its next
+    heartbeat tells it, and it stops at once, its running job killed."""
+    configure(db, **FAST)
+    side = tmp_path / "started"
+    cli.ok("enqueue", "--id", "long", f"echo x >> {side}; sleep 300")
+    sup = supervisors.start("--hostname", "host-a")
+    wait_lines(side, 1)
+    (row,) = [r for r in worker_rows(db, role="supervisor") if r.host == "host-a" and r.state in LIVE]
+    # What another host's reaper does to a supervisor whose heartbeat went stale.
+    assert Store(db).declare_dead(row.id, silent_since=None, cfg=Store(db).config()) == []
+    assert sup.wait(timeout=LONG) == 1, sup.log()
+    assert "was declared dead" in sup.log()
+    assert not processes_of(cli.db_url, ["sleep", "300"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
 from queuectl.store import config, counts, dlq, jobs, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
@@ -184,10 +185,12 @@ class Store:
 
     def supervisor_heartbeat(self, supervisor_id: str, state: WorkerState) -> tuple[StopMode | None, dict]:
         """A supervisor's beat: (the stop asked of it through the database, current config).
-        Also forgets rows of processes that ended long ago."""
+        Also forgets rows of processes that ended long ago. DeclaredDead if a reaper
+        has declared this supervisor dead: it must stop, unseen by `worker stop`."""
         now = utcnow()
         with self.db.begin() as conn:
-            workers.heartbeat(conn, supervisor_id, now, state=state.value)
+            if not workers.heartbeat(conn, supervisor_id, now, state=state.value):
+                raise DeclaredDead(f"supervisor {supervisor_id} was declared dead by a reaper (silent for longer than heartbeat-timeout)")
             request = workers.stop_request(conn, supervisor_id)
             cfg = config.load(conn)
             workers.prune(conn, now)

@@ -22,7 +22,7 @@ from datetime import timedelta
 from multiprocessing.connection import wait as wait_for_exit
 from multiprocessing.process import BaseProcess
 
-from queuectl.errors import DatabaseError, QueuectlError
+from queuectl.errors import DatabaseError, DeclaredDead, QueuectlError
 from queuectl.states import Role, StopMode, WorkerState
 from queuectl.store import Store
 from queuectl.timeutil import utcnow
@@ -80,6 +80,7 @@ class Supervisor:
         self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
+        self.declared_dead = False
         # The fence runs on its own thread, so that it never waits on the database with
         # the main loop. This lock orders its kills with forks and reaping: it never
         # signals a pid that was reaped (and may be reused) or a slot being replaced.
@@ -109,7 +110,7 @@ class Supervisor:
         try:
             while not all(slot.done for slot in self.slots):
                 self.loop_once()
-            return 0
+            return 1 if self.declared_dead else 0
         finally:
             self.shutdown()
 
@@ -249,6 +250,15 @@ class Supervisor:
     def _heartbeat(self) -> None:
         try:
             request, self.cfg = self.store.supervisor_heartbeat(self.id, WorkerState.STOPPING if self.stop_mode else WorkerState.IDLE)
+        except DeclaredDead as err:
+            # Frozen or cut off for longer than heartbeat-timeout: our jobs were
+            # recovered and may run elsewhere, and `worker stop` no longer sees us.
+            if not self.declared_dead:
+                log.error("%s; its jobs may run elsewhere now: stopping at once", err)
+            self.declared_dead = True
+            self.stop_mode = NOW
+            self.next_beat = time.monotonic() + self.cfg["heartbeat-interval"]
+            return
         except DatabaseError as err:
             log.warning("supervisor heartbeat failed (will retry): %s", err)
             self.next_beat = time.monotonic() + 1.0
