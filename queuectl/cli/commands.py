@@ -7,6 +7,7 @@ lazily), so a mistyped command fails in a few milliseconds.
 import json
 import shlex
 import sys
+import time
 
 from queuectl import jobspec
 from queuectl.errors import DuplicateId, ValidationError
@@ -184,7 +185,7 @@ def run_status(args, session: Session) -> int:
         return 0
     counts = report["jobs"]
     print("=== Queue Status ===")
-    for label, key in (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead")):
+    for label, key in (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"), ("Cancelled", "cancelled")):
         print(f"{label}: {counts[key]}")
     nxt = report["next_scheduled"]
     print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")
@@ -212,6 +213,39 @@ def _pct(value) -> str:
 
 def _mb(value) -> str:
     return "-" if value is None else f"{value / 1048576:.1f}M"
+
+
+# --- job control ---------------------------------------------------------------------
+
+
+def run_cancel(args, session: Session) -> int:
+    if args.ids and (args.queue or args.state):
+        raise ValidationError("give job ids, or --queue/--state, not both")
+    if not args.ids and args.queue is None and args.state is None:
+        raise ValidationError("give job ids, --queue or --state")
+    ids = [jobspec.lookup_id(i) for i in args.ids] if args.ids else None
+    queue = jobspec.check_queue(args.queue) if args.queue is not None else None
+    state = JobState.parse(args.state) if args.state is not None else None
+    store = session.store()
+    cancelled, asked = store.cancel(ids, queue=queue, state=state)
+    said = f"cancelled {len(cancelled)} job(s)" + _some(cancelled)
+    if asked:
+        said += f"; asked {len(asked)} running job(s) to stop" + _some(asked)
+    print(said, flush=True)
+    if asked and args.wait:
+        # Their workers see the cancel at their next heartbeat, then give the job
+        # kill-grace to end; a dead worker's jobs are finished by whoever recovers them.
+        while store.still_running(asked):
+            time.sleep(_CANCEL_POLL)
+        print("all stopped")
+    return 0
+
+
+_CANCEL_POLL = 0.1
+
+
+def _some(ids: list[str]) -> str:
+    return ": " + " ".join(ids) if 0 < len(ids) <= 20 else ""
 
 
 # --- dlq -----------------------------------------------------------------------------

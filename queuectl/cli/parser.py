@@ -9,7 +9,7 @@ try:
 except ImportError:  # argparse-manpage loads this file on its own at build time
     __version__ = "unknown"
 
-STATES = "pending, running (alias processing), failed, completed, dead"
+STATES = "pending, running (alias processing), failed, completed, dead, cancelled"
 DB_HELP = (
     "database: a SQLite file path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
     "(env QUEUECTL_DB; default $XDG_DATA_HOME/queuectl/queue.db)"
@@ -81,6 +81,23 @@ def _show(sub) -> None:
     p = sub.add_parser("logs", help="print a job's captured output", description="Print the captured stdout+stderr of a job's last attempt.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(command_name="logs")
+
+
+def _cancel(sub) -> None:
+    p = sub.add_parser(
+        "cancel",
+        help="cancel waiting or running jobs",
+        description=(
+            "Cancel jobs: a pending or failed job is cancelled at once; a running one is stopped by its worker "
+            "(SIGTERM, then SIGKILL after config kill-grace), on any host, within a heartbeat-interval. "
+            "Cancelled jobs are never retried. Waits until the running ones have stopped."
+        ),
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--queue", metavar="Q", help="every active job of this queue")
+    p.add_argument("--state", help="every job in this state (pending, failed, running)")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once, without waiting for running jobs to stop")
+    p.set_defaults(command_name="cancel")
 
 
 def _status(sub) -> None:
@@ -173,6 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _status, _dlq, _config, _worker, _db):
+    for add in (_enqueue, _list, _show, _cancel, _status, _dlq, _config, _worker, _db):
         add(sub)
     return parser
