@@ -244,6 +244,37 @@ def run_cancel(args, session: Session) -> int:
 _CANCEL_POLL = 0.1
 
 
+def _terminal_targets(args) -> tuple[list[str] | None, JobState | None]:
+    if args.ids and args.state is not None:
+        raise ValidationError("give job ids or --state, not both")
+    if not args.ids and args.state is None:
+        raise ValidationError("give job ids or --state")
+    if args.ids:
+        return [jobspec.lookup_id(i) for i in args.ids], None
+    return None, JobState.parse(args.state)
+
+
+def run_retry(args, session: Session) -> int:
+    ids, state = _terminal_targets(args)
+    retried = session.store().retry(ids, state=state)
+    print(f"retried {len(retried)} job(s)" + _some(retried))
+    return 0
+
+
+def run_delete(args, session: Session) -> int:
+    ids, state = _terminal_targets(args)
+    before = None
+    if args.older_than is not None:
+        if state is None:
+            raise ValidationError("--older-than goes with --state")
+        from queuectl.timeutil import after, parse_duration, utcnow
+
+        before = after(utcnow(), -parse_duration(args.older_than, "--older-than"))
+    deleted = session.store().delete(ids, state=state, finished_before=before)
+    print(f"deleted {len(deleted)} job(s)" + _some(deleted))
+    return 0
+
+
 def _some(ids: list[str]) -> str:
     return ": " + " ".join(ids) if 0 < len(ids) <= 20 else ""
 

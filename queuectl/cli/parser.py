@@ -98,6 +98,23 @@ def _cancel(sub) -> None:
     p.add_argument("--state", help="every job in this state (pending, failed, running)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once, without waiting for running jobs to stop")
     p.set_defaults(command_name="cancel")
+    p = sub.add_parser(
+        "retry",
+        help="run finished jobs again",
+        description="Put finished jobs (completed, dead or cancelled) back to pending with the same id, command and options, attempts reset.",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--state", help="every job in this state (dead, cancelled, completed)")
+    p.set_defaults(command_name="retry")
+    p = sub.add_parser(
+        "delete",
+        help="remove finished jobs for good",
+        description="Remove finished jobs (completed, dead or cancelled) for good. A waiting or running job must be cancelled first.",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--state", help="every job in this state (completed, dead, cancelled)")
+    p.add_argument("--older-than", dest="older_than", metavar="DURATION", help="with --state: only jobs finished longer ago than DURATION (90s, 5m, 2h, 7d)")
+    p.set_defaults(command_name="delete")
 
 
 def _status(sub) -> None:

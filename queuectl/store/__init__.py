@@ -102,6 +102,19 @@ class Store:
         with self.db.begin() as conn:
             return control.cancel(conn, ids, queue=queue, state=state, now=utcnow())
 
+    def retry(self, ids: list[str] | None = None, *, state: JobState | None = None) -> list[str]:
+        """Terminal jobs (named, or all of `state`) back to pending, attempts reset."""
+        with self.db.begin() as conn:
+            retried = control.retry(conn, ids, state=state, now=utcnow())
+            if retried:
+                self.db.dialect.notify(conn)
+            return retried
+
+    def delete(self, ids: list[str] | None = None, *, state: JobState | None = None, finished_before: datetime | None = None) -> list[str]:
+        """Remove terminal jobs for good (named, or of `state` finished before a time)."""
+        with self.db.begin() as conn:
+            return control.delete(conn, ids, state=state, finished_before=finished_before)
+
     def still_running(self, ids: list[str]) -> list[str]:
         with self.db.read() as conn:
             return control.still_running(conn, ids)
