@@ -4,12 +4,20 @@ cancelled job is never retried. The 0003 migration, from 0002 with data, both wa
 
 import sqlalchemy as sa
 from alembic import command as alembic_command
-from conftest import wait_until
-from worker_support import FAST, LONG, configure, job, read_lines, wait_lines, wait_workers
-from worker_support import supervisors  # noqa: F401  (fixture)
 
+from conftest import wait_until
 from queuectl.store import schema
 from support import enqueue, error_line
+from worker_support import (
+    FAST,
+    LONG,
+    configure,
+    job,
+    read_lines,
+    supervisors,  # noqa: F401  (fixture)
+    wait_lines,
+    wait_workers,
+)
 
 
 def test_a_waiting_job_is_cancelled_at_once_and_never_runs(cli, db, supervisors, tmp_path):

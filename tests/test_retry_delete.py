@@ -5,11 +5,11 @@ job is refused; counts stay exact."""
 from datetime import timedelta
 
 from sqlalchemy import update
-from support import dead_row, enqueue, error_line, job_row, real_counts
 
 from queuectl.store import counts
 from queuectl.store.models import JOBS
 from queuectl.timeutil import utcnow
+from support import dead_row, enqueue, error_line, job_row, real_counts
 
 
 def finish(db, job_id: str, state: str, ago_seconds: float = 0) -> None:

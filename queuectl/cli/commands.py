@@ -185,7 +185,8 @@ def run_status(args, session: Session) -> int:
         return 0
     counts = report["jobs"]
     print("=== Queue Status ===")
-    for label, key in (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"), ("Cancelled", "cancelled")):
+    labels = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"))
+    for label, key in labels + (("Cancelled", "cancelled"),):
         print(f"{label}: {counts[key]}")
     nxt = report["next_scheduled"]
     print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")

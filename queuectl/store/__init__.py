@@ -195,7 +195,9 @@ class Store:
         told otherwise the next job in the same transaction: (new state or None, next job)."""
         now = now or utcnow()
         with self.db.begin() as conn:
-            state = transitions.record(conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg, cancelled=cancelled)
+            state = transitions.record(
+                conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg, cancelled=cancelled
+            )
             return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
 
     def worker_heartbeat(self, worker_id: str, running: str | None, **fields) -> tuple[bool, dict, bool]:

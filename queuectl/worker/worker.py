@@ -226,8 +226,9 @@ class Worker:
         self.job = None
         self._title("idle")
 
-    def _tick(self) -> bool:
-        """Called while a job runs (never waits on the database); True means kill it now."""
+    def _tick(self) -> bool | float:
+        """Called while a job runs (never waits on the database): True means kill it
+        now, a number of seconds terminate it with that grace (see runner.run)."""
         if self.now_requested or self.declared_dead:
             return True
         if self.cancel_job == self.job.id and not self.cancel_sent:
@@ -296,7 +297,8 @@ class Worker:
             fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
         try:
             # Every process sees `config set` within a heartbeat.
-            alive, self.cfg, cancel = self.store.worker_heartbeat(self.o.worker_id, job.id if job is not None else None, processed=self.processed, failed=self.failed, **fields)
+            running = job.id if job is not None else None
+            alive, self.cfg, cancel = self.store.worker_heartbeat(self.o.worker_id, running, processed=self.processed, failed=self.failed, **fields)
             if cancel:
                 self.cancel_job = job.id
         except DatabaseError as err:
