@@ -56,6 +56,7 @@ def _enqueue(sub) -> None:
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
     p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)")
     _add_json(p)
     p.set_defaults(command_name="enqueue")
 
@@ -115,6 +116,22 @@ def _cancel(sub) -> None:
     p.add_argument("--state", help="every job in this state (completed, dead, cancelled)")
     p.add_argument("--older-than", dest="older_than", metavar="DURATION", help="with --state: only jobs finished longer ago than DURATION (90s, 5m, 2h, 7d)")
     p.set_defaults(command_name="delete")
+
+
+def _wait(sub) -> None:
+    p = sub.add_parser(
+        "wait",
+        help="wait until jobs have finished",
+        description=(
+            "Block until every named job, or every job (of --queue) not finished when wait starts, has finished. "
+            "Exit 0 if all completed, 3 if any ended dead or cancelled (listed on stderr), 124 when --timeout runs out."
+        ),
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--queue", metavar="Q", help="the jobs of this queue")
+    p.add_argument("--timeout", metavar="DURATION", help="give up after DURATION (exit 124)")
+    _add_json(p)
+    p.set_defaults(command_name="wait")
 
 
 def _status(sub) -> None:
@@ -207,6 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _cancel, _status, _dlq, _config, _worker, _db):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _dlq, _config, _worker, _db):
         add(sub)
     return parser

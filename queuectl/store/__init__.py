@@ -115,6 +115,16 @@ class Store:
         with self.db.begin() as conn:
             return control.delete(conn, ids, state=state, finished_before=finished_before)
 
+    def outcomes(self, ids: list[str]) -> dict[str, tuple[str, int | None, str | None]]:
+        """(state, exit code, last error) of each of `ids` that exists, live or dead."""
+        with self.db.read() as conn:
+            return control.outcomes(conn, ids)
+
+    def active(self, queue: str | None = None) -> list[str]:
+        """Ids of the jobs not finished yet, in enqueue order."""
+        with self.db.read() as conn:
+            return control.active(conn, queue)
+
     def still_running(self, ids: list[str]) -> list[str]:
         with self.db.read() as conn:
             return control.still_running(conn, ids)

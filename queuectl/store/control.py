@@ -147,3 +147,24 @@ def sorted_by_request(ids: list[str] | None, chosen: list[str]) -> list[str]:
         return chosen
     order = {job_id: n for n, job_id in enumerate(dict.fromkeys(lookup_id(i) for i in ids))}
     return sorted(chosen, key=order.__getitem__)
+
+
+# --- waiting for jobs to finish ----------------------------------------------------------------
+
+
+def outcomes(conn, ids: list[str]) -> dict[str, tuple[str, int | None, str | None]]:
+    """(state, exit code, last error) of each of `ids` that exists, live or dead."""
+    found: dict[str, tuple[str, int | None, str | None]] = {}
+    for chunk in chunks(ids):
+        for table in (JOBS, DEAD_JOBS):
+            rows = conn.execute(select(table.c.id, table.c.state, table.c.exit_code, table.c.last_error).where(table.c.id.in_(chunk)))
+            found.update({row.id: (row.state, row.exit_code, row.last_error) for row in rows})
+    return found
+
+
+def active(conn, queue: str | None) -> list[str]:
+    """Ids of the jobs not finished yet (pending, failed, running), in enqueue order."""
+    query = select(JOBS.c.id).where(state_in(*_ACTIVE))
+    if queue is not None:
+        query = query.where(JOBS.c.queue == queue)
+    return list(conn.execute(query.order_by(JOBS.c.seq)).scalars())
