@@ -56,7 +56,10 @@ def _enqueue(sub) -> None:
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
     p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)")
-    p.add_argument("--wait", action="store_true", help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)")
+    p.add_argument(
+        "--wait", action="store_true",
+        help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",
+    )
     _add_json(p)
     p.set_defaults(command_name="enqueue")
 
