@@ -62,6 +62,7 @@ KEYS: dict[str, Key] = {
         Key("poll-interval", "0.05", _duration_range(0.005, 60), "how often an idle worker looks for work"),
         Key("heartbeat-interval", "1", _duration_range(0.05, 3600), "how often workers heartbeat"),
         Key("heartbeat-timeout", "30", _duration_range(0.2, 86400), "silence after which a worker is presumed dead"),
+        Key("kill-grace", "10", _duration_range(0, 3600), "after SIGTERM, how long a cancelled job has before SIGKILL"),
         Key("output-limit", "65536", _int_range(0, 64 * 1024 * 1024), "bytes of output kept per job"),
     )
 }

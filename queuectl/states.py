@@ -14,6 +14,8 @@ class JobState(str, enum.Enum):
     """Exited 0. Kept as history until purged."""
     DEAD = "dead"
     """Out of retries; the job lives in dead_jobs (the DLQ)."""
+    CANCELLED = "cancelled"
+    """Cancelled by `queuectl cancel` before it could finish; never retried."""
 
     @classmethod
     def parse(cls, text: str) -> "JobState":
@@ -32,6 +34,8 @@ class JobState(str, enum.Enum):
 
 # States a worker may claim (failed ones only once run_at has come).
 CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
+# States a job never leaves by itself.
+TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
 
 
 class WorkerState(str, enum.Enum):

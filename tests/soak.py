@@ -573,7 +573,7 @@ class Soak:
         if set(listed) & present:
             purge_problems.append(f"purged but present: {sorted(set(listed) & present)[:20]}")
         final_counts = self.check_status()
-        real_counts = {state: states.get(state, 0) for state in ("pending", "running", "failed", "completed", "dead")}
+        real_counts = {state: states.get(state, 0) for state in ("pending", "running", "failed", "completed", "dead", "cancelled")}
         survivors = []
         for proc in psutil.process_iter(["cmdline"]):
             try:

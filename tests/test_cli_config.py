@@ -15,6 +15,7 @@ DEFAULTS = {
     "poll-interval": 0.05,
     "heartbeat-interval": 1.0,
     "heartbeat-timeout": 30.0,
+    "kill-grace": 10.0,
     "output-limit": 65536,
 }
 

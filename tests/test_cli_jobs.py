@@ -112,7 +112,7 @@ def test_status_text_and_json(cli, db, populated):
 
     report = cli.json("status")
     assert set(report) == {"jobs", "next_scheduled", "workers"}
-    assert report["jobs"] == {"pending": 2, "running": 1, "failed": 1, "completed": 1, "dead": 1}
+    assert report["jobs"] == {"pending": 2, "running": 1, "failed": 1, "completed": 1, "dead": 1, "cancelled": 0}
     retry_at = (now + timedelta(hours=1, seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert report["next_scheduled"] == {"id": "4", "run_at": retry_at}
     [worker] = report["workers"]  # neither the supervisor nor a long-stopped worker
@@ -120,32 +120,33 @@ def test_status_text_and_json(cli, db, populated):
     assert (worker["processed"], worker["failed"], worker["queues"]) == (3, 1, ["default", "other"])
 
     lines = cli.ok("status").stdout.splitlines()
-    assert lines[:8] == [
+    assert lines[:9] == [
         "=== Queue Status ===",
         "Pending: 2",
         "Running: 1",
         "Failed: 1",
         "Completed: 1",
         "Dead (DLQ): 1",
+        "Cancelled: 0",
         f"Next Scheduled Job: 4 at {retry_at}",
         "",
     ]
-    assert lines[8] == "=== Workers ==="
-    assert lines[9].split()[:5] == ["WORKER", "HOST", "PID", "STATE", "JOB"]
-    assert lines[10].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
-    assert len(lines) == 11
+    assert lines[9] == "=== Workers ==="
+    assert lines[10].split()[:5] == ["WORKER", "HOST", "PID", "STATE", "JOB"]
+    assert lines[11].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
+    assert len(lines) == 12
 
 
 def test_an_empty_queue(cli):
     assert cli.json("list") == []
     assert cli.json("status") == {
-        "jobs": {"pending": 0, "running": 0, "failed": 0, "completed": 0, "dead": 0},
+        "jobs": {"pending": 0, "running": 0, "failed": 0, "completed": 0, "dead": 0, "cancelled": 0},
         "next_scheduled": None,
         "workers": [],
     }
     text = cli.ok("status").stdout
     assert text.startswith("=== Queue Status ===\nPending: 0\n")
-    assert "\nDead (DLQ): 0\nNext Scheduled Job: none\n" in text
+    assert "\nDead (DLQ): 0\nCancelled: 0\nNext Scheduled Job: none\n" in text
     assert text.endswith("=== Workers ===\nno workers running\n")
 
 

@@ -12,7 +12,7 @@ PACKAGE = REPO / "queuectl"
 LAYERS = [
     ("errors", "timeutil", "states", "config", "jobspec"),
     ("store",),
-    ("worker", "status"),
+    ("worker", "status", "waiting"),
     ("cli", "__main__"),
 ]
 

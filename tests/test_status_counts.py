@@ -53,16 +53,24 @@ def test_upgrading_a_database_that_already_purged_jobs_counts_them(empty_db_url)
     try:
         with db.translate_errors(), db.dialect.migration_lock(db.engine) as conn:
             schema.upgrade(conn, "0001")  # a database made before the '_purged' counter
-        ids = [enqueue(db, max_retries=0) for _ in range(5)]
-        for _ in ids[:3]:
-            with db.begin() as conn:
-                claimed = transitions.claim(conn, "w1", None, T0)
-                transitions.fail(conn, claimed.id, "w1", error="exit code 1", exit_code=1, output="", now=T0, cfg=CFG)
-        with db.begin() as conn:  # the purge of that older queuectl: no counter to bump
-            conn.execute(DeadJob.__table__.delete().where(DeadJob.id.in_(ids[:2])))
+        # What that older queuectl did, in its own schema: 5 enqueued, 3 dead, 2 of them
+        # purged (with no counter to bump).
+        columns = "id, seq, command, attempts, max_retries, priority, queue, run_at, cwd, created_at, updated_at"
+        with db.begin() as conn:
+            for seq in range(1, 6):
+                conn.exec_driver_sql(
+                    f"INSERT INTO jobs ({columns}, state) VALUES (?, ?, 'true', 0, 0, 0, 'default', ?, '/', ?, ?, 'pending')"
+                    if db.dialect.name == "sqlite" else
+                    f"INSERT INTO jobs ({columns}, state) VALUES (%s, %s, 'true', 0, 0, 0, 'default', %s, '/', %s, %s, 'pending')",
+                    (str(seq), seq, T0.replace(tzinfo=None), T0.replace(tzinfo=None), T0.replace(tzinfo=None)),
+                )
+            conn.exec_driver_sql("UPDATE config SET value = '5' WHERE key = '_seq'")
+            conn.exec_driver_sql(f"INSERT INTO dead_jobs ({columns}, state, dead_at) SELECT {columns}, 'dead', run_at FROM jobs WHERE id IN ('1', '2', '3')")
+            conn.exec_driver_sql("DELETE FROM jobs WHERE id IN ('1', '2', '3')")
+            conn.exec_driver_sql("DELETE FROM dead_jobs WHERE id IN ('1', '2')")
 
         schema.ensure(db)
 
-        assert derived_counts(db) == real_counts(db) == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "dead": 1}
+        assert derived_counts(db) == real_counts(db) == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "dead": 1, "cancelled": 0}
     finally:
         db.dispose()

@@ -7,6 +7,7 @@ lazily), so a mistyped command fails in a few milliseconds.
 import json
 import shlex
 import sys
+import time
 
 from queuectl import jobspec
 from queuectl.errors import DuplicateId, ValidationError
@@ -28,11 +29,12 @@ class Session:
         return usable_url(self.args.db)
 
     def store(self, durable: bool = True):
+        """The command's store (opened once)."""
         from queuectl.store import Store
 
-        store = Store.open(self.url(), durable=durable)
-        self._stores.append(store)
-        return store
+        if not self._stores:
+            self._stores.append(Store.open(self.url(), durable=durable))
+        return self._stores[0]
 
     def close(self) -> None:
         while self._stores:
@@ -105,6 +107,8 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
 
 
 def run_enqueue(args, session: Session) -> int:
+    if args.wait and (args.file is not None or args.json):
+        raise ValidationError("--wait takes one job: not with --file or --json")
     numbers: list[int] = []
     if args.file is not None:
         specs, numbers = _specs_from_file(args)
@@ -124,6 +128,8 @@ def run_enqueue(args, session: Session) -> int:
         if not lines:
             raise
         raise DuplicateId(f"{_file_name(args)}: line {lines[-1]}: {err}", job_id=err.job_id) from None
+    if args.wait:
+        return _wait_for_one(session, rows[0]["id"], rows[0]["command"])
     if args.json:
         _print_json([job_dict(r) for r in rows] if args.file is not None else job_dict(rows[0]))
     elif args.file is not None:
@@ -131,6 +137,22 @@ def run_enqueue(args, session: Session) -> int:
     else:
         print(f"enqueued id={rows[0]['id']} cmd={rows[0]['command']}")
     return 0
+
+
+def _wait_for_one(session: Session, job_id: str, command: str) -> int:
+    """enqueue --wait, as `tsp -w`: the job's output, then its exit code (3 if it has
+    none: cancelled, or lost with its worker)."""
+    from queuectl import waiting
+
+    print(f"enqueued id={job_id} cmd={command}", file=sys.stderr, flush=True)
+    (ended,) = waiting.wait(session.store(), [job_id])
+    if ended.state != waiting.DELETED:
+        sys.stdout.write(session.store().job_output(job_id))
+        sys.stdout.flush()
+    if ended.completed:
+        return 0
+    print(f"queuectl: job {job_id} ended {ended.state}" + (f": {ended.last_error}" if ended.last_error else ""), file=sys.stderr)
+    return ended.exit_code if ended.exit_code is not None and ended.state == JobState.DEAD.value else 3
 
 
 # --- reading jobs --------------------------------------------------------------------
@@ -184,7 +206,8 @@ def run_status(args, session: Session) -> int:
         return 0
     counts = report["jobs"]
     print("=== Queue Status ===")
-    for label, key in (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead")):
+    labels = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"))
+    for label, key in labels + (("Cancelled", "cancelled"),):
         print(f"{label}: {counts[key]}")
     nxt = report["next_scheduled"]
     print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")
@@ -212,6 +235,98 @@ def _pct(value) -> str:
 
 def _mb(value) -> str:
     return "-" if value is None else f"{value / 1048576:.1f}M"
+
+
+# --- waiting -------------------------------------------------------------------------
+
+
+def run_wait(args, session: Session) -> int:
+    from queuectl import waiting
+
+    if args.ids and args.queue is not None:
+        raise ValidationError("give job ids or --queue, not both")
+    ids = [jobspec.lookup_id(i) for i in args.ids] if args.ids else None
+    queue = jobspec.check_queue(args.queue) if args.queue is not None else None
+    timeout = _duration(args.timeout, "--timeout")
+    ended = waiting.wait(session.store(), ids, queue=queue, timeout=timeout)
+    if args.json:
+        _print_json([{"id": e.id, "state": e.state, "exit_code": e.exit_code, "last_error": e.last_error} for e in ended])
+    unhappy = [e for e in ended if not e.completed]
+    for e in unhappy:
+        print(f"queuectl: job {e.id} ended {e.state}" + (f": {e.last_error}" if e.last_error else ""), file=sys.stderr)
+    if not args.json:
+        print(f"{len(ended) - len(unhappy)} of {len(ended)} job(s) completed")
+    return 3 if unhappy else 0
+
+
+def _duration(text: str | None, what: str) -> float | None:
+    from queuectl.timeutil import parse_duration
+
+    return None if text is None else parse_duration(text, what)
+
+
+# --- job control ---------------------------------------------------------------------
+
+
+def run_cancel(args, session: Session) -> int:
+    if args.ids and (args.queue or args.state):
+        raise ValidationError("give job ids, or --queue/--state, not both")
+    if not args.ids and args.queue is None and args.state is None:
+        raise ValidationError("give job ids, --queue or --state")
+    ids = [jobspec.lookup_id(i) for i in args.ids] if args.ids else None
+    queue = jobspec.check_queue(args.queue) if args.queue is not None else None
+    state = JobState.parse(args.state) if args.state is not None else None
+    store = session.store()
+    cancelled, asked = store.cancel(ids, queue=queue, state=state)
+    said = f"cancelled {len(cancelled)} job(s)" + _some(cancelled)
+    if asked:
+        said += f"; asked {len(asked)} running job(s) to stop" + _some(asked)
+    print(said, flush=True)
+    if asked and args.wait:
+        # Their workers see the cancel at their next heartbeat, then give the job
+        # kill-grace to end; a dead worker's jobs are finished by whoever recovers them.
+        while store.still_running(asked):
+            time.sleep(_CANCEL_POLL)
+        print("all stopped")
+    return 0
+
+
+_CANCEL_POLL = 0.1
+
+
+def _terminal_targets(args) -> tuple[list[str] | None, JobState | None]:
+    if args.ids and args.state is not None:
+        raise ValidationError("give job ids or --state, not both")
+    if not args.ids and args.state is None:
+        raise ValidationError("give job ids or --state")
+    if args.ids:
+        return [jobspec.lookup_id(i) for i in args.ids], None
+    return None, JobState.parse(args.state)
+
+
+def run_retry(args, session: Session) -> int:
+    ids, state = _terminal_targets(args)
+    retried = session.store().retry(ids, state=state)
+    print(f"retried {len(retried)} job(s)" + _some(retried))
+    return 0
+
+
+def run_delete(args, session: Session) -> int:
+    ids, state = _terminal_targets(args)
+    before = None
+    if args.older_than is not None:
+        if state is None:
+            raise ValidationError("--older-than goes with --state")
+        from queuectl.timeutil import after, parse_duration, utcnow
+
+        before = after(utcnow(), -parse_duration(args.older_than, "--older-than"))
+    deleted = session.store().delete(ids, state=state, finished_before=before)
+    print(f"deleted {len(deleted)} job(s)" + _some(deleted))
+    return 0
+
+
+def _some(ids: list[str]) -> str:
+    return ": " + " ".join(ids) if 0 < len(ids) <= 20 else ""
 
 
 # --- dlq -----------------------------------------------------------------------------

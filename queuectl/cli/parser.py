@@ -9,7 +9,7 @@ try:
 except ImportError:  # argparse-manpage loads this file on its own at build time
     __version__ = "unknown"
 
-STATES = "pending, running (alias processing), failed, completed, dead"
+STATES = "pending, running (alias processing), failed, completed, dead, cancelled"
 DB_HELP = (
     "database: a SQLite file path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
     "(env QUEUECTL_DB; default $XDG_DATA_HOME/queuectl/queue.db)"
@@ -56,6 +56,10 @@ def _enqueue(sub) -> None:
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
     p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)")
+    p.add_argument(
+        "--wait", action="store_true",
+        help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",
+    )
     _add_json(p)
     p.set_defaults(command_name="enqueue")
 
@@ -81,6 +85,56 @@ def _show(sub) -> None:
     p = sub.add_parser("logs", help="print a job's captured output", description="Print the captured stdout+stderr of a job's last attempt.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(command_name="logs")
+
+
+def _cancel(sub) -> None:
+    p = sub.add_parser(
+        "cancel",
+        help="cancel waiting or running jobs",
+        description=(
+            "Cancel jobs: a pending or failed job is cancelled at once; a running one is stopped by its worker "
+            "(SIGTERM, then SIGKILL after config kill-grace), on any host, within a heartbeat-interval. "
+            "Cancelled jobs are never retried. Waits until the running ones have stopped."
+        ),
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--queue", metavar="Q", help="every active job of this queue")
+    p.add_argument("--state", help="every job in this state (pending, failed, running)")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once, without waiting for running jobs to stop")
+    p.set_defaults(command_name="cancel")
+    p = sub.add_parser(
+        "retry",
+        help="run finished jobs again",
+        description="Put finished jobs (completed, dead or cancelled) back to pending with the same id, command and options, attempts reset.",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--state", help="every job in this state (dead, cancelled, completed)")
+    p.set_defaults(command_name="retry")
+    p = sub.add_parser(
+        "delete",
+        help="remove finished jobs for good",
+        description="Remove finished jobs (completed, dead or cancelled) for good. A waiting or running job must be cancelled first.",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--state", help="every job in this state (completed, dead, cancelled)")
+    p.add_argument("--older-than", dest="older_than", metavar="DURATION", help="with --state: only jobs finished longer ago than DURATION (90s, 5m, 2h, 7d)")
+    p.set_defaults(command_name="delete")
+
+
+def _wait(sub) -> None:
+    p = sub.add_parser(
+        "wait",
+        help="wait until jobs have finished",
+        description=(
+            "Block until every named job, or every job (of --queue) not finished when wait starts, has finished. "
+            "Exit 0 if all completed, 3 if any ended dead or cancelled (listed on stderr), 124 when --timeout runs out."
+        ),
+    )
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--queue", metavar="Q", help="the jobs of this queue")
+    p.add_argument("--timeout", metavar="DURATION", help="give up after DURATION (exit 124)")
+    _add_json(p)
+    p.set_defaults(command_name="wait")
 
 
 def _status(sub) -> None:
@@ -173,6 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _status, _dlq, _config, _worker, _db):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _dlq, _config, _worker, _db):
         add(sub)
     return parser

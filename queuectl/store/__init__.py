@@ -22,7 +22,7 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import config, counts, dlq, jobs, schema, transitions, workers
+from queuectl.store import config, control, counts, dlq, jobs, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
@@ -98,6 +98,38 @@ class Store:
         """Jobs in enqueue order, without their output."""
         return [jobs.to_dict(row) for row in jobs.listing(self.db, state=state, queue=queue, limit=limit)]
 
+    def cancel(self, ids: list[str] | None = None, *, queue: str | None = None, state: JobState | None = None) -> tuple[list[str], list[str]]:
+        """Cancel jobs (see store/control.py): (cancelled at once, running ones asked to stop)."""
+        with self.db.begin() as conn:
+            return control.cancel(conn, ids, queue=queue, state=state, now=utcnow())
+
+    def retry(self, ids: list[str] | None = None, *, state: JobState | None = None) -> list[str]:
+        """Terminal jobs (named, or all of `state`) back to pending, attempts reset."""
+        with self.db.begin() as conn:
+            retried = control.retry(conn, ids, state=state, now=utcnow())
+            if retried:
+                self.db.dialect.notify(conn)
+            return retried
+
+    def delete(self, ids: list[str] | None = None, *, state: JobState | None = None, finished_before: datetime | None = None) -> list[str]:
+        """Remove terminal jobs for good (named, or of `state` finished before a time)."""
+        with self.db.begin() as conn:
+            return control.delete(conn, ids, state=state, finished_before=finished_before)
+
+    def outcomes(self, ids: list[str]) -> dict[str, tuple[str, int | None, str | None]]:
+        """(state, exit code, last error) of each of `ids` that exists, live or dead."""
+        with self.db.read() as conn:
+            return control.outcomes(conn, ids)
+
+    def active(self, queue: str | None = None) -> list[str]:
+        """Ids of the jobs not finished yet, in enqueue order."""
+        with self.db.read() as conn:
+            return control.active(conn, queue)
+
+    def still_running(self, ids: list[str]) -> list[str]:
+        with self.db.read() as conn:
+            return control.still_running(conn, ids)
+
     def dlq_retry(self, ids: list[str] | None) -> list[str]:
         return dlq.retry(self.db, ids)
 
@@ -168,13 +200,23 @@ class Store:
         return self.db.dialect.complete_and_claim(self.db, job_id, worker_id, output=output, now=now or utcnow(), queues=tuple(queues) if queues else None)
 
     def record(self, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
-               output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...], now: datetime | None = None):
+               output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...], now: datetime | None = None,
+               cancelled: bool = False):
         """An attempt's outcome off the hot path (see transitions.record), and unless
         told otherwise the next job in the same transaction: (new state or None, next job)."""
         now = now or utcnow()
         with self.db.begin() as conn:
-            state = transitions.record(conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg)
+            state = transitions.record(
+                conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg, cancelled=cancelled
+            )
             return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
+
+    def worker_heartbeat(self, worker_id: str, running: str | None, **fields) -> tuple[bool, dict, bool]:
+        """A worker's beat: (still alive?, current config, was the job it is `running` cancelled?)."""
+        with self.db.begin() as conn:
+            alive = workers.heartbeat(conn, worker_id, utcnow(), **fields)
+            cancel = running is not None and alive and transitions.cancel_requested(conn, running, worker_id)
+            return alive, config.load(conn), cancel
 
     def heartbeat(self, process_id: str, **fields) -> tuple[bool, dict]:
         """Refresh a process's row: (still alive?, current config). False means a reaper

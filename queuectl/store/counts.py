@@ -25,23 +25,27 @@ def job_counts(conn) -> dict[str, int]:
     one count(*) (it holds failures until someone retries or purges them). Completed
     jobs are not counted at all: every job ever enqueued took a number from '_seq',
     and the only way out of the database is a DLQ purge ('_purged'), so completed =
-    enqueued - purged - live - dead. One statement, so one snapshot on PostgreSQL too.
+    enqueued - purged - live - dead - cancelled. Cancelled jobs are counted through
+    their own partial index (ix_jobs_cancelled). One statement, so one snapshot on
+    PostgreSQL too.
     """
     pending, failed, running = JobState.PENDING.value, JobState.FAILED.value, JobState.RUNNING.value
+    cancelled = JobState.CANCELLED.value
     row = conn.execute(
         select(
             # state_in(*CLAIMABLE) matches ix_jobs_claim's WHERE, so SQLite uses it.
             _count(state_in(*CLAIMABLE), state_in(pending)).label(pending),
             _count(state_in(*CLAIMABLE), state_in(failed)).label(failed),
             _count(state_in(running)).label(running),
+            _count(state_in(cancelled)).label(cancelled),
             select(func.count()).select_from(DEAD_JOBS).scalar_subquery().label("dead"),
             _counter(SEQ_KEY).label("enqueued"),
             _counter(PURGED_KEY).label("purged"),
         )
     ).one()
     counts = {state.value: 0 for state in JobState}
-    counts.update({pending: row.pending, failed: row.failed, running: row.running, JobState.DEAD.value: row.dead})
-    counts[JobState.COMPLETED.value] = row.enqueued - row.purged - row.pending - row.failed - row.running - row.dead
+    counts.update({pending: row.pending, failed: row.failed, running: row.running, JobState.DEAD.value: row.dead, cancelled: row.cancelled})
+    counts[JobState.COMPLETED.value] = row.enqueued - row.purged - row.pending - row.failed - row.running - row.dead - row.cancelled
     return counts
 
 

@@ -109,6 +109,8 @@ class JobColumns:
     last_error: Mapped[str | None] = mapped_column(Text)
     output: Mapped[str | None] = mapped_column(Text)
     worker_id: Mapped[str | None] = mapped_column(String(64))
+    # Set by `cancel` on a running job; its worker sees it at its next heartbeat.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Job(JobColumns, Base):
@@ -122,6 +124,8 @@ class Job(JobColumns, Base):
 PartialIndex("ix_jobs_claim", Job.priority.desc(), Job.run_at, Job.seq, where=Job.state.in_(CLAIMABLE))
 # Running jobs by owner: recovery of a dead worker, and the running count of `status`.
 PartialIndex("ix_jobs_running", Job.worker_id, where=Job.state == "running")
+# Cancelled jobs, counted by `status` without scanning the completed history.
+PartialIndex("ix_jobs_cancelled", Job.seq, where=Job.state == "cancelled")
 
 
 class DeadJob(JobColumns, Base):

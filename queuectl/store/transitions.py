@@ -23,6 +23,7 @@ RUNNING = JobState.RUNNING.value
 # wrote (the output may be megabytes), so a new field reaches the worker by itself.
 CLAIM_COLUMNS = tuple(c for c in JOBS.c if c.name not in ("output", "last_error", "exit_code", "seq"))
 WORKER_LOST = "worker lost"
+CANCELLED = "cancelled"  # last_error of a cancelled job
 
 
 def state_in(*states: str):
@@ -198,6 +199,49 @@ def fail(
     return JobState.DEAD.value
 
 
+def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
+    """Cancel the jobs among `ids` that wait (pending or failed): no worker holds them,
+    and the state guard makes this and a claim exclude each other. The ids cancelled."""
+    cancelled = []
+    for chunk in chunks(ids):
+        cancelled += conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(chunk), _claimable())
+            .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, last_error=CANCELLED)
+            .returning(JOBS.c.id)
+        ).scalars().all()
+    return cancelled
+
+
+def request_cancel(conn, ids: list[str], *, now: datetime) -> list[str]:
+    """Ask the workers running these jobs to cancel them (they see it at their next
+    heartbeat, see cancel_requested); the ids asked."""
+    asked = []
+    for chunk in chunks(ids):
+        asked += conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(chunk), state_in(RUNNING))
+            .values(cancel_requested_at=func.coalesce(JOBS.c.cancel_requested_at, now), updated_at=now)
+            .returning(JOBS.c.id)
+        ).scalars().all()
+    return asked
+
+
+def cancel_requested(conn, job_id: str, worker_id: str) -> bool:
+    """Whether `cancel` asked this worker's running job to stop."""
+    return conn.execute(select(JOBS.c.cancel_requested_at).where(_owned(job_id, worker_id))).scalar() is not None
+
+
+def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None, output: str | None, now: datetime) -> bool:
+    """A running job stopped because it was cancelled: cancelled, no retry."""
+    result = conn.execute(
+        update(JOBS)
+        .where(_owned(job_id, worker_id))
+        .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output, last_error=CANCELLED)
+    )
+    return result.rowcount == 1
+
+
 def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
     """Give a job back unrun (an immediate stop): pending again, no attempt charged."""
     result = conn.execute(
@@ -209,9 +253,13 @@ def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
 
 
 def record(conn, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
-           output: str | None, now: datetime, cfg: dict) -> str | None:
-    """A finished attempt's outcome, off the hot path: given back unrun (`stopped`),
-    completed, or failed. The job's new state, or None if this worker no longer owns it."""
+           output: str | None, now: datetime, cfg: dict, cancelled: bool = False) -> str | None:
+    """A finished attempt's outcome, off the hot path: cancelled, given back unrun
+    (`stopped`), completed, or failed. The job's new state, or None if this worker no
+    longer owns it."""
+    if cancelled:
+        done = finish_cancelled(conn, job_id, worker_id, exit_code=exit_code, output=output, now=now)
+        return JobState.CANCELLED.value if done else None
     if stopped:
         return JobState.PENDING.value if release(conn, job_id, worker_id, now=now) else None
     if error is None:
@@ -228,7 +276,11 @@ def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORK
     """Charge a failed attempt to every job a dead worker still holds; [(job id, new state)]."""
     results = []
     for job_id in held(conn, worker_id):
-        state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)
+        if cancel_requested(conn, job_id, worker_id):  # its cancel outlived the worker
+            done = finish_cancelled(conn, job_id, worker_id, exit_code=None, output=None, now=now)
+            state = JobState.CANCELLED.value if done else None
+        else:
+            state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)
         if state:
             results.append((job_id, state))
     return results

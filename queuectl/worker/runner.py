@@ -2,6 +2,7 @@
 without ever blocking the job, a timeout, and no process left behind."""
 
 import errno
+import math
 import os
 import select
 import signal
@@ -63,12 +64,14 @@ def run(
     output_limit: int,
     on_start: Callable[[int], None],
     on_end: Callable[[], None],
-    tick: Callable[[], bool],
+    tick: Callable[[], bool | float],
     tick_interval: float = 0.1,
 ) -> Outcome:
     """Run `command` to its end. `on_start(pgid)` once its process group exists and
     `on_end()` once that group is killed; `tick()` is called about every tick_interval
-    seconds while it runs, and returns True to have the job killed at once (stop now)."""
+    seconds while it runs, and returns True to have the job killed at once (stop now:
+    the Outcome says `stopped`), or a number of seconds to have it terminated: SIGTERM
+    now, SIGKILL once those have passed (a cancel)."""
     tail = _Tail(output_limit)
     try:
         # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
@@ -93,7 +96,7 @@ def run(
     exit_fd = os.pidfd_open(proc.pid)
     deadline = time.monotonic() + timeout if timeout else None
     next_tick = time.monotonic() + tick_interval
-    timed_out = stopped = False
+    timed_out = stopped = terminated = False
     kill_at = None
     watching = [out_fd, exit_fd]
     try:
@@ -123,9 +126,14 @@ def run(
                 kill_at = None
             if now >= next_tick:
                 next_tick = now + tick_interval
-                if not stopped and tick():
+                verdict = tick() if not stopped else False
+                if verdict is True:
                     stopped = True
                     kill_group(pgid, signal.SIGKILL)
+                elif verdict is not False and not terminated:
+                    terminated = True
+                    kill_group(pgid, signal.SIGTERM)
+                    kill_at = min(kill_at or math.inf, now + float(verdict))
         returncode = proc.wait()
     finally:
         # The job is its process group: anything it left running there ends with it.

@@ -85,6 +85,9 @@ class Worker:
         self.job_started = 0.0
         self.busy_recorded = False
         self.next_job = None
+        self.cancel_job: str | None = None  # the running job `cancel` asked us to stop (set by a heartbeat)
+        self.cancel_sent = False
+        self.cancelled = False  # the job that just ended was cancelled
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -190,6 +193,8 @@ class Worker:
         self.job_started = self.monotonic()
         self.busy_recorded = False
         self.fenced_after = None
+        self.cancel_sent = False
+        self.cancelled = False  # the job that just ended was cancelled
         self._title(f"busy job={job.id}")
         env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
@@ -209,16 +214,27 @@ class Worker:
                 None, outcome.output,
                 f"killed: no heartbeat reached the database for {self.fenced_after:.1f}s (so that no other worker runs it meanwhile)",
             )
+        # Cancelled: signalled for it, or killed by the fence after a cancel was asked
+        # (a job someone cancelled is never retried). A job that ended by itself before
+        # the cancel reached it keeps its own outcome.
+        self.cancelled = self.cancel_sent or (self.cancel_job == job.id and self.fenced_after is not None)
+        if self.cancelled:
+            outcome = runner.Outcome(outcome.exit_code, outcome.output, "cancelled")
         took = self.monotonic() - self.job_started
         # Never given up: the outcome is written once the database is back.
         ride_out(lambda: self._record(job, outcome, took))
         self.job = None
         self._title("idle")
 
-    def _tick(self) -> bool:
-        """Called while a job runs (never waits on the database); True means kill it now."""
+    def _tick(self) -> bool | float:
+        """Called while a job runs (never waits on the database): True means kill it
+        now, a number of seconds terminate it with that grace (see runner.run)."""
         if self.now_requested or self.declared_dead:
             return True
+        if self.cancel_job == self.job.id and not self.cancel_sent:
+            self.cancel_sent = True
+            log.info("job %s: cancelled; SIGTERM, SIGKILL in %gs if it has not ended", self.job.id, self.cfg["kill-grace"])
+            return float(self.cfg["kill-grace"])
         now = self.monotonic()
         if not self.busy_recorded and now - self.job_started >= RECORD_BUSY_AFTER:
             self.busy_recorded = True
@@ -234,7 +250,8 @@ class Worker:
         """Write the outcome and, unless stopping, claim the next job in the same write."""
         if self.declared_dead:
             return
-        if outcome.error is None and not outcome.stopped and not self._should_exit():
+        cancelled = self.cancelled
+        if outcome.error is None and not outcome.stopped and not cancelled and not self._should_exit():
             # The hot path: one statement on PostgreSQL, one transaction on SQLite.
             owned, next_job = self.store.complete_and_claim(job.id, self.o.worker_id, output=outcome.output, queues=self.o.queues, now=self.clock())
             state = JobState.COMPLETED.value if owned else None
@@ -250,6 +267,7 @@ class Worker:
                 claim_next=not self._should_exit(),
                 queues=self.o.queues,
                 now=self.clock(),
+                cancelled=cancelled,
             )
         self.next_job = next_job
         self.waiter.found(next_job is not None)
@@ -260,6 +278,9 @@ class Worker:
             log.info("job %s completed in %.3fs (exit 0)", job.id, took)
         elif state == JobState.PENDING.value:
             log.info("job %s given back unrun after %.3fs (stopping now)", job.id, took)
+        elif state == JobState.CANCELLED.value:
+            self.processed += 1
+            log.info("job %s cancelled after %.3fs (exit %s)", job.id, took, outcome.exit_code)
         else:
             self.processed += 1
             self.failed += 1
@@ -276,7 +297,10 @@ class Worker:
             fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
         try:
             # Every process sees `config set` within a heartbeat.
-            alive, self.cfg = self.store.heartbeat(self.o.worker_id, processed=self.processed, failed=self.failed, **fields)
+            running = job.id if job is not None else None
+            alive, self.cfg, cancel = self.store.worker_heartbeat(self.o.worker_id, running, processed=self.processed, failed=self.failed, **fields)
+            if cancel:
+                self.cancel_job = job.id
         except DatabaseError as err:
             log.warning("heartbeat failed (will retry): %s", err)
             return False
