@@ -1,4 +1,4 @@
-"""`queuectl status`: job counts, the next scheduled job and the workers."""
+"""`queuectl status`: job counts, the next scheduled job, the queues and the workers."""
 
 import time
 
@@ -15,7 +15,8 @@ def report(store, now=None, hostname: str | None = None) -> dict:
     clock_given = now is not None
     now = now or utcnow()
     hostname = hostname or default_hostname()
-    counts, nxt, rows = store.status(now)
+    counts, nxt, rows, per_queue = store.status(now)
+    ready = counts.pop("ready")
     if not clock_given:
         # Ages are measured from after the read: every heartbeat it saw was committed
         # before this moment, so none looks younger than zero.
@@ -42,11 +43,38 @@ def report(store, now=None, hostname: str | None = None) -> dict:
         if live:
             entry.update(_local_process_stats(row, hostname))
         workers.append(entry)
+    queues = queue_entries(per_queue, now)
     return {
         "jobs": counts,
+        "pending": {"ready": ready, "scheduled": counts["pending"] - ready},
         "next_scheduled": {"id": nxt.id, "run_at": iso(nxt.run_at)} if nxt else None,
+        "queues": queues,
+        "unserved": unserved(queues, workers),
         "workers": workers,
     }
+
+
+def queue_entries(per_queue: dict[str, dict], now) -> list[dict]:
+    """The store's figures per queue as JSON objects; the oldest ready job's wait in seconds."""
+    entries = []
+    for name, figures in per_queue.items():
+        oldest = figures["oldest_ready"]
+        entries.append({
+            "queue": name,
+            **{key: figures[key] for key in ("ready", "scheduled", "running", "failed", "dead")},
+            "oldest_ready_at": iso(oldest),
+            "oldest_ready_age": None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
+        })
+    return entries
+
+
+def unserved(queues: list[dict], workers: list[dict]) -> list[dict]:
+    """Queues with ready jobs that no live worker takes (a worker without --queue takes all)."""
+    live = [w for w in workers if w["state"] in LIVE_WORKER_STATES]
+    if any(w["queues"] is None for w in live):
+        return []
+    served = {q for w in live for q in w["queues"]}
+    return [{"queue": q["queue"], "ready": q["ready"]} for q in queues if q["ready"] and q["queue"] not in served]
 
 
 def _local_process_stats(row, hostname: str) -> dict:

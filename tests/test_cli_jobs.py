@@ -111,8 +111,15 @@ def test_status_text_and_json(cli, db, populated):
         ])
 
     report = cli.json("status")
-    assert set(report) == {"jobs", "next_scheduled", "workers"}
+    assert set(report) == {"jobs", "pending", "next_scheduled", "queues", "unserved", "workers"}
     assert report["jobs"] == {"pending": 2, "running": 1, "failed": 1, "completed": 1, "dead": 1, "cancelled": 0}
+    assert report["pending"] == {"ready": 1, "scheduled": 1}  # "nightly" is due in 2h
+    default, other = report["queues"]
+    shown = {k: v for k, v in default.items() if not k.startswith("oldest")}
+    assert shown == {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 1, "dead": 1}
+    assert default["oldest_ready_at"] == populated.strftime("%Y-%m-%dT%H:%M:%S.000Z") and default["oldest_ready_age"] >= 0
+    assert other == {"queue": "other", "ready": 0, "scheduled": 1, "running": 0, "failed": 0, "dead": 0, "oldest_ready_at": None, "oldest_ready_age": None}
+    assert report["unserved"] == []  # worker-busy takes default and other
     retry_at = (now + timedelta(hours=1, seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert report["next_scheduled"] == {"id": "4", "run_at": retry_at}
     [worker] = report["workers"]  # neither the supervisor nor a long-stopped worker
@@ -120,9 +127,11 @@ def test_status_text_and_json(cli, db, populated):
     assert (worker["processed"], worker["failed"], worker["queues"]) == (3, 1, ["default", "other"])
 
     lines = cli.ok("status").stdout.splitlines()
-    assert lines[:9] == [
+    assert lines[:11] == [
         "=== Queue Status ===",
         "Pending: 2",
+        "  ready now: 1",
+        "  scheduled later: 1",
         "Running: 1",
         "Failed: 1",
         "Completed: 1",
@@ -131,22 +140,30 @@ def test_status_text_and_json(cli, db, populated):
         f"Next Scheduled Job: 4 at {retry_at}",
         "",
     ]
-    assert lines[9] == "=== Workers ==="
-    assert lines[10].split()[:5] == ["WORKER", "HOST", "PID", "STATE", "JOB"]
-    assert lines[11].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
-    assert len(lines) == 12
+    assert lines[11] == "=== Queues ==="
+    assert lines[12].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "OLDEST_READY"]
+    assert lines[13].split()[:6] == ["default", "1", "0", "1", "1", "1"] and re.fullmatch(r"\d+s", lines[13].split()[6])
+    assert lines[14].split() == ["other", "0", "1", "0", "0", "0", "-"]
+    assert lines[15:17] == ["", "=== Workers ==="]
+    assert lines[17].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED", "QUEUES"]
+    assert lines[18].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
+    assert lines[18].split()[-1] == "default,other"
+    assert len(lines) == 19
 
 
 def test_an_empty_queue(cli):
     assert cli.json("list") == []
     assert cli.json("status") == {
         "jobs": {"pending": 0, "running": 0, "failed": 0, "completed": 0, "dead": 0, "cancelled": 0},
+        "pending": {"ready": 0, "scheduled": 0},
         "next_scheduled": None,
+        "queues": [],
+        "unserved": [],
         "workers": [],
     }
     text = cli.ok("status").stdout
     assert text.startswith("=== Queue Status ===\nPending: 0\n")
-    assert "\nDead (DLQ): 0\nCancelled: 0\nNext Scheduled Job: none\n" in text
+    assert "\nDead (DLQ): 0\nCancelled: 0\nNext Scheduled Job: none\n\n=== Queues ===\nno pending, running, failed or dead jobs\n\n" in text
     assert text.endswith("=== Workers ===\nno workers running\n")
 
 

@@ -10,8 +10,13 @@ import sys
 import time
 
 from queuectl import jobspec
+from queuectl.cli import render
+from queuectl.cli.render import escape
 from queuectl.errors import DuplicateId, ValidationError
 from queuectl.states import JobState
+
+# `list` on a terminal with no filter shows this many of the newest jobs.
+TERMINAL_LIST = 50
 
 
 class Session:
@@ -46,16 +51,34 @@ def _print_json(value) -> None:
     sys.stdout.write("\n")
 
 
-def _table(rows: list[list], headers: list[str]) -> None:
-    cells = [headers] + [["" if c is None else str(c) for c in row] for row in rows]
+def _table(rows: list[list], headers: list[str], *, colour: bool = False, fit: int | None = None) -> None:
+    """Print an aligned table, every cell escaped (render.escape). colour: paint the
+    STATE column. fit: the index of a column cut so that lines fit the terminal (when
+    stdout is one; the last column, so the others stay aligned)."""
+    cells = [headers] + [["" if c is None else escape(str(c)) for c in row] for row in rows]
+    width = render.terminal_width() if fit is not None else None
+    if width is not None and fit is not None:
+        others = sum(max(len(r[i]) for r in cells) + 2 for i in range(len(headers)) if i != fit)
+        room = max(width - others, 20)
+        for row in cells[1:]:
+            row[fit] = _short(row[fit], room, collapse=False)
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    state = headers.index("STATE") if colour and "STATE" in headers else None
+    for number, row in enumerate(cells):
+        padded = [c.ljust(w) for c, w in zip(row, widths)]
+        if state is not None and number:
+            padded[state] = render.state_colour(row[state], padded[state])
+        print("  ".join(padded).rstrip())
 
 
-def _short(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
+def _short(text: str, width: int = 60, collapse: bool = True) -> str:
+    if collapse:
+        text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _colour(args) -> bool:
+    return not getattr(args, "json", False) and render.colour_wanted(getattr(args, "color", "auto"))
 
 
 # --- enqueue -------------------------------------------------------------------------
@@ -135,7 +158,7 @@ def run_enqueue(args, session: Session) -> int:
     elif args.file is not None:
         print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
     else:
-        print(f"enqueued id={rows[0]['id']} cmd={rows[0]['command']}")
+        print(f"enqueued id={escape(rows[0]['id'])} cmd={escape(rows[0]['command'])}")
     return 0
 
 
@@ -158,10 +181,42 @@ def _wait_for_one(session: Session, job_id: str, command: str) -> int:
 # --- reading jobs --------------------------------------------------------------------
 
 
+def _states(text: str) -> tuple[JobState, ...]:
+    """`--state a,b`: several states, comma-separated (each as JobState.parse takes it)."""
+    states = [JobState.parse(part) for part in text.split(",") if part.strip()]
+    if not states:
+        raise ValidationError("--state needs at least one state")
+    return tuple(dict.fromkeys(states))
+
+
+def _since(text: str):
+    """`--since`: a DURATION ago (90s, 5m, 2h, 1d) or a TIMESTAMP (ISO 8601)."""
+    from queuectl.timeutil import after, parse_duration, parse_timestamp, utcnow
+
+    try:
+        return after(utcnow(), -parse_duration(text))
+    except ValidationError:
+        pass
+    try:
+        return parse_timestamp(text)
+    except ValidationError:
+        raise ValidationError(f"invalid --since {text!r} (use a DURATION such as 90s, 5m, 2h, 1d or an ISO 8601 TIMESTAMP)") from None
+
+
 def run_list(args, session: Session) -> int:
-    state = JobState.parse(args.state) if args.state is not None else None
+    states = _states(args.state) if args.state is not None else None
     queue = jobspec.check_queue(args.queue) if args.queue is not None else None
-    rows = session.store().list_jobs(state=state, queue=queue, limit=args.limit)
+    since = _since(args.since) if args.since is not None else None
+    store = session.store()
+    last = args.last
+    unfiltered = states is None and queue is None and since is None and args.limit is None and last is None
+    if unfiltered and not args.json and render.is_terminal():
+        # A person at a terminal: the newest page, not a million lines.
+        total = store.job_total()
+        if total > TERMINAL_LIST:
+            last = TERMINAL_LIST
+            print(f"showing the newest {TERMINAL_LIST} of {total} jobs; use --last N, a filter, or --json for more", file=sys.stderr)
+    rows = store.list_jobs(states=states, queue=queue, since=since, limit=args.limit, last=last)
     if args.json:
         _print_json(rows)
         return 0
@@ -169,8 +224,10 @@ def run_list(args, session: Session) -> int:
         print("no jobs")
         return 0
     _table(
-        [[r["id"], r["state"], r["attempts"], r["priority"], r["queue"], r["run_at"], _short(r["command"])] for r in rows],
+        [[r["id"], r["state"], r["attempts"], r["priority"], r["queue"], r["run_at"], r["command"]] for r in rows],
         ["ID", "STATE", "ATTEMPTS", "PRIO", "QUEUE", "RUN_AT", "COMMAND"],
+        colour=_colour(args),
+        fit=6,
     )
     return 0
 
@@ -183,10 +240,12 @@ def run_show(args, session: Session) -> int:
         return 0
     for key, value in job.items():
         if key != "output":
-            print(f"{key + ':':13} {'' if value is None else value}")
+            print(f"{key + ':':13} {'' if value is None else escape(str(value))}")
     print("output:" if job["output"] else "output:       (none)")
     if job["output"]:
-        print(job["output"], end="" if job["output"].endswith("\n") else "\n")
+        # Line breaks and tabs as they are; any other control character escaped.
+        output = escape(job["output"], keep="\n\t")
+        print(output, end="" if output.endswith("\n") else "\n")
     return 0
 
 
@@ -209,8 +268,17 @@ def run_status(args, session: Session) -> int:
     labels = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"))
     for label, key in labels + (("Cancelled", "cancelled"),):
         print(f"{label}: {counts[key]}")
+        if key == "pending":
+            print(f"  ready now: {report['pending']['ready']}")
+            print(f"  scheduled later: {report['pending']['scheduled']}")
     nxt = report["next_scheduled"]
     print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")
+    print()
+    print("=== Queues ===")
+    _queue_table(report["queues"])
+    for entry in report["unserved"]:
+        jobs = "1 ready job" if entry["ready"] == 1 else f"{entry['ready']} ready jobs"
+        print(f"queue '{escape(entry['queue'])}': {jobs} and no live worker takes it")
     print()
     print("=== Workers ===")
     if not report["workers"]:
@@ -221,11 +289,45 @@ def run_status(args, session: Session) -> int:
             [
                 w["id"], w["host"], w["pid"], w["state"], w["job_id"] or "-", f"{w['heartbeat_age']:.1f}s",
                 _pct(w.get("cpu_percent")), _mb(w.get("rss_bytes")), w["processed"], w["failed"],
+                ",".join(w["queues"]) if w["queues"] else "all",
             ]
             for w in report["workers"]
         ],
-        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED"],
+        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED", "QUEUES"],
     )
+    return 0
+
+
+def _queue_table(entries: list[dict]) -> None:
+    if not entries:
+        print("no pending, running, failed or dead jobs")
+        return
+    _table(
+        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], _age(e["oldest_ready_age"])] for e in entries],
+        ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "OLDEST_READY"],
+    )
+
+
+def _age(seconds: float | None) -> str:
+    """How long the oldest ready job has waited: 45s, 12m, 5h, 3d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def run_queue_list(args, session: Session) -> int:
+    from queuectl import status as status_mod
+    from queuectl.timeutil import utcnow
+
+    now = utcnow()
+    entries = status_mod.queue_entries(session.store().queues(now), now)
+    if args.json:
+        _print_json(entries)
+        return 0
+    _queue_table(entries)
     return 0
 
 

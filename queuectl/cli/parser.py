@@ -66,13 +66,15 @@ def _enqueue(sub) -> None:
 
 def _list(sub) -> None:
     for name in ("list", "jobs"):
-        p = sub.add_parser(
-            name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""),
-            description="List jobs in enqueue order, live and dead. Outputs are left out: see show and logs.",
-        )
-        p.add_argument("--state", help=f"only jobs in this state ({STATES})")
+        p = sub.add_parser(name, help="list jobs" + (" (alias of list)" if name == "jobs" else ""), description=(
+            "List jobs in enqueue order, live and dead. Outputs are left out: see show and logs. "
+            "On a terminal with no filter, only the newest 50 (said on stderr); piped or with --json, all of them."
+        ))
+        p.add_argument("--state", metavar="STATE[,STATE...]", help=f"only jobs in these states, comma-separated ({STATES})")
         p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
-        p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs")
+        p.add_argument("--since", metavar="DURATION|TIMESTAMP", help="only jobs created since then: a DURATION ago (90s, 5m, 2h, 1d) or an ISO 8601 TIMESTAMP")
+        p.add_argument("--last", type=_positive_int, metavar="N", help="the newest N jobs (still shown oldest first)")
+        p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs (the oldest)")
         _add_json(p)
         p.set_defaults(command_name="list")
 
@@ -139,10 +141,29 @@ def _wait(sub) -> None:
 
 def _status(sub) -> None:
     p = sub.add_parser(
-        "status", help="job counts, next scheduled job and workers", description="Show job counts per state, the next scheduled job and the workers.",
+        "status",
+        help="job counts, queues and workers",
+        description=(
+            "Show job counts per state (pending split into ready now and scheduled later), the next scheduled job, "
+            "the figures per queue (and queues no live worker takes) and the workers."
+        ),
     )
     _add_json(p)
     p.set_defaults(command_name="status")
+
+
+def _queue(sub) -> None:
+    p = sub.add_parser(
+        "queue",
+        help="the queues and their jobs",
+        description="Figures per queue: ready, scheduled, running, failed and dead jobs, and how long the oldest ready job has waited.",
+    )
+    _add_json(p)
+    p.set_defaults(command_name="queue list")
+    qsub = p.add_subparsers(dest="queue_command", metavar="ACTION")
+    lp = qsub.add_parser("list", help="figures per queue", description="Figures per queue (queues with no live or dead jobs are left out).")
+    _add_json(lp, default=argparse.SUPPRESS)
+    lp.set_defaults(command_name="queue list")
 
 
 def _dlq(sub) -> None:
@@ -225,8 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--color", "--colour", dest="color", choices=("auto", "always", "never"), default="auto",
+        help="colour job states in tables: auto (default) only when stdout is a terminal and NO_COLOR is unset",
+    )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _dlq, _config, _worker, _db):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _queue, _dlq, _config, _worker, _db):
         add(sub)
     return parser

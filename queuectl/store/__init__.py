@@ -94,9 +94,16 @@ class Store:
     def job_output(self, job_id: str) -> str:
         return jobs.get(self.db, job_id).output or ""
 
-    def list_jobs(self, state: JobState | None = None, queue: str | None = None, limit: int | None = None) -> list[dict]:
-        """Jobs in enqueue order, without their output."""
-        return [jobs.to_dict(row) for row in jobs.listing(self.db, state=state, queue=queue, limit=limit)]
+    def list_jobs(self, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
+                  states: tuple[JobState, ...] | None = None, since: datetime | None = None, last: int | None = None) -> list[dict]:
+        """Jobs in enqueue order, without their output (see jobs.listing for the filters)."""
+        rows = jobs.listing(self.db, state=state, queue=queue, limit=limit, states=states, since=since, last=last)
+        return [jobs.to_dict(row) for row in rows]
+
+    def job_total(self) -> int:
+        """How many jobs the database holds, live and dead, from the counters (no scan)."""
+        with self.db.read() as conn:
+            return sum(counts.job_counts(conn).values())
 
     def cancel(self, ids: list[str] | None = None, *, queue: str | None = None, state: JobState | None = None) -> tuple[list[str], list[str]]:
         """Cancel jobs (see store/control.py): (cancelled at once, running ones asked to stop)."""
@@ -163,10 +170,17 @@ class Store:
 
     # --- status ----------------------------------------------------------------------
 
-    def status(self, now: datetime) -> tuple[dict[str, int], object, list]:
-        """Counts per state, the next job scheduled after `now`, and the worker rows."""
+    def status(self, now: datetime) -> tuple[dict[str, int], object, list, dict[str, dict]]:
+        """Counts per state (with "ready": pending jobs due by `now`), the next job
+        scheduled after `now`, the worker rows and the figures per queue."""
         with self.db.read() as conn:
-            return counts.job_counts(conn), counts.next_scheduled(conn, now), workers.worker_rows(conn)
+            return (counts.job_counts(conn, now), counts.next_scheduled(conn, now), workers.worker_rows(conn),
+                    counts.per_queue(conn, now))
+
+    def queues(self, now: datetime) -> dict[str, dict]:
+        """Per queue: ready, scheduled, running, failed, dead, oldest_ready (see counts.per_queue)."""
+        with self.db.read() as conn:
+            return counts.per_queue(conn, now)
 
     # --- the worker runtime ----------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.store.jobs import PURGED_KEY, SEQ_KEY
@@ -18,7 +18,7 @@ def _counter(key: str):
     return select(cast(CONFIG.c.value, BigInteger)).where(CONFIG.c.key == key).scalar_subquery()
 
 
-def job_counts(conn) -> dict[str, int]:
+def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
     """Counts per state, at a cost that does not grow with the history.
 
     The live states are counted through their partial indexes and the DLQ with
@@ -28,6 +28,9 @@ def job_counts(conn) -> dict[str, int]:
     enqueued - purged - live - dead - cancelled. Cancelled jobs are counted through
     their own partial index (ix_jobs_cancelled). One statement, so one snapshot on
     PostgreSQL too.
+
+    With `now`, also "ready": the pending jobs due by then (the rest are scheduled
+    later), counted through the same index (run_at is in it).
     """
     pending, failed, running = JobState.PENDING.value, JobState.FAILED.value, JobState.RUNNING.value
     cancelled = JobState.CANCELLED.value
@@ -41,12 +44,50 @@ def job_counts(conn) -> dict[str, int]:
             select(func.count()).select_from(DEAD_JOBS).scalar_subquery().label("dead"),
             _counter(SEQ_KEY).label("enqueued"),
             _counter(PURGED_KEY).label("purged"),
+            (_count(state_in(*CLAIMABLE), state_in(pending), JOBS.c.run_at <= now) if now else literal_column("0")).label("ready"),
         )
     ).one()
     counts = {state.value: 0 for state in JobState}
     counts.update({pending: row.pending, failed: row.failed, running: row.running, JobState.DEAD.value: row.dead, cancelled: row.cancelled})
     counts[JobState.COMPLETED.value] = row.enqueued - row.purged - row.pending - row.failed - row.running - row.dead - row.cancelled
+    if now is not None:
+        counts["ready"] = row.ready
     return counts
+
+
+def per_queue(conn, now: datetime) -> dict[str, dict]:
+    """Per queue: ready (pending, due by `now`), scheduled (pending, later), running,
+    failed, dead, and the run_at of the longest-waiting ready job.
+
+    The live states are grouped through their partial indexes (ix_jobs_claim,
+    ix_jobs_running), so completed jobs are never read; dead ones from the DLQ.
+    """
+    failed, running = JobState.FAILED.value, JobState.RUNNING.value
+    figures: dict[str, dict] = {}
+
+    def entry(queue: str) -> dict:
+        return figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "oldest_ready": None})
+
+    due = (JOBS.c.run_at <= now).label("due")
+    claimable = conn.execute(
+        select(JOBS.c.queue, JOBS.c.state, due, func.count(), func.min(JOBS.c.run_at))
+        .where(state_in(*CLAIMABLE))
+        .group_by(JOBS.c.queue, JOBS.c.state, due)
+    ).all()
+    for queue, state, is_due, count, oldest in claimable:
+        figures_of = entry(queue)
+        if state == failed:
+            figures_of["failed"] += count
+        elif is_due:
+            figures_of["ready"] += count
+            figures_of["oldest_ready"] = oldest
+        else:
+            figures_of["scheduled"] += count
+    for queue, count in conn.execute(select(JOBS.c.queue, func.count()).where(state_in(running)).group_by(JOBS.c.queue)):
+        entry(queue)["running"] = count
+    for queue, count in conn.execute(select(DEAD_JOBS.c.queue, func.count()).group_by(DEAD_JOBS.c.queue)):
+        entry(queue)["dead"] = count
+    return dict(sorted(figures.items()))
 
 
 def next_scheduled(conn, now: datetime):

@@ -166,25 +166,38 @@ def get(db, job_id: str):
     raise NotFound(f"no job with id {job_id!r}")
 
 
-def listing(db, state: JobState | None = None, queue: str | None = None, limit: int | None = None):
+def listing(db, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
+            states: tuple[JobState, ...] | None = None, since=None, last: int | None = None):
     """Jobs in enqueue order; without a state, live and dead jobs together.
+    `states`: any of several; `since`: created at or after it; `last`: the newest N
+    (still returned oldest first), read backwards along seq's unique index.
     Rows have every field but `output` (see LISTED), so their size does not depend on it."""
+    wanted = set(states or ()) | ({state} if state is not None else set())
     parts = []
     for table in (JOBS, DEAD_JOBS):
-        if table is DEAD_JOBS and state not in (None, JobState.DEAD):
+        if table is DEAD_JOBS and wanted and JobState.DEAD not in wanted:
             continue
-        if table is JOBS and state is JobState.DEAD:
+        live = sorted(s.value for s in wanted if s is not JobState.DEAD)
+        if table is JOBS and wanted and not live:
             continue
         query = select(*_job_columns(table, LISTED), table.c.seq)
-        if state is not None and table is JOBS:
-            query = query.where(table.c.state == state.value)
+        if live and table is JOBS:
+            query = query.where(table.c.state.in_(live))
         if queue is not None:
             query = query.where(table.c.queue == queue)
+        if since is not None:
+            query = query.where(table.c.created_at >= since)
         parts.append(query)
     combined = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
-    query = select(*[combined.c[name] for name in LISTED]).order_by(combined.c.seq)
+    columns = [combined.c[name] for name in LISTED]
+    if last:
+        query = select(*columns, combined.c.seq).order_by(combined.c.seq.desc()).limit(last)
+        if limit:
+            query = query.limit(min(last, limit))
+        with db.read() as conn:
+            return conn.execute(query).all()[::-1]
+    query = select(*columns).order_by(combined.c.seq)
     if limit:
         query = query.limit(limit)
     with db.read() as conn:
         return conn.execute(query).all()
-
