@@ -130,6 +130,7 @@ def test_unnamed_ids_count_up_and_failures_take_none(cli, db):
 
 def test_db_flag_wins_over_the_environment(scli, sqlite_db, tmp_path):
     other = tmp_path / "other" / "queue.db"
+    other.parent.mkdir()  # a --db directory that does not exist is refused (#12)
     scli.ok("--db", other, "enqueue", "echo elsewhere")
     assert all_ids(sqlite_db) == []
     elsewhere = open_database(str(other))

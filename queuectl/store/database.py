@@ -93,7 +93,9 @@ class Database:
         except (exc.ArgumentError, ValueError):
             raise ValidationError(f"invalid database URL {self.display_url!r}") from None
         self.dialect = dialect.for_url(parsed)
-        self.dialect.prepare_location(parsed)
+        # Only the default location's directory is made (the XDG default: a first run).
+        default = parsed.get_backend_name() == "sqlite" and parsed.database == os.path.abspath(default_path())
+        self.dialect.prepare_location(parsed, create_directory=default)
         try:
             busy = dialect.busy_timeout()  # validated here for every backend: a bad value fails at once
             options = self.dialect.engine_options(durable)
