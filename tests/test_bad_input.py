@@ -300,7 +300,8 @@ def test_json_text(qdb, text, lead):
 
 
 def ascii_duration(text: str) -> float | None:
-    """The documented DURATION syntax, ASCII only: 90, 90s, 5m, 2h, 1d."""
+    """The documented DURATION syntax, ASCII only: 90, 90s, 5m, 2h, 1d (one unit; the
+    compound forms, 1h30m, are tested in test_durations_sizes.py)."""
     m = re.fullmatch(r"[ \t\n\r\f\v]*([0-9]+(?:\.[0-9]+)?)[ \t\n\r\f\v]*([smhdSMHD]?)[ \t\n\r\f\v]*", text)
     if not m:
         return None

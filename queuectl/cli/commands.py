@@ -311,9 +311,10 @@ def run_worker_start(args, session: Session) -> int:
 def run_worker_stop(args, session: Session) -> int:
     from queuectl.worker import stop
 
-    if args.timeout is not None and args.timeout < 0:
-        raise ValidationError("--timeout must not be negative")
-    print(stop.stop(session.store(), now=args.now, timeout=args.timeout, wait=args.wait))
+    from queuectl.timeutil import parse_duration
+
+    timeout = None if args.timeout is None else parse_duration(args.timeout, "--timeout")
+    print(stop.stop(session.store(), now=args.now, timeout=timeout, wait=args.wait))
     return 0
 
 

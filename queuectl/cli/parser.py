@@ -51,7 +51,7 @@ def _enqueue(sub) -> None:
     p.add_argument("--max-retries", "--retries", dest="max_retries", metavar="N", help="retries after the first attempt (default: config max-retries)")
     p.add_argument("--priority", metavar="N", help="higher runs first (default 0)")
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--delay", metavar="DURATION", help="run no sooner than DURATION from now (90, 90s, 5m, 2h, 1d)")
+    when.add_argument("--delay", metavar="DURATION", help="run no sooner than DURATION from now (90, 90s, 5m, 1h30m, 1.5h, 2d)")
     when.add_argument("--run-at", dest="run_at", metavar="TIMESTAMP", help="run no sooner than this ISO 8601 time (UTC unless it has an offset)")
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
@@ -133,7 +133,7 @@ def _worker(sub) -> None:
     sp.set_defaults(command_name="worker start")
     tp = wsub.add_parser("stop", help="stop running supervisors", description="Stop the supervisors of this database: on this host by signal, elsewhere through a stop flag in the database.")
     tp.add_argument("--now", action="store_true", help="kill running jobs and requeue them instead of letting them finish")
-    tp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wait at most this long (default: until they exit)")
+    tp.add_argument("--timeout", default=None, metavar="DURATION", help="wait at most this long, e.g. 30, 90s, 5m (default: until they exit)")
     tp.add_argument("--no-wait", dest="wait", action="store_false", help="signal and return at once")
     tp.set_defaults(command_name="worker stop")
 
