@@ -295,6 +295,10 @@ def run_config_unset(args, session: Session) -> int:
 def run_worker_start(args, session: Session) -> int:
     from queuectl.worker import supervisor
 
+    if args.log is not None and not args.detach:
+        raise ValidationError("--log is for --detach (in the foreground the log goes to stderr)")
+    if args.log is not None and not args.log.strip():
+        raise ValidationError("--log is empty: give a file path")
     options = supervisor.PoolOptions(
         concurrency=args.concurrency,
         queues=tuple(jobspec.check_queue(q) for q in args.queues or ()),
@@ -302,7 +306,7 @@ def run_worker_start(args, session: Session) -> int:
         hostname=args.hostname,
     )
     if args.detach:
-        pid, log_path = supervisor.detach(session.url(), options)
+        pid, log_path = supervisor.detach(session.url(), options, log=args.log)
         print(f"started supervisor pid={pid} log={log_path}")
         return 0
     return supervisor.run(session.url(), options)
