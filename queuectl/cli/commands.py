@@ -99,15 +99,23 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
         except ValidationError as err:
             raise ValidationError(f"{name}: line {number}: {err}") from None
         numbers.append(number)
-    if not specs:
-        raise ValidationError(f"{name}: no jobs in it")
     return specs, numbers
 
 
 def run_enqueue(args, session: Session) -> int:
     numbers: list[int] = []
+    if args.command[:1] == ["--"]:  # argparse keeps the `--` that ends enqueue's options
+        args.command = args.command[1:]
     if args.file is not None:
         specs, numbers = _specs_from_file(args)
+        if not specs:
+            # A cron pipeline that has nothing to send this time has not failed.
+            # The database is not even opened.
+            if args.json:
+                _print_json([])
+            else:
+                print("no jobs")
+            return 0
     elif not args.command:
         raise ValidationError("the command is empty (give a COMMAND, a JSON job spec or --file)")
     elif len(args.command) == 1 and args.command[0].lstrip().startswith("{"):
