@@ -1,7 +1,9 @@
 """Configuration keys: defaults, types and ranges. Values live in the `config` table."""
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from queuectl.errors import ValidationError
 from queuectl.timeutil import parse_duration
@@ -43,6 +45,34 @@ def _duration_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+# KiB, MiB, GiB count in 1024s, KB, MB, GB in 1000s (IEC and SI, as `ls --si` and disk
+# makers mean them); no unit, or B, is bytes.
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+SIZE_FORMS = "bytes, or a number with a unit: 65536, 64KiB, 10MB, 1MiB (KiB, MiB, GiB: 1024, 1024^2, 1024^3 bytes; KB, MB, GB: 1000, 1000^2, 1000^3)"
+
+
+def parse_size(text: str) -> Decimal:
+    """Bytes from `65536`, `64KiB`, `10MB`, `1MiB`, `1.5KiB`."""
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise ValidationError(f"{text!r} is not a size (use {SIZE_FORMS})")
+    number, unit = match.groups()
+    return Decimal(number) * _SIZE_UNITS[(unit or "b").lower()]
+
+
+def _size_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if not low <= value <= high:  # compared before int(): 5000 digits are no int
+            raise ValidationError(f"{text!r} is out of range ({low}..{high} bytes)")
+        if value != int(value):
+            raise ValidationError(f"{text!r} is not a whole number of bytes")
+        return int(value)
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -63,7 +93,7 @@ KEYS: dict[str, Key] = {
         Key("heartbeat-interval", "1", _duration_range(0.05, 3600), "how often workers heartbeat"),
         Key("heartbeat-timeout", "30", _duration_range(0.2, 86400), "silence after which a worker is presumed dead"),
         Key("kill-grace", "10", _duration_range(0, 3600), "after SIGTERM, how long a cancelled job has before SIGKILL"),
-        Key("output-limit", "65536", _int_range(0, 64 * 1024 * 1024), "bytes of output kept per job"),
+        Key("output-limit", "65536", _size_range(0, 64 * 1024 * 1024), "bytes of output kept per job (65536, 64KiB, 10MB, 1MiB)"),
     )
 }
 

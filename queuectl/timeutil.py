@@ -6,8 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from queuectl.errors import ValidationError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE | re.ASCII)
+# A number of seconds, or amounts with units, largest first: 90, 90s, 5m, 1h30m, 1.5h, 2d.
+_DURATION = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*|(?:\d+(?:\.\d+)?\s*[smhd]\s*)+)", re.IGNORECASE | re.ASCII)
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE | re.ASCII)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_FORMS = "seconds, or amounts with units s, m, h, d largest first: 90, 90s, 5m, 1h30m, 1.5h, 2d"
 # Far enough for any schedule, small enough that datetime arithmetic never overflows.
 MAX_SECONDS = 10 * 365 * 86400
 
@@ -24,7 +27,8 @@ def iso(value: datetime | None) -> str | None:
 
 
 def parse_duration(text: str | int | float, what: str = "duration") -> float:
-    """Seconds from `90`, `90s`, `5m`, `2h`, `1d` (non-negative, at most ten years)."""
+    """Seconds from `90`, `90s`, `5m`, `1h30m`, `1.5h`, `2d` (non-negative, at most ten
+    years). The one grammar of every DURATION: flags, job specs, config values."""
     if isinstance(text, bool):
         raise ValidationError(f"invalid {what} {text!r}")
     if isinstance(text, (int, float)):
@@ -33,13 +37,24 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
         except OverflowError:  # a JSON integer beyond any float
             seconds = math.inf
     else:
-        match = _DURATION.match(str(text))
-        if not match:
-            raise ValidationError(f"invalid {what} {text!r} (use e.g. 90, 90s, 5m, 2h, 1d)")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        parsed = _duration_seconds(str(text))
+        if parsed is None:
+            raise ValidationError(f"invalid {what} {text!r} (use {DURATION_FORMS})")
+        seconds = parsed
     if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_SECONDS:
         raise ValidationError(f"invalid {what} {text!r} (must be between 0 and {MAX_SECONDS} seconds)")
     return seconds
+
+
+def _duration_seconds(text: str) -> float | None:
+    if not _DURATION.fullmatch(text):
+        return None
+    parts = _PART.findall(text)
+    units = [unit.lower() for _, unit in parts]
+    order = [_UNIT_SECONDS[u] for u in units]
+    if len(parts) > 1 and (order != sorted(order, reverse=True) or len(set(units)) != len(units)):
+        return None  # "30m1h", "1h1h": a slip more likely than meant
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in zip((n for n, _ in parts), units))
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -168,6 +168,8 @@ class Cli:
         return result
 
     def json(self, *args, **kw):
+        if args[:1] == ("enqueue",):  # enqueue's options go before the command (#12)
+            return json.loads(self.ok("enqueue", "--json", *args[1:], **kw).stdout)
         return json.loads(self.ok(*args, "--json", **kw).stdout)
 
     def spawn(self, *args, **kw) -> subprocess.Popen:

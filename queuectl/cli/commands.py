@@ -124,8 +124,6 @@ def _specs_from_file(args) -> tuple[list, list[int]]:
         except ValidationError as err:
             raise ValidationError(f"{name}: line {number}: {err}") from None
         numbers.append(number)
-    if not specs:
-        raise ValidationError(f"{name}: no jobs in it")
     return specs, numbers
 
 
@@ -133,8 +131,18 @@ def run_enqueue(args, session: Session) -> int:
     if args.wait and (args.file is not None or args.json):
         raise ValidationError("--wait takes one job: not with --file or --json")
     numbers: list[int] = []
+    if args.command[:1] == ["--"]:  # argparse keeps the `--` that ends enqueue's options
+        args.command = args.command[1:]
     if args.file is not None:
         specs, numbers = _specs_from_file(args)
+        if not specs:
+            # A cron pipeline that has nothing to send this time has not failed.
+            # The database is not even opened.
+            if args.json:
+                _print_json([])
+            else:
+                print("no jobs")
+            return 0
     elif not args.command:
         raise ValidationError("the command is empty (give a COMMAND, a JSON job spec or --file)")
     elif len(args.command) == 1 and args.command[0].lstrip().startswith("{"):
@@ -515,6 +523,10 @@ def run_config_unset(args, session: Session) -> int:
 def run_worker_start(args, session: Session) -> int:
     from queuectl.worker import supervisor
 
+    if args.log is not None and not args.detach:
+        raise ValidationError("--log is for --detach (in the foreground the log goes to stderr)")
+    if args.log is not None and not args.log.strip():
+        raise ValidationError("--log is empty: give a file path")
     options = supervisor.PoolOptions(
         concurrency=args.concurrency,
         queues=tuple(jobspec.check_queue(q) for q in args.queues or ()),
@@ -522,18 +534,18 @@ def run_worker_start(args, session: Session) -> int:
         hostname=args.hostname,
     )
     if args.detach:
-        pid, log_path = supervisor.detach(session.url(), options)
+        pid, log_path = supervisor.detach(session.url(), options, log=args.log)
         print(f"started supervisor pid={pid} log={log_path}")
         return 0
     return supervisor.run(session.url(), options)
 
 
 def run_worker_stop(args, session: Session) -> int:
+    from queuectl.timeutil import parse_duration
     from queuectl.worker import stop
 
-    if args.timeout is not None and args.timeout < 0:
-        raise ValidationError("--timeout must not be negative")
-    print(stop.stop(session.store(), now=args.now, timeout=args.timeout, wait=args.wait))
+    timeout = None if args.timeout is None else parse_duration(args.timeout, "--timeout")
+    print(stop.stop(session.store(), now=args.now, timeout=timeout, wait=args.wait))
     return 0
 
 

@@ -30,6 +30,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+GLOBAL_AFTER_HELP = "also accepted after the subcommand, where it wins over one given before"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every subcommand's parser also takes the global flags (`queuectl status --db X`)
+    and reports its own usage errors.
+
+    Their defaults are SUPPRESS: a subparser copies every attribute it has onto the
+    top level's namespace, so one given after the subcommand replaces one given before
+    it, and one not given leaves it alone. Unrecognised arguments are refused here,
+    with this parser's usage: argparse would hand them up to the top level, whose
+    usage says nothing about the subcommand."""
+
+    def __init__(self, *args, global_flags: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sub = global_flags
+        if global_flags:
+            self.add_argument("--db", default=argparse.SUPPRESS, metavar="URL_OR_PATH", help="the database, as queuectl --db (" + GLOBAL_AFTER_HELP + ")")
+            self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as queuectl --debug")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if self._sub and extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+
 def _add_json(parser, default=False) -> None:
     parser.add_argument("--json", action="store_true", default=default, help="print JSON instead of text")
 
@@ -39,19 +66,26 @@ def _enqueue(sub) -> None:
         "enqueue",
         help="add a job (a shell command or a JSON job spec)",
         description=(
-            "Add a job. One argument is a shell command string; several words are joined as the shell "
+            "Add a job. Everything from the first word that is not an option of enqueue is the command, "
+            "its own options included (`queuectl enqueue ls -la` runs `ls -la`), so enqueue's options "
+            "(and --db, --debug) go before it; `--` also ends them (`queuectl enqueue --queue q -- ls -la`). "
+            "One argument is a shell command string; several words are joined as the shell "
             "would quote them; a single argument starting with '{' is a JSON job spec "
             '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd). '
-            "With --file, one JSON spec or plain command per line, all in one transaction."
+            "With --file, one JSON spec or plain command per line, all in one transaction; "
+            "a file with no jobs in it enqueues nothing and exits 0. "
+            "Jobs run under /bin/sh (dash on Debian: no $RANDOM, no [[ ]]); for bash, enqueue bash -c '...'. "
+            "DURATION: a number of seconds or amounts with units s, m, h, d, e.g. 90, 90s, 5m, 1h30m, 1.5h, 2d."
         ),
     )
-    p.add_argument("command", nargs="*", metavar="COMMAND", help="shell command, its words, or a JSON job spec")
+    # REMAINDER: the command's own options (`ls -la`) are not taken for enqueue's.
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="shell command, its words, or a JSON job spec (after enqueue's options)")
     p.add_argument("--file", "-f", metavar="PATH", help="enqueue every line of PATH ('-' for stdin), all or nothing")
     p.add_argument("--id", help="name the job (1-128 of A-Z a-z 0-9 . _ : -, not all digits)")
     p.add_argument("--max-retries", "--retries", dest="max_retries", metavar="N", help="retries after the first attempt (default: config max-retries)")
     p.add_argument("--priority", metavar="N", help="higher runs first (default 0)")
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--delay", metavar="DURATION", help="run no sooner than DURATION from now (90, 90s, 5m, 2h, 1d)")
+    when.add_argument("--delay", metavar="DURATION", help="run no sooner than DURATION from now (90, 90s, 5m, 1h30m, 1.5h, 2d)")
     when.add_argument("--run-at", dest="run_at", metavar="TIMESTAMP", help="run no sooner than this ISO 8601 time (UTC unless it has an offset)")
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
@@ -211,7 +245,11 @@ def _worker(sub) -> None:
     sp.add_argument("--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
     sp.add_argument("--burst", action="store_true", help="exit once no job is due, running or awaiting a retry (jobs delayed into the future do not hold it)")
-    sp.add_argument("--detach", action="store_true", help="run in the background; log next to the database; print the pid")
+    sp.add_argument(
+        "--detach", action="store_true",
+        help="run in the background, print the pid; log to --log, else next to a SQLite database, else to worker-HOST-DBNAME.log beside the default database",
+    )
+    sp.add_argument("--log", metavar="PATH", help="with --detach: the log file (appended to; must be a regular file of this user, not a symbolic link)")
     sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
     sp.set_defaults(command_name="worker start")
     tp = wsub.add_parser(
@@ -219,7 +257,7 @@ def _worker(sub) -> None:
         description="Stop the supervisors of this database: on this host by signal, elsewhere through a stop flag in the database.",
     )
     tp.add_argument("--now", action="store_true", help="kill running jobs and requeue them instead of letting them finish")
-    tp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="wait at most this long (default: until they exit)")
+    tp.add_argument("--timeout", default=None, metavar="DURATION", help="wait at most this long, e.g. 30, 90s, 5m (default: until they exit)")
     tp.add_argument("--no-wait", dest="wait", action="store_false", help="signal and return at once")
     tp.set_defaults(command_name="worker stop")
 
@@ -236,13 +274,19 @@ def _db(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="queuectl",
+        global_flags=False,
         description=(
             "A durable background job queue for shell commands: enqueue commands, "
             "run them on a pool of workers with retries, exponential backoff and a dead-letter queue."
         ),
-        epilog="Exit status: 0 success, 1 operational error (not found, duplicate id, database unusable), 2 usage or validation error.",
+        epilog=(
+            "--db and --debug are also accepted after the subcommand (queuectl status --db X); given in both "
+            "places, the one after the subcommand wins. A --db path whose directory does not exist is refused "
+            "(only the default location's directory is created). "
+            "Exit status: 0 success, 1 operational error (not found, duplicate id, database unusable), 2 usage or validation error."
+        ),
     )
     parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

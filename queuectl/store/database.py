@@ -21,12 +21,23 @@ def default_path() -> Path:
 
 
 def worker_log_path(url: str) -> str:
-    """Where `worker start --detach` logs: beside a SQLite file, else beside the
-    default database."""
+    """Where `worker start --detach` logs without --log: beside a SQLite file, else
+    beside the default database, one file per server and database
+    (worker-HOST[_PORT]-DBNAME.log: never the user or a password)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return parsed.database + ".worker.log"
-    return str(default_path().parent / "worker.log")
+    host = parsed.host or "local"  # no host: libpq's Unix socket (or host= in the query)
+    if parsed.port:
+        host += f"_{parsed.port}"
+    name = f"worker-{_file_safe(host)}-{_file_safe(parsed.database or parsed.username or 'default')}.log"
+    return str(default_path().parent / name)
+
+
+def _file_safe(text: str) -> str:
+    """text with anything but letters, digits, '.', '_' and '-' as '_' (no '/', no
+    leading dot: the name stays one plain file name)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".") or "_"
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -93,7 +104,9 @@ class Database:
         except (exc.ArgumentError, ValueError):
             raise ValidationError(f"invalid database URL {self.display_url!r}") from None
         self.dialect = dialect.for_url(parsed)
-        self.dialect.prepare_location(parsed)
+        # Only the default location's directory is made (the XDG default: a first run).
+        default = parsed.get_backend_name() == "sqlite" and parsed.database == os.path.abspath(default_path())
+        self.dialect.prepare_location(parsed, create_directory=default)
         try:
             busy = dialect.busy_timeout()  # validated here for every backend: a bad value fails at once
             options = self.dialect.engine_options(durable)

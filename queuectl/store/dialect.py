@@ -64,18 +64,38 @@ class SQLiteDialect:
     def missing_driver_message(self, err: ImportError) -> str:
         return f"SQLite support is missing from this Python: {err}"
 
-    def prepare_location(self, url: URL) -> None:
-        """Create the database directory (0700) and file (0600) private to the user."""
+    def prepare_location(self, url: URL, create_directory: bool = False) -> None:
+        """Create the database file (0600) private to the user; its directory (0700)
+        only when create_directory (the default location). Elsewhere a missing
+        directory is a typo more often than a wish, and one made silently would hide
+        the jobs from every command that spells it right: refused, with the reason."""
         if not self.path:
             return
         path = Path(self.path)
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        parent = path.parent
+        if not parent.is_dir():
+            existing = next(p for p in parent.parents if p.exists() or p == p.parent) if not parent.exists() else parent
+            if existing.exists() and not existing.is_dir():
+                raise DatabaseError(f"cannot use database {path}: {existing} is not a directory")
+            if not create_directory:
+                raise DatabaseError(f"database directory {parent} does not exist; create it first (mkdir -p {parent}) or give another --db")
+            try:
+                parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            except OSError as err:
+                raise DatabaseError(f"cannot create the database directory {parent}: {err.strerror or err}") from None
         if not path.exists():
             try:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError:
-                pass  # sqlite reports the real problem, with the path, on connect
+            except OSError as err:
+                if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise DatabaseError(f"cannot create database {path}: {err.strerror} (directory {parent})") from None
+                # otherwise sqlite reports the real problem, with the path, on connect
+        elif not os.access(parent, os.W_OK) and not all(Path(f"{path}{s}").exists() for s in ("-wal", "-shm")):
+            # SQLite cannot open a WAL database, even to read it, without creating
+            # its -wal and -shm files beside it; its own message says only "unable
+            # to open database file".
+            why = "a read-only file system" if os.statvfs(parent).f_flag & os.ST_RDONLY else "not writable by this user"
+            raise DatabaseError(f"cannot use database {path}: its directory {parent} is {why} (SQLite creates its -wal and -shm files there)")
 
     def engine_options(self, durable: bool) -> dict:
         return {"connect_args": {"timeout": self.busy_timeout}}
@@ -282,7 +302,7 @@ class PostgresDialect:
     def missing_driver_message(self, err: ImportError) -> str:
         return f"PostgreSQL support is not installed ({err}): pip install 'queuectl[postgres]'"
 
-    def prepare_location(self, url: URL) -> None:
+    def prepare_location(self, url: URL, create_directory: bool = False) -> None:
         pass
 
     def engine_options(self, durable: bool) -> dict:
