@@ -11,18 +11,26 @@ rings. Every table and `show`'s text view pass those fields through `escape`;
 import os
 import shutil
 import sys
+import unicodedata
 
 # ANSI colours (SGR) for job states; the rest stay plain.
 STATE_COLOURS = {"completed": "32", "dead": "31", "failed": "33", "running": "36"}
 
 
+# What a terminal may act on: controls (C0, DEL, C1), format characters (bidi
+# overrides, zero-width joiners...) and line/paragraph separators. Not unassigned or
+# private-use characters, nor non-ASCII spaces: str.isprintable() refuses those too,
+# but a terminal shows them as a glyph or a blank, and a command may hold them.
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
 def escape(text: str, keep: str = "") -> str:
-    """`text` with every character that is not printable written as a Python escape
+    """`text` with every character a terminal could act on written as a Python escape
     (ESC as \\x1b, CR as \\r, a C1 control as \\x9b...); characters in `keep` (say
     a newline, for a multi-line output) stay as they are."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _UNSAFE and c not in keep else c for c in text)
 
 
 def is_terminal(stream=None) -> bool:
