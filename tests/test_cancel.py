@@ -119,3 +119,25 @@ def test_the_0003_migration_from_0002_with_data_both_ways(db):
         assert conn.exec_driver_sql("SELECT id, state FROM dead_jobs").all() == [("old", "dead")]
         alembic_command.upgrade(cfg, "head")
         conn.commit()
+
+
+def test_a_job_retried_from_the_dlq_forgets_a_cancel_asked_of_its_last_run(db):
+    """A cancel asked while the job ran, which its worker never saw (the job failed for
+    good first), must not cancel the job's fresh start after `dlq retry` or `retry`."""
+    from queuectl.store import Store, transitions
+    from queuectl.timeutil import utcnow
+
+    store = Store(db)
+    for job_id in ("a", "b"):
+        enqueue(db, "true", id=job_id, max_retries=0)
+        with db.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE jobs SET state = 'running', worker_id = 'w-1' WHERE id = '{job_id}'")
+        assert store.cancel([job_id]) == ([], [job_id])
+        with db.begin() as conn:
+            transitions.fail(conn, job_id, "w-1", error="exit code 1", exit_code=1, output="", now=utcnow(),
+                             cfg={"backoff-base": 2, "backoff-max": 1, "backoff-jitter": 0})
+    assert store.dlq_retry(["a"]) == ["a"]
+    assert store.retry(["b"]) == ["b"]
+    with db.read() as conn:
+        rows = conn.exec_driver_sql("SELECT id, state, cancel_requested_at FROM jobs ORDER BY id").all()
+    assert rows == [("a", "pending", None), ("b", "pending", None)]

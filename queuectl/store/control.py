@@ -23,7 +23,7 @@ from queuectl.jobspec import lookup_id
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
-from queuectl.store.transitions import RUNNING, cancel_waiting, chunks, lock_jobs, move_jobs, request_cancel, state_in
+from queuectl.store.transitions import RUNNING, cancel_waiting, chunks, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
 
 _ACTIVE = (*CLAIMABLE, RUNNING)
 
@@ -108,16 +108,7 @@ def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime)
     """Terminal jobs back to pending, same id, command and options, attempts reset;
     the ids retried."""
     live, dead = _lock_terminal(conn, ids, state, None)
-    fresh = {
-        "state": JobState.PENDING.value,
-        "attempts": 0,
-        "run_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-        "worker_id": None,
-        "cancel_requested_at": None,
-    }
+    fresh = fresh_start(now)
     for chunk in chunks(live):
         done = conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), state_in(*_FINISHED_LIVE)).values(**fresh)).rowcount
         if done != len(chunk):  # they are locked: anything else is a bug, and nothing is retried

@@ -15,10 +15,9 @@ from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.states import JobState
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
-from queuectl.store.transitions import chunks, lock_jobs, move_jobs
+from queuectl.store.transitions import chunks, fresh_start, lock_jobs, move_jobs
 from queuectl.timeutil import utcnow
 
 
@@ -45,16 +44,7 @@ def _not_dead(conn, job_id: str) -> str:
 
 def retry(db, ids: list[str] | None, now=None) -> list[str]:
     """Move dead jobs back to pending with attempts reset (None means all); the ids moved."""
-    now = now or utcnow()
-    fresh = {
-        "state": JobState.PENDING.value,
-        "attempts": 0,
-        "run_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-        "worker_id": None,
-    }
+    fresh = fresh_start(now or utcnow())
     with db.begin() as conn:
         chosen = _lock(conn, ids)
         move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)

@@ -242,6 +242,21 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
     return result.rowcount == 1
 
 
+def fresh_start(now: datetime) -> dict:
+    """What a job taken back to pending by a person (`retry`, `dlq retry`) is set to:
+    a new start, attempts reset, nothing left of its last run or of a cancel asked of it."""
+    return {
+        "state": JobState.PENDING.value,
+        "attempts": 0,
+        "run_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "worker_id": None,
+        "cancel_requested_at": None,
+    }
+
+
 def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
     """Give a job back unrun (an immediate stop): pending again, no attempt charged."""
     result = conn.execute(
