@@ -337,7 +337,7 @@ OPTIONS_ENV = "QUEUECTL_POOL_OPTIONS"
 
 
 def detach(url: str, options: PoolOptions, log: str | None = None) -> tuple[int, str]:
-    """Start the pool in the background (queuectl.worker.background), logging to
+    """Start the pool in the background (queuectl.cli.background), logging to
     `log`, else next to the database (store.worker_log_path); (its pid, the log's path).
     The log is this process's business: the pool only inherits it as stdout/stderr."""
     from queuectl.store import worker_log_path
@@ -347,7 +347,7 @@ def detach(url: str, options: PoolOptions, log: str | None = None) -> tuple[int,
     else:
         log_path = worker_log_path(url)
         os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    command = [sys.executable, "-m", "queuectl.worker.background"]
+    command = [sys.executable, "-m", "queuectl.cli.background"]
     # The URL travels in the environment, not argv: a password must not show in `ps`.
     env = dict(os.environ, QUEUECTL_DB=url, **{OPTIONS_ENV: json.dumps(dataclasses.asdict(options))})
     fd = _open_log(log_path)

@@ -1,6 +1,6 @@
-"""The process `worker start --detach` starts: the same pool as the foreground, with
-the options the CLI parsed (handed over by supervisor.detach), logging to stderr,
-which detach pointed at the log file."""
+"""The entry point of the process `worker start --detach` starts: the same pool as
+the foreground, with the options the CLI parsed (handed over by supervisor.detach),
+logging to stderr, which detach pointed at the log file."""
 
 import logging
 import os
