@@ -32,6 +32,7 @@ from conftest import Cli, env_for
 from fault_support import run_many
 from queuectl.cli.main import main
 from queuectl.cli.parser import build_parser
+from queuectl.cli.render import escape
 from queuectl.jobspec import MAX_COMMAND_BYTES, SPEC_KEYS
 from queuectl.store import jobs as jobs_api
 from queuectl.store import open_database
@@ -269,7 +270,8 @@ def test_json_job_specs(qdb, tmp_path, data):
     if spec.get("max_retries") is not None:
         assert job["max_retries"] == int(spec["max_retries"])
     assert os.path.isabs(job["cwd"]) and os.path.isdir(job["cwd"])
-    assert r.out == f"enqueued id={job['id']} cmd={job['command']}\n"
+    # What a terminal could act on is shown escaped (render.escape).
+    assert r.out == f"enqueued id={escape(job['id'])} cmd={escape(job['command'])}\n"
 
 
 def json_like_text():

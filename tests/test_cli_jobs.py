@@ -48,10 +48,12 @@ def test_list_json_and_text(cli, populated):
     assert cli.json("jobs") == rows  # alias
 
     lines = cli.ok("list").stdout.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "ATTEMPTS", "PRIO", "QUEUE", "RUN_AT", "COMMAND"]
-    assert [line.split()[:3] for line in lines[1:]] == [
-        ["1", "pending", "0"], ["2", "running", "0"], ["3", "completed", "0"],
-        ["4", "failed", "1"], ["5", "dead", "1"], ["nightly", "pending", "0"],
+    assert lines[0].split() == ["ID", "STATE", "RUNS", "FAILED", "PRIO", "QUEUE", "RUN_AT", "COMMAND"]
+    # Runs (ended attempts of any kind) beside failed attempts: a job that completed
+    # once no longer looks like it never ran.
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["1", "pending", "0", "0"], ["2", "running", "0", "0"], ["3", "completed", "1", "0"],
+        ["4", "failed", "1", "1"], ["5", "dead", "1", "1"], ["nightly", "pending", "0", "0"],
     ]
     assert lines[6].endswith("make nightly")
 
@@ -145,7 +147,7 @@ def test_status_text_and_json(cli, db, populated):
     assert lines[13].split()[:6] == ["default", "1", "0", "1", "1", "1"] and re.fullmatch(r"\d+s", lines[13].split()[6])
     assert lines[14].split() == ["other", "0", "1", "0", "0", "0", "-"]
     assert lines[15:17] == ["", "=== Workers ==="]
-    assert lines[17].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED", "QUEUES"]
+    assert lines[17].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"]
     assert lines[18].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
     assert lines[18].split()[-1] == "default,other"
     assert len(lines) == 19

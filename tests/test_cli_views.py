@@ -304,7 +304,7 @@ def test_job_states_are_coloured_on_a_terminal_only(cli, db):
     assert "\x1b[32mcompleted\x1b[0m" in lines[1]
     assert "\x1b[31mdead     \x1b[0m" in lines[2]  # padded inside the colour: columns stay aligned
     assert "\x1b[" not in lines[3] and "\x1b[" not in lines[0]
-    assert lines[1].index("0 ") == lines[3].index("0 ") + len("\x1b[32m\x1b[0m")
+    assert lines[1].index(" default ") == lines[3].index(" default ") + len("\x1b[32m\x1b[0m")
     env = dict(env_for(cli.db_url), NO_COLOR="1")
     assert "\x1b[" not in on_terminal(cli, "list", env=env)[0]
     assert "\x1b[" in on_terminal(cli, "--color", "always", "list", env=env)[0]  # the flag wins

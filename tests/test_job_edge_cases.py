@@ -29,8 +29,9 @@ def test_output_that_is_not_utf8_and_holds_nul_bytes(cli, db, supervisors):
     burst(supervisors)
     row = job(db, "bytes")
     assert (row["state"], row["exit_code"], row["last_error"]) == ("completed", 0, None), row
-    # Invalid UTF-8 and NUL (which PostgreSQL text cannot hold) both become U+FFFD; the rest is kept as it was.
-    expected = "\ufffd\ufffdabc\nmid \ufffd( end\n\ufffd"
+    # Bytes that are not UTF-8, and NUL (which PostgreSQL text cannot hold), are kept
+    # as \xNN escapes (runner.Tail); the rest is kept as it was.
+    expected = "\\xff\\x00abc\nmid \\xc3( end\n\\x00"
     assert row["output"] == expected
     assert cli.ok("logs", "bytes").stdout == expected
     assert cli.json("show", "bytes")["output"] == expected

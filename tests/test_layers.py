@@ -12,7 +12,7 @@ PACKAGE = REPO / "queuectl"
 LAYERS = [
     ("errors", "timeutil", "states", "config", "jobspec"),
     ("store",),
-    ("worker", "status", "waiting"),
+    ("worker", "status", "waiting", "following"),
     ("cli", "__main__"),
 ]
 

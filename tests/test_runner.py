@@ -142,15 +142,29 @@ def test_output_limit_zero_keeps_nothing(tmp_path):
     assert run.outcome == runner.Outcome(0, "", None)
 
 
-def test_invalid_utf8_and_nul_become_replacement_characters(tmp_path):
-    # \377 is never valid UTF-8; PostgreSQL text cannot hold NUL.
+def test_bytes_that_are_not_utf8_and_nul_are_kept_as_escapes(tmp_path):
+    # \377 is never valid UTF-8; PostgreSQL text cannot hold NUL. Neither is lost.
     run = run_job(r"printf 'ok \377 \000 \303\251\n'", tmp_path)
-    assert run.outcome == runner.Outcome(0, "ok \ufffd \ufffd \u00e9\n", None)
+    assert run.outcome == runner.Outcome(0, "ok \\xff \\x00 \u00e9\n", None)
+    assert run.outcome.output_size == len("ok \\xff \\x00 \u00e9\n")
 
 
 def test_a_limit_that_cuts_a_character_in_two(tmp_path):
-    run = run_job(r"printf 'a\303\251'", tmp_path, output_limit=1)  # "aé", é is 2 bytes
-    assert run.outcome == runner.Outcome(0, "\ufffd", None)
+    run = run_job(r"printf 'a\303\251'", tmp_path, output_limit=1)  # "aé", é is 2 bytes: it does not fit
+    assert run.outcome == runner.Outcome(0, "", None)
+    run = run_job(r"printf 'a\303\251'", tmp_path, output_limit=2)
+    assert (run.outcome.output, run.outcome.output_size) == ("\u00e9", 2)
+
+
+def test_a_character_split_across_reads_is_kept_whole():
+    tail = runner.Tail(100)
+    for byte in "aé€😀".encode():
+        tail.add(bytes([byte]))
+    tail.add(b"", final=True)
+    assert tail.snapshot() == ("aé€😀", 4)
+    cut = runner.Tail(100)
+    cut.add("é".encode()[:1], final=True)  # the job ended in the middle of a character
+    assert cut.snapshot() == ("\\xc3", 4)
 
 
 def test_a_job_that_closes_its_output_is_still_waited_for(tmp_path):
@@ -179,22 +193,22 @@ def test_a_lot_of_output_never_blocks_the_job(tmp_path):
     assert run.seconds < QUICK
 
 
-def test_tail_keeps_the_last_bytes_in_bounded_memory():
-    tail = runner._Tail(10)
+def test_tail_keeps_the_last_bytes_in_bounded_memory_and_counts_them_all():
+    tail = runner.Tail(10)
     everything = b""
     for size in [1, 3, 9, 10, 11, 25, 0, 2, 40, 7]:
         # Letters that go on from chunk to chunk: a tail cut at the wrong place shows.
         chunk = bytes(ord("a") + (len(everything) + i) % 26 for i in range(size))
         tail.add(chunk)
         everything += chunk
-        assert len(tail.buffer) <= 2 * tail.limit
-        assert tail.text() == everything[-10:].decode()
+        assert len(tail._text) <= 2 * tail.limit
+        assert tail.snapshot() == (everything[-10:].decode(), len(everything))
 
 
-def test_tail_with_limit_zero_stores_nothing():
-    tail = runner._Tail(0)
+def test_tail_with_limit_zero_stores_nothing_but_counts():
+    tail = runner.Tail(0)
     tail.add(b"x" * 1000)
-    assert tail.buffer == b"" and tail.text() == ""
+    assert tail._text == "" and tail.snapshot() == ("", 1000)
 
 
 # --- timeouts ------------------------------------------------------------------------------

@@ -175,10 +175,11 @@ def _wait_for_one(session: Session, job_id: str, command: str) -> int:
     none: cancelled, or lost with its worker)."""
     from queuectl import waiting
 
-    print(f"enqueued id={job_id} cmd={command}", file=sys.stderr, flush=True)
+    print(f"enqueued id={escape(job_id)} cmd={escape(command)}", file=sys.stderr, flush=True)
     (ended,) = waiting.wait(session.store(), [job_id])
     if ended.state != waiting.DELETED:
-        sys.stdout.write(session.store().job_output(job_id))
+        output, _ = session.store().job_output(job_id)
+        sys.stdout.write(output)
         sys.stdout.flush()
     if ended.completed:
         return 0
@@ -232,34 +233,101 @@ def run_list(args, session: Session) -> int:
         print("no jobs")
         return 0
     _table(
-        [[r["id"], r["state"], r["attempts"], r["priority"], r["queue"], r["run_at"], r["command"]] for r in rows],
-        ["ID", "STATE", "ATTEMPTS", "PRIO", "QUEUE", "RUN_AT", "COMMAND"],
+        [[r["id"], r["state"], r["runs"], r["attempts"], r["priority"], r["queue"], r["run_at"], r["command"]] for r in rows],
+        ["ID", "STATE", "RUNS", "FAILED", "PRIO", "QUEUE", "RUN_AT", "COMMAND"],
         colour=_colour(args),
-        fit=6,
+        fit=7,
     )
     return 0
 
 
+# `show` prints at most this much of the output; `logs` prints all that was kept.
+SHOW_LINES = 20
+SHOW_CHARS = 4000
+
+
 def run_show(args, session: Session) -> int:
     job_id = jobspec.lookup_id(args.id)
-    job = session.store().job(job_id)
+    store = session.store()
+    job = store.job(job_id)
+    history = store.history(job_id)
     if args.json:
-        _print_json(job)
+        _print_json(dict(job, history=history))
         return 0
     for key, value in job.items():
-        if key != "output":
+        if key not in ("output", "output_size", "attempts", "runs"):
             print(f"{key + ':':13} {'' if value is None else escape(str(value))}")
-    print("output:" if job["output"] else "output:       (none)")
-    if job["output"]:
-        # Line breaks and tabs as they are; any other control character escaped.
-        output = escape(job["output"], keep="\n\t")
-        print(output, end="" if output.endswith("\n") else "\n")
+    print(f"{'runs:':13} {job['runs']}{_runs_summary(history)}")
+    print(f"{'attempts:':13} {job['attempts']} (failed attempts that count against max_retries; a retry by hand resets them)")
+    if history:
+        print("history:")
+        _table([[a["number"], a["started_at"] or "-", _took(a["duration"]), a["host"] or "-", a["worker_id"] or "-",
+                 "-" if a["exit_code"] is None else a["exit_code"], a["error"] or "completed"] for a in history],
+               ["#", "STARTED", "TOOK", "HOST", "WORKER", "EXIT", "RESULT"])
+    _output_preview(job)
     return 0
 
 
+def _runs_summary(history: list[dict]) -> str:
+    """' (2 failed, 1 completed)': how the recorded runs ended."""
+    from collections import Counter
+
+    from queuectl.store.transitions import CANCELLED, STOPPED
+
+    ended = Counter("completed" if a["error"] is None else "cancelled" if a["error"] == CANCELLED
+                    else "stopped" if a["error"] == STOPPED else "failed" for a in history)
+    return " (" + ", ".join(f"{n} {what}" for what, n in ended.most_common()) + ")" if ended else ""
+
+
+def _took(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f}s"
+
+
+def _output_preview(job: dict) -> None:
+    """The end of the job's output, bounded, control characters escaped; the rest is for `logs`."""
+    from queuectl.following import cut_note
+
+    output = job["output"] or ""
+    running = job["state"] == JobState.RUNNING.value
+    if not output:
+        print("output:       (none" + (" yet)" if running else ")"))
+        return
+    lines = output.splitlines(keepends=True)
+    shown = "".join(lines[-SHOW_LINES:])[-SHOW_CHARS:]
+    size = job["output_size"] if job["output_size"] is not None else len(output)
+    hidden = size - len(shown)
+    where = f"queuectl logs {job['id']}" if not running else f"queuectl logs -f {job['id']}"
+    print("output" + (" so far" if running else "") + (f" (its last {len(shown):,} of {size:,} characters; all kept: {where}):" if hidden else ":"))
+    if size > len(output):
+        print(cut_note(size - len(output)))
+    # Line breaks and tabs as they are; any other control character escaped.
+    text = escape(shown, keep="\n\t")
+    print(text, end="" if text.endswith("\n") else "\n")
+
+
 def run_logs(args, session: Session) -> int:
+    from queuectl.following import cut_note
+
     job_id = jobspec.lookup_id(args.id)
-    output = session.store().job_output(job_id)
+    store = session.store()
+    if args.follow and args.attempt is not None:
+        raise ValidationError("--follow and --attempt go separately")
+    if args.follow:
+        from queuectl import following
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        state = following.follow(store, job_id, write=write, note=lambda line: print(line, file=sys.stderr, flush=True))
+        return 0 if state == JobState.COMPLETED.value else 3
+    if args.attempt is not None:
+        attempt = store.attempt(job_id, args.attempt)
+        output, size = attempt["output"] or "", attempt["output_size"]
+    else:
+        output, size = store.job_output(job_id)
+    if size is not None and size > len(output):
+        print(cut_note(size - len(output)), file=sys.stderr, flush=True)
     sys.stdout.write(output)
     return 0
 
@@ -301,7 +369,7 @@ def run_status(args, session: Session) -> int:
             ]
             for w in report["workers"]
         ],
-        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "DONE", "FAILED", "QUEUES"],
+        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"],
     )
     return 0
 

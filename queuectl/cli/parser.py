@@ -118,8 +118,15 @@ def _show(sub) -> None:
     p.add_argument("id", metavar="ID")
     _add_json(p)
     p.set_defaults(command_name="show")
-    p = sub.add_parser("logs", help="print a job's captured output", description="Print the captured stdout+stderr of a job's last attempt.")
+    p = sub.add_parser("logs", help="print a job's captured output", description=(
+        "Print the captured stdout+stderr of a job's running or last attempt, as it was printed (for piping). "
+        "Only the last output-limit of each attempt is kept; when more was printed, a line on stderr says how much was cut."
+    ))
     p.add_argument("id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true", help=(
+        "print the output as it is produced, attempt after attempt (a line on stderr where each starts and ends), "
+        "until the job has finished; exit 0 if it completed, 3 if it ended dead or cancelled"))
+    p.add_argument("--attempt", type=_positive_int, metavar="N", help="the output of attempt N (see show) instead of the last one")
     p.set_defaults(command_name="logs")
 
 

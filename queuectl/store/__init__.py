@@ -22,7 +22,7 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import config, control, counts, dlq, jobs, schema, transitions, workers
+from queuectl.store import attempts, config, control, counts, dlq, jobs, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
@@ -91,8 +91,35 @@ class Store:
         """A job, live or dead, as the JSON object the CLI prints; NotFound otherwise."""
         return jobs.to_dict(jobs.get(self.db, job_id))
 
-    def job_output(self, job_id: str) -> str:
-        return jobs.get(self.db, job_id).output or ""
+    def job_output(self, job_id: str) -> tuple[str, int | None]:
+        """(output, characters it had in all) of the job's running or last attempt."""
+        job = jobs.get(self.db, job_id)
+        return job.output or "", job.output_size
+
+    def attempt(self, job_id: str, number: int) -> dict:
+        """Attempt `number` of a job, with its output; NotFound if there is none."""
+        job_id = jobs.get(self.db, job_id).id  # NotFound for the job first
+        with self.db.read() as conn:
+            return jobs.to_dict(attempts.one(conn, job_id, number))
+
+    def history(self, job_id: str) -> list[dict]:
+        """A job's attempts, oldest first, as JSON objects: without their outputs (see
+        attempt()), with their duration in seconds."""
+        with self.db.read() as conn:
+            rows = attempts.of_job(conn, job_id)
+        found = []
+        for row in rows:
+            took = (row.finished_at - row.started_at).total_seconds() if row.started_at and row.finished_at else None
+            entry = jobs.to_dict(row)
+            entry.pop("has_own_output", None)
+            entry["duration"] = None if took is None else round(took, 3)
+            found.append(entry)
+        return found
+
+    def progress(self, job_id: str):
+        """What `logs --follow` looks at: the job's state, runs, output and output_size."""
+        with self.db.read() as conn:
+            return jobs.progress(conn, job_id)
 
     def list_jobs(self, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
                   states: tuple[JobState, ...] | None = None, since: datetime | None = None, last: int | None = None) -> list[dict]:
@@ -209,21 +236,30 @@ class Store:
         with self.db.write_one() as conn:  # the claim is one statement
             return transitions.claim(conn, worker_id, queues or None, now or utcnow())
 
-    def complete_and_claim(self, job_id: str, worker_id: str, *, output: str | None, queues: tuple[str, ...], now: datetime | None = None):
-        """Success, and the next job claimed in the same write: (still owned?, next job or None)."""
-        return self.db.dialect.complete_and_claim(self.db, job_id, worker_id, output=output, now=now or utcnow(), queues=tuple(queues) if queues else None)
+    def complete_and_claim(self, job_id: str, worker_id: str, *, output: str | None, queues: tuple[str, ...], now: datetime | None = None,
+                           output_size: int | None = None):
+        """Success, and the next job claimed in the same write: (still owned?, next job or None).
+        output_size: characters the job printed in all (default: len(output))."""
+        return self.db.dialect.complete_and_claim(self.db, job_id, worker_id, output=output, output_size=output_size, now=now or utcnow(),
+                                                  queues=tuple(queues) if queues else None)
 
     def record(self, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
                output: str | None, cfg: dict, claim_next: bool, queues: tuple[str, ...], now: datetime | None = None,
-               cancelled: bool = False):
+               cancelled: bool = False, output_size: int | None = None):
         """An attempt's outcome off the hot path (see transitions.record), and unless
         told otherwise the next job in the same transaction: (new state or None, next job)."""
         now = now or utcnow()
         with self.db.begin() as conn:
             state = transitions.record(
-                conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg, cancelled=cancelled
+                conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg,
+                cancelled=cancelled, output_size=output_size,
             )
             return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
+
+    def stream_output(self, job_id: str, worker_id: str, *, output: str, output_size: int) -> bool:
+        """A running job's output so far, from its owner; False if it owns it no more."""
+        with self.db.write_one() as conn:
+            return transitions.stream_output(conn, job_id, worker_id, output=output, output_size=output_size)
 
     def worker_heartbeat(self, worker_id: str, running: str | None, **fields) -> tuple[bool, dict, bool]:
         """A worker's beat: (still alive?, current config, was the job it is `running` cancelled?)."""

@@ -21,6 +21,7 @@ from sqlalchemy import delete as delete_rows
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
 from queuectl.states import CLAIMABLE, JobState
+from queuectl.store import attempts
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import RUNNING, cancel_waiting, chunks, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
@@ -108,6 +109,7 @@ def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime)
     """Terminal jobs back to pending, same id, command and options, attempts reset;
     the ids retried."""
     live, dead = _lock_terminal(conn, ids, state, None)
+    attempts.keep_outputs(conn, live)
     fresh = fresh_start(now)
     for chunk in chunks(live):
         done = conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), state_in(*_FINISHED_LIVE)).values(**fresh)).rowcount
@@ -127,6 +129,7 @@ def delete(conn, ids: list[str] | None, *, state: JobState | None, finished_befo
             deleted += conn.execute(delete_rows(table).where(table.c.id.in_(chunk))).rowcount
     if deleted != len(live) + len(dead):  # they are locked: anything else is a bug
         raise RuntimeError(f"deleting {len(live) + len(dead)} jobs deleted {deleted}")
+    attempts.forget(conn, live + dead)
     if deleted:
         bump_counter(conn, PURGED_KEY, deleted)
     return sorted_by_request(ids, live + dead)

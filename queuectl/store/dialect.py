@@ -224,13 +224,15 @@ class SQLiteDialect:
         with db.begin() as conn:
             yield conn
 
-    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None):
+    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None,
+                           output_size: int | None = None):
         """The worker's hot path: no DML in a CTE here, and no round trips to save, so
-        two statements in one transaction. (owned, next job or None)."""
+        three statements (completion, its attempt, the claim) in one transaction.
+        (owned, next job or None)."""
         from queuectl.store import transitions
 
         with db.begin() as conn:
-            owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, now=now)
+            owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=output_size, now=now)
             return owned, transitions.claim(conn, worker_id, queues, now)
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
@@ -347,12 +349,14 @@ class PostgresDialect:
         with db.translate_errors(), db.engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
-    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None):
+    def complete_and_claim(self, db, job_id: str, worker_id: str, *, output: str | None, now, queues: tuple[str, ...] | None,
+                           output_size: int | None = None):
         """The worker's hot path as one autocommitted statement (data-modifying CTEs):
         one round trip per job. (owned, next job or None)."""
         from queuectl.store import transitions
 
-        params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, now=now)
+        size = transitions.size_of(output, output_size)
+        params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
         with self.write_one(db) as conn:
             row = conn.execute(transitions.complete_and_claim_statement(queues), params).one()
         return row.owned == 1, (row if row.id is not None else None)

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
+from queuectl.store import attempts
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import chunks, fresh_start, lock_jobs, move_jobs
@@ -62,6 +63,7 @@ def purge(db, ids: list[str] | None) -> list[str]:
             deleted += conn.execute(delete(DEAD_JOBS).where(DEAD_JOBS.c.id.in_(chunk))).rowcount
         if deleted != len(chosen):  # they are locked: anything else is a bug, and nothing is purged
             raise RuntimeError(f"purging {len(chosen)} dead jobs deleted {deleted}")
+        attempts.forget(conn, chosen)
         if deleted:
             bump_counter(conn, PURGED_KEY, deleted)
     return chosen

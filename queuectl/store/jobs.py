@@ -96,6 +96,7 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 seq=seq,
                 state=pending,
                 attempts=0,
+                runs=0,
                 max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
                 run_at=run_at,
                 timeout=timeout,
@@ -163,6 +164,15 @@ def get(db, job_id: str):
             row = conn.execute(select(*_job_columns(table)).where(table.c.id == job_id)).first()
             if row is not None:
                 return row
+    raise NotFound(f"no job with id {job_id!r}")
+
+
+def progress(conn, job_id: str):
+    """(state, runs, output, output_size) of a job, live or dead; NotFound otherwise."""
+    for table in (JOBS, DEAD_JOBS):
+        row = conn.execute(select(table.c.state, table.c.runs, table.c.output, table.c.output_size).where(table.c.id == job_id)).first()
+        if row is not None:
+            return row
     raise NotFound(f"no job with id {job_id!r}")
 
 

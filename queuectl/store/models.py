@@ -107,7 +107,16 @@ class JobColumns:
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The output of the running attempt so far (streamed while it runs, see
+    # worker/stream.py), else of the last one: its last output-limit characters.
     output: Mapped[str | None] = mapped_column(Text)
+    # Characters that attempt printed in all: more than len(output) when cut.
+    output_size: Mapped[int | None] = mapped_column(BigInteger)
+    # Attempts that have ended, counting every kind (completed, failed, lost, stopped
+    # now, cancelled); each is a row of `attempts`, numbered 1.. by this count. Unlike
+    # `attempts` (failed attempts, which retry's backoff counts), a person's retry
+    # does not reset it.
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_id: Mapped[str | None] = mapped_column(String(64))
     # Set by `cancel` on a running job; its worker sees it at its next heartbeat.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -132,6 +141,26 @@ class DeadJob(JobColumns, Base):
     __tablename__ = "dead_jobs"
 
     dead_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attempt(Base):
+    """One run of a job, written when it ends (see store/attempts.py)."""
+
+    __tablename__ = "attempts"
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)  # None: it succeeded
+    # NULL for a completed attempt: its output is the job's (a completed attempt stays
+    # the job's last one until a person retries the job, which copies it here), so
+    # the hot path writes each output once.
+    output: Mapped[str | None] = mapped_column(Text)
+    output_size: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ConfigEntry(Base):
@@ -176,3 +205,4 @@ JOBS = cast(Table, Job.__table__)
 DEAD_JOBS = cast(Table, DeadJob.__table__)
 CONFIG = cast(Table, ConfigEntry.__table__)
 WORKERS = cast(Table, Worker.__table__)
+ATTEMPTS = cast(Table, Attempt.__table__)

@@ -12,18 +12,23 @@ import math
 import random
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal, or_, select, true, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, insert, literal, null, or_, select, true, update
 
 from queuectl.states import CLAIMABLE, JobState
-from queuectl.store.models import DEAD_JOBS, JOBS
+from queuectl.store import attempts
+from queuectl.store.chunks import chunks
+from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS
 from queuectl.timeutil import after
 
 RUNNING = JobState.RUNNING.value
 # What a claim returns to the worker: the whole job but what only its past attempts
 # wrote (the output may be megabytes), so a new field reaches the worker by itself.
-CLAIM_COLUMNS = tuple(c for c in JOBS.c if c.name not in ("output", "last_error", "exit_code", "seq"))
+CLAIM_COLUMNS = tuple(c for c in JOBS.c if c.name not in ("output", "output_size", "last_error", "exit_code", "seq"))
 WORKER_LOST = "worker lost"
 CANCELLED = "cancelled"  # last_error of a cancelled job
+STOPPED = "stopped: given back unrun (its worker was told to stop now)"  # error of such an attempt
+# Every transition that ends a run counts it; the attempt row takes the new count as its number.
+_ONE_MORE_RUN = JOBS.c.runs + 1
 
 
 def state_in(*states: str):
@@ -69,6 +74,10 @@ def claim_statement(queues: tuple[str, ...] | None):
             started_at=bindparam("now"),
             updated_at=bindparam("now"),
             finished_at=None,
+            # The last attempt's output is in its attempt row (or was the job's
+            # completed run, which only a person's retry, keeping it, brings back).
+            output=None,
+            output_size=None,
         )
         .returning(*CLAIM_COLUMNS)
     )
@@ -123,20 +132,34 @@ _COMPLETE = (
         updated_at=bindparam("now"),
         exit_code=bindparam("result_code"),
         output=bindparam("result_output"),
+        output_size=bindparam("result_size"),
+        runs=_ONE_MORE_RUN,
         last_error=None,
     )
+    .returning(*attempts.ENDED)
 )
 
 
-def outcome_params(job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> dict:
+def outcome_params(job_id: str, worker_id: str, *, exit_code: int, output: str | None, output_size: int | None, now: datetime) -> dict:
     """The parameters of _COMPLETE (also of the statement that claims beside it)."""
-    return {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": exit_code, "result_output": output}
+    return {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": exit_code,
+            "result_output": output, "result_size": output_size}
 
 
-def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime) -> bool:
-    """Record success; False if this worker no longer owns the job."""
-    params = outcome_params(job_id, worker_id, exit_code=exit_code, output=output, now=now)
-    return conn.execute(_COMPLETE, params).rowcount == 1
+def size_of(output: str | None, output_size: int | None) -> int | None:
+    """Characters an output had in all: as the worker counted them, or all of it kept."""
+    return output_size if output_size is not None or output is None else len(output)
+
+
+def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str | None, now: datetime, output_size: int | None = None) -> bool:
+    """Record success and its attempt; False if this worker no longer owns the job."""
+    params = outcome_params(job_id, worker_id, exit_code=exit_code, output=output, output_size=size_of(output, output_size), now=now)
+    ended = conn.execute(_COMPLETE, params).first()
+    if ended is None:
+        return False
+    # The output stays the job's alone (see models.Attempt.output).
+    attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
+    return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,11 +167,17 @@ def complete_and_claim_statement(queues: tuple[str, ...] | None):
     """Success and the next claim as one statement (data-modifying CTEs, PostgreSQL),
     so a worker's write per job is one round trip. Both updates see the statement's
     snapshot; the finished job is 'running', never claimable, so they never touch
-    the same row. Always one row: `owned` (1 if this worker still owned the finished
-    job) and the claimed job's columns (NULL when there was nothing to claim)."""
-    done = _COMPLETE.returning(JOBS.c.id).cte("done")
+    the same row. The attempt row is inserted from what the completing update
+    returned. Always one row: `owned` (1 if this worker still owned the finished job:
+    its attempt was recorded) and the claimed job's columns (NULL when there was
+    nothing to claim)."""
+    done = _COMPLETE.cte("done")
+    recorded = attempts.insert_from(
+        done, finished_at=bindparam("now", type_=ATTEMPTS.c.finished_at.type), exit_code=bindparam("result_code", type_=Integer()),
+        error=null(), output=null(),
+    ).returning(ATTEMPTS.c.number).cte("recorded")
     claimed = claim_statement(queues).cte("claimed")
-    owned = select(func.count()).select_from(done).scalar_subquery().label("owned")
+    owned = select(func.count()).select_from(recorded).scalar_subquery().label("owned")
     one_row = select(literal(1).label("one")).subquery("one_row")
     return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true()))
 
@@ -177,26 +206,39 @@ def fail(
     now: datetime,
     cfg: dict,
     rng: random.Random | None = None,
+    output_size: int | None = None,
 ) -> str | None:
-    """Charge a failed attempt: schedule a retry ('failed') or move to the DLQ ('dead').
+    """Charge a failed attempt: schedule a retry ('failed') or move to the DLQ ('dead'),
+    and record the attempt.
 
     Returns the new state, or None if this worker no longer owns the job.
     """
     row = conn.execute(
-        select(JOBS.c.attempts, JOBS.c.max_retries).where(_owned(job_id, worker_id)).with_for_update()
+        select(JOBS.c.attempts, JOBS.c.max_retries, *attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()
     ).first()
     if row is None:
         return None
-    attempts = row.attempts + 1
-    outcome = dict(attempts=attempts, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error, output=output)
-    if attempts <= row.max_retries:
-        run_at = after(now, backoff_delay(attempts, cfg, rng))
+    failed = row.attempts + 1
+    output_size = size_of(output, output_size)
+    outcome = dict(attempts=failed, runs=row.runs + 1, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error,
+                   output=output, output_size=output_size)
+    attempts.record(conn, _Ended(row, runs=row.runs + 1, output_size=output_size), finished_at=now, exit_code=exit_code, error=error, output=output)
+    if failed <= row.max_retries:
+        run_at = after(now, backoff_delay(failed, cfg, rng))
         conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
         return JobState.FAILED.value
     # The row is locked (above) and the move itself is guarded by the owner too.
     dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
     move_jobs(conn, JOBS, DEAD_JOBS, [job_id], values=dead, guard=_owned(job_id, worker_id))
     return JobState.DEAD.value
+
+
+class _Ended:
+    """A run's ENDED columns (attempts.record) from a row read before its transition."""
+
+    def __init__(self, row, **changed):
+        for column in attempts.ENDED:
+            setattr(self, column.name, changed.get(column.name, getattr(row, column.name)))
 
 
 def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
@@ -232,14 +274,27 @@ def cancel_requested(conn, job_id: str, worker_id: str) -> bool:
     return conn.execute(select(JOBS.c.cancel_requested_at).where(_owned(job_id, worker_id))).scalar() is not None
 
 
-def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None, output: str | None, now: datetime) -> bool:
+def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None, output: str | None, now: datetime,
+                     output_size: int | None = None) -> bool:
     """A running job stopped because it was cancelled: cancelled, no retry."""
-    result = conn.execute(
+    output_size = size_of(output, output_size)
+    ended = conn.execute(
         update(JOBS)
         .where(_owned(job_id, worker_id))
-        .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output, last_error=CANCELLED)
-    )
-    return result.rowcount == 1
+        .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output,
+                output_size=output_size, runs=_ONE_MORE_RUN, last_error=CANCELLED)
+        .returning(*attempts.ENDED)
+    ).first()
+    if ended is None:
+        return False
+    attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
+    return True
+
+
+def stream_output(conn, job_id: str, worker_id: str, *, output: str, output_size: int) -> bool:
+    """The running attempt's output so far (its owner's, batched: worker/stream.py);
+    False if this worker no longer owns the job."""
+    return conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(output=output, output_size=output_size)).rowcount == 1
 
 
 def fresh_start(now: datetime) -> dict:
@@ -257,29 +312,42 @@ def fresh_start(now: datetime) -> dict:
     }
 
 
-def release(conn, job_id: str, worker_id: str, *, now: datetime) -> bool:
-    """Give a job back unrun (an immediate stop): pending again, no attempt charged."""
-    result = conn.execute(
-        update(JOBS)
-        .where(_owned(job_id, worker_id))
-        .values(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
-    )
-    return result.rowcount == 1
+def release(conn, job_id: str, worker_id: str, *, now: datetime, ran: dict | None = None) -> bool:
+    """Give a job back unrun (an immediate stop): pending again, no attempt charged.
+    ran: the outcome (exit_code, output, output_size) of a run that was killed for it,
+    recorded as an attempt; None for a job claimed and never started."""
+    before = None
+    if ran is not None:
+        before = conn.execute(select(*attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()).first()
+        if before is None:
+            return False
+    values = dict(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
+    if before is not None and ran is not None:
+        values.update(runs=before.runs + 1, output=ran["output"], output_size=ran["output_size"])
+    if conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(**values)).rowcount != 1:
+        return False
+    if before is not None and ran is not None:
+        ended = _Ended(before, runs=before.runs + 1, output_size=ran["output_size"])
+        attempts.record(conn, ended, finished_at=now, exit_code=ran["exit_code"], error=STOPPED, output=ran["output"])
+    return True
 
 
 def record(conn, job_id: str, worker_id: str, *, stopped: bool, error: str | None, exit_code: int | None,
-           output: str | None, now: datetime, cfg: dict, cancelled: bool = False) -> str | None:
+           output: str | None, now: datetime, cfg: dict, cancelled: bool = False, output_size: int | None = None) -> str | None:
     """A finished attempt's outcome, off the hot path: cancelled, given back unrun
     (`stopped`), completed, or failed. The job's new state, or None if this worker no
     longer owns it."""
+    size = size_of(output, output_size)
     if cancelled:
-        done = finish_cancelled(conn, job_id, worker_id, exit_code=exit_code, output=output, now=now)
+        done = finish_cancelled(conn, job_id, worker_id, exit_code=exit_code, output=output, output_size=size, now=now)
         return JobState.CANCELLED.value if done else None
     if stopped:
-        return JobState.PENDING.value if release(conn, job_id, worker_id, now=now) else None
+        ran = {"exit_code": exit_code, "output": output, "output_size": size}
+        return JobState.PENDING.value if release(conn, job_id, worker_id, now=now, ran=ran) else None
     if error is None:
-        return JobState.COMPLETED.value if complete(conn, job_id, worker_id, exit_code=0, output=output, now=now) else None
-    return fail(conn, job_id, worker_id, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg)
+        done = complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
+        return JobState.COMPLETED.value if done else None
+    return fail(conn, job_id, worker_id, error=error, exit_code=exit_code, output=output, output_size=size, now=now, cfg=cfg)
 
 
 def held(conn, worker_id: str) -> list[str]:
@@ -291,24 +359,17 @@ def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORK
     """Charge a failed attempt to every job a dead worker still holds; [(job id, new state)]."""
     results = []
     for job_id in held(conn, worker_id):
+        # What the run had printed by its last flush (worker/stream.py) is its output.
+        streamed = conn.execute(select(JOBS.c.output, JOBS.c.output_size).where(_owned(job_id, worker_id))).first()
+        kept = dict(output=streamed.output, output_size=streamed.output_size) if streamed else dict(output=None, output_size=None)
         if cancel_requested(conn, job_id, worker_id):  # its cancel outlived the worker
-            done = finish_cancelled(conn, job_id, worker_id, exit_code=None, output=None, now=now)
+            done = finish_cancelled(conn, job_id, worker_id, exit_code=None, now=now, **kept)
             state = JobState.CANCELLED.value if done else None
         else:
-            state = fail(conn, job_id, worker_id, error=error, exit_code=None, output=None, now=now, cfg=cfg)
+            state = fail(conn, job_id, worker_id, error=error, exit_code=None, now=now, cfg=cfg, **kept)
         if state:
             results.append((job_id, state))
     return results
-
-
-# Ids per statement of a move: SQLite allows 32766 bound parameters, PostgreSQL 65535.
-ID_CHUNK = 500
-
-
-def chunks(ids: list[str]):
-    """`ids` in slices of ID_CHUNK, for statements that bind one parameter per id."""
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start : start + ID_CHUNK]
 
 
 def lock_jobs(conn, table, where) -> list[str]:

@@ -15,14 +15,16 @@ RETRY_AFTER = 1.0
 
 
 class Heartbeat:
-    def __init__(self, beat: Callable[[], bool], interval: Callable[[], float]):
+    def __init__(self, beat: Callable[[], bool], interval: Callable[[], float], name: str = "heartbeat"):
         """beat() writes one heartbeat and says whether it reached the database;
-        interval() is the current heartbeat-interval (config can change it)."""
+        interval() is the current heartbeat-interval (config can change it). Also
+        paces other periodic writes of a worker (its job's output: name 'output')."""
         self._beat = beat
         self._interval = interval
+        self._name = name
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -44,6 +46,6 @@ class Heartbeat:
             try:
                 ok = self._beat()
             except Exception:  # a beat must never kill the thread that keeps the worker alive
-                log.exception("heartbeat failed")
+                log.exception("%s failed", self._name)
                 ok = False
             self._wake.wait(self._interval() if ok else min(RETRY_AFTER, self._interval()))

@@ -1,15 +1,17 @@
 """Running one job's command: `sh -c` in its own process group, output captured
 without ever blocking the job, a timeout, and no process left behind."""
 
+import codecs
 import errno
 import math
 import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # After SIGTERM, a job's process group has this long before SIGKILL.
 KILL_GRACE = 2.0
@@ -22,6 +24,7 @@ class Outcome:
     output: str
     error: str | None  # None means success
     stopped: bool = False  # killed because the worker was told to stop now
+    output_size: int | None = field(default=None, compare=False)  # characters printed in all (None: len(output))
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
@@ -35,24 +38,46 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-class _Tail:
-    """The last `limit` bytes of a stream, in bounded memory."""
+class Tail:
+    """The last `limit` bytes of a job's output as text, in bounded memory, and how
+    many characters it printed in all; read by the worker's output stream (another
+    thread) while the job runs.
+
+    Text, because the database stores text: output is decoded as UTF-8 as it comes
+    (a character split across two reads is kept whole), and what is not UTF-8 is kept
+    as backslash escapes (a byte 0xff becomes the four characters \\xff, NUL becomes
+    \\x00, which PostgreSQL text cannot hold), so binary output is shown, never
+    silently mangled. `size` counts characters of that text, so a reader that has
+    seen `n` of them knows which part of the kept tail is new.
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.buffer = bytearray()
+        self.size = 0
+        self._text = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+        self._lock = threading.Lock()
 
-    def add(self, data: bytes) -> None:
-        if not self.limit:
-            return
-        self.buffer += data
-        if len(self.buffer) > 2 * self.limit:
-            del self.buffer[: len(self.buffer) - self.limit]
+    def add(self, data: bytes, final: bool = False) -> None:
+        text = self._decoder.decode(data, final)
+        if "\x00" in text:
+            text = text.replace("\x00", "\\x00")
+        with self._lock:
+            self.size += len(text)
+            if not self.limit:
+                return
+            self._text += text
+            if len(self._text) > 2 * self.limit:
+                self._text = self._text[-self.limit :]
 
-    def text(self) -> str:
-        data = bytes(self.buffer[-self.limit :]) if self.limit else b""
-        # PostgreSQL text cannot hold NUL; invalid UTF-8 becomes U+FFFD.
-        return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    def snapshot(self) -> tuple[str, int]:
+        """(the kept tail: at most `limit` bytes in UTF-8, characters printed in all)."""
+        with self._lock:
+            text, size = self._text[-self.limit :] if self.limit else "", self.size
+        encoded = text.encode("utf-8", errors="surrogatepass")
+        if len(encoded) > self.limit:  # multi-byte characters: cut to the limit, on a character boundary
+            text = encoded[-self.limit :].decode("utf-8", errors="ignore")
+        return text, size
 
 
 def run(
@@ -66,13 +91,15 @@ def run(
     on_end: Callable[[], None],
     tick: Callable[[], bool | float],
     tick_interval: float = 0.1,
+    tail: Tail | None = None,
 ) -> Outcome:
     """Run `command` to its end. `on_start(pgid)` once its process group exists and
     `on_end()` once that group is killed; `tick()` is called about every tick_interval
     seconds while it runs, and returns True to have the job killed at once (stop now:
     the Outcome says `stopped`), or a number of seconds to have it terminated: SIGTERM
-    now, SIGKILL once those have passed (a cancel)."""
-    tail = _Tail(output_limit)
+    now, SIGKILL once those have passed (a cancel). `tail`: where the output goes,
+    for a caller that reads it while the job runs (else one of output_limit)."""
+    tail = tail or Tail(output_limit)
     try:
         # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
         # way there is. If this worker dies, the supervisor (or, when the supervisor
@@ -150,18 +177,19 @@ def run(
         proc.stdout.close()
         if proc.returncode is None:
             proc.wait()
-    output = tail.text()
+    tail.add(b"", final=True)  # an incomplete character at the very end
+    output, size = tail.snapshot()
     if stopped:
-        return Outcome(None, output, "stopped", stopped=True)
+        return Outcome(None, output, "stopped", stopped=True, output_size=size)
     if timed_out:
-        return Outcome(_exit_code(returncode), output, f"timed out after {timeout:g}s")
+        return Outcome(_exit_code(returncode), output, f"timed out after {timeout:g}s", output_size=size)
     if returncode == 0:
-        return Outcome(0, output, None)
+        return Outcome(0, output, None, output_size=size)
     if returncode < 0:
-        return Outcome(128 - returncode, output, f"killed by signal {_signal_name(-returncode)}")
+        return Outcome(128 - returncode, output, f"killed by signal {_signal_name(-returncode)}", output_size=size)
     if returncode == 127:
-        return Outcome(127, output, "exit code 127 (command not found?)")
-    return Outcome(returncode, output, f"exit code {returncode}")
+        return Outcome(127, output, "exit code 127 (command not found?)", output_size=size)
+    return Outcome(returncode, output, f"exit code {returncode}", output_size=size)
 
 
 def _signal_name(signum: int) -> str:

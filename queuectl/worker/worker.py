@@ -10,6 +10,7 @@ alone decides what it means.
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ RECORD_BUSY_AFTER = 0.2
 # the worker is hung. Other hosts declare the worker dead (and run the job again) only
 # after the whole heartbeat-timeout, so by then the first attempt is dead.
 FENCE_FRACTION = 0.5
+# A running job's output reaches the database this often (if it printed anything new):
+# `logs --follow` on any host sees it within about this long, and a chatty job costs
+# two writes a second, not one per line. A job shorter than this never streams: its
+# output is written once, with its outcome.
+STREAM_EVERY = 0.5
 
 
 def fence_after(cfg: dict) -> float:
@@ -88,6 +94,11 @@ class Worker:
         self.cancel_job: str | None = None  # the running job `cancel` asked us to stop (set by a heartbeat)
         self.cancel_sent = False
         self.cancelled = False  # the job that just ended was cancelled
+        self.tail: runner.Tail | None = None  # the running job's output, streamed by _stream
+        self.streamed_size = 0
+        # Held while streaming output, and to end a job's stream: a late write of one
+        # attempt's output never lands on the next attempt of the same job.
+        self.stream_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -132,8 +143,10 @@ class Worker:
         self.base_env = dict(os.environ)  # decoded once, not for every job
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
+        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY, name="output")
         if heartbeat:
             self.heartbeat.start()
+            self.streamer.start()
         self._title("idle")
 
     def run(self) -> int:
@@ -166,6 +179,7 @@ class Worker:
             # A beat stuck on a locked database is abandoned (the thread is a daemon):
             # the row is ended below either way.
             self.heartbeat.stop(timeout=1.0)
+            self.streamer.stop(timeout=1.0)
         if not self.declared_dead:
             try:
                 # A job claimed as the last one ended, never started, is given back.
@@ -199,6 +213,8 @@ class Worker:
         env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
         log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
+        self.streamed_size = 0
+        self.tail = runner.Tail(int(self.cfg["output-limit"]))
         outcome = runner.run(
             job.command,
             cwd=job.cwd,
@@ -208,7 +224,10 @@ class Worker:
             on_start=self.published.publish,
             on_end=self.published.clear,
             tick=self._tick,
+            tail=self.tail,
         )
+        with self.stream_lock:  # no more streaming of this attempt: its outcome follows
+            self.tail = None
         if self.fenced_after is not None:
             outcome = runner.Outcome(
                 None, outcome.output,
@@ -253,7 +272,9 @@ class Worker:
         cancelled = self.cancelled
         if outcome.error is None and not outcome.stopped and not cancelled and not self._should_exit():
             # The hot path: one statement on PostgreSQL, one transaction on SQLite.
-            owned, next_job = self.store.complete_and_claim(job.id, self.o.worker_id, output=outcome.output, queues=self.o.queues, now=self.clock())
+            owned, next_job = self.store.complete_and_claim(
+                job.id, self.o.worker_id, output=outcome.output, output_size=outcome.output_size, queues=self.o.queues, now=self.clock()
+            )
             state = JobState.COMPLETED.value if owned else None
         else:
             state, next_job = self.store.record(
@@ -268,6 +289,7 @@ class Worker:
                 queues=self.o.queues,
                 now=self.clock(),
                 cancelled=cancelled,
+                output_size=outcome.output_size,
             )
         self.next_job = next_job
         self.waiter.found(next_job is not None)
@@ -310,6 +332,24 @@ class Worker:
             return True
         self._beat_done()
         return True
+
+    def _stream(self) -> bool:
+        """The running job's output so far, to the database if it printed anything new
+        since the last time (from the output thread, every STREAM_EVERY)."""
+        with self.stream_lock:
+            job, tail = self.job, self.tail
+            if job is None or tail is None or self.monotonic() - self.job_started < STREAM_EVERY:
+                return True
+            text, size = tail.snapshot()
+            if size == self.streamed_size:
+                return True
+            try:
+                self.store.stream_output(job.id, self.o.worker_id, output=text, output_size=size)
+            except DatabaseError as err:  # the outcome carries the whole output anyway
+                log.debug("job %s: output not streamed (will retry): %s", job.id, err)
+                return False
+            self.streamed_size = size
+            return True
 
     def _beat_done(self) -> None:
         self.last_beat = self.monotonic()
