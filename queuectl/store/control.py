@@ -22,9 +22,10 @@ from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.store import attempts
+from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
-from queuectl.store.transitions import RUNNING, cancel_waiting, chunks, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
+from queuectl.store.transitions import RUNNING, cancel_waiting, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
 
 _ACTIVE = (*CLAIMABLE, RUNNING)
 

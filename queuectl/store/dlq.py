@@ -16,9 +16,10 @@ from sqlalchemy import delete, select, true
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
 from queuectl.store import attempts
+from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
-from queuectl.store.transitions import chunks, fresh_start, lock_jobs, move_jobs
+from queuectl.store.transitions import fresh_start, lock_jobs, move_jobs
 from queuectl.timeutil import utcnow
 
 
