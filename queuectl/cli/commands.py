@@ -632,6 +632,17 @@ def _db_action(args, session: Session) -> int:
 run_db_upgrade = run_db_current = run_db_history = run_db_downgrade = _db_action
 
 
+# --- completion ----------------------------------------------------------------------
+
+
+def run_completion(args, session: Session) -> int:
+    """Print the completion script; the database is never opened."""
+    from queuectl.cli import completion
+
+    sys.stdout.write(completion.script(args.shell))
+    return 0
+
+
 def run(args) -> int:
     """Run the command the parser named: `dlq retry` is run_dlq_retry."""
     session = Session(args)

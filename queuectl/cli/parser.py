@@ -32,6 +32,17 @@ def _positive_int(text: str) -> int:
 
 GLOBAL_AFTER_HELP = "also accepted after the subcommand, where it wins over one given before"
 
+# The shells `queuectl completion` writes a script for (cli/completion.py).
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def _completes(kind: str, action: argparse.Action) -> argparse.Action:
+    """Mark an option's value as a path for the completion scripts: kind is "file" or
+    "directory". `complete` is shtab's attribute, and a plain string there names one of
+    its path completers, so this file still needs nothing outside the standard library."""
+    action.complete = kind  # type: ignore[attr-defined]
+    return action
+
 
 class _Parser(argparse.ArgumentParser):
     """Every subcommand's parser also takes the global flags (`queuectl status --db X`)
@@ -47,7 +58,9 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._sub = global_flags
         if global_flags:
-            self.add_argument("--db", default=argparse.SUPPRESS, metavar="URL_OR_PATH", help="the database, as queuectl --db (" + GLOBAL_AFTER_HELP + ")")
+            _completes("file", self.add_argument(
+                "--db", default=argparse.SUPPRESS, metavar="URL_OR_PATH", help="the database, as queuectl --db (" + GLOBAL_AFTER_HELP + ")",
+            ))
             self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as queuectl --debug")
 
     def parse_known_args(self, args=None, namespace=None):
@@ -80,7 +93,7 @@ def _enqueue(sub) -> None:
     )
     # REMAINDER: the command's own options (`ls -la`) are not taken for enqueue's.
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="shell command, its words, or a JSON job spec (after enqueue's options)")
-    p.add_argument("--file", "-f", metavar="PATH", help="enqueue every line of PATH ('-' for stdin), all or nothing")
+    _completes("file", p.add_argument("--file", "-f", metavar="PATH", help="enqueue every line of PATH ('-' for stdin), all or nothing"))
     p.add_argument("--id", help="name the job (1-128 of A-Z a-z 0-9 . _ : -, not all digits)")
     p.add_argument("--max-retries", "--retries", dest="max_retries", metavar="N", help="retries after the first attempt (default: config max-retries)")
     p.add_argument("--priority", metavar="N", help="higher runs first (default 0)")
@@ -89,7 +102,7 @@ def _enqueue(sub) -> None:
     when.add_argument("--run-at", dest="run_at", metavar="TIMESTAMP", help="run no sooner than this ISO 8601 time (UTC unless it has an offset)")
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
-    p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)")
+    _completes("directory", p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)"))
     p.add_argument(
         "--wait", action="store_true",
         help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",
@@ -256,7 +269,9 @@ def _worker(sub) -> None:
         "--detach", action="store_true",
         help="run in the background, print the pid; log to --log, else next to a SQLite database, else to worker-HOST-DBNAME.log beside the default database",
     )
-    sp.add_argument("--log", metavar="PATH", help="with --detach: the log file (appended to; must be a regular file of this user, not a symbolic link)")
+    _completes("file", sp.add_argument(
+        "--log", metavar="PATH", help="with --detach: the log file (appended to; must be a regular file of this user, not a symbolic link)",
+    ))
     sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
     sp.set_defaults(command_name="worker start")
     tp = wsub.add_parser(
@@ -280,6 +295,21 @@ def _db(sub) -> None:
     dp.set_defaults(command_name="db downgrade")
 
 
+def _completion(sub) -> None:
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description=(
+            "Print a completion script for SHELL, generated from this parser: subcommands, their options, "
+            "the choices of an option, file names for paths. It runs no Python at tab time. "
+            "Install it where the shell looks: bash, ~/.local/share/bash-completion/completions/queuectl; "
+            "zsh, a file _queuectl in a directory of $fpath; fish, ~/.config/fish/completions/queuectl.fish."
+        ),
+    )
+    p.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL", help="one of " + ", ".join(COMPLETION_SHELLS))
+    p.set_defaults(command_name="completion")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="queuectl",
@@ -295,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 success, 1 operational error (not found, duplicate id, database unusable), 2 usage or validation error."
         ),
     )
-    parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP)
+    _completes("file", parser.add_argument("--db", default=None, metavar="URL_OR_PATH", help=DB_HELP))
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument(
         "--color", "--colour", dest="color", choices=("auto", "always", "never"), default="auto",
@@ -303,6 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _queue, _dlq, _config, _worker, _db):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _queue, _dlq, _config, _worker, _db, _completion):
         add(sub)
     return parser
