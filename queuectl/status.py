@@ -9,13 +9,15 @@ from queuectl.timeutil import iso, utcnow
 RECENT_SECONDS = 60
 
 
-def report(store, now=None, hostname: str | None = None) -> dict:
+def report(store, now=None, hostname: str | None = None, finished: int = 0) -> dict:
+    """The status as a JSON object; with `finished`, also that many of the jobs that
+    ended last, newest first (under "finished")."""
     from queuectl.worker.identity import default_hostname
 
     clock_given = now is not None
     now = now or utcnow()
     hostname = hostname or default_hostname()
-    counts, nxt, rows, per_queue = store.status(now)
+    counts, nxt, rows, per_queue, ended = store.status(now, finished)
     ready = counts.pop("ready")
     if not clock_given:
         # Ages are measured from after the read: every heartbeat it saw was committed
@@ -44,7 +46,7 @@ def report(store, now=None, hostname: str | None = None) -> dict:
             entry.update(_local_process_stats(row, hostname))
         workers.append(entry)
     queues = queue_entries(per_queue, now)
-    return {
+    result = {
         "jobs": counts,
         "pending": {"ready": ready, "scheduled": counts["pending"] - ready},
         "next_scheduled": {"id": nxt.id, "run_at": iso(nxt.run_at)} if nxt else None,
@@ -52,6 +54,19 @@ def report(store, now=None, hostname: str | None = None) -> dict:
         "unserved": unserved(queues, workers),
         "workers": workers,
     }
+    if finished:
+        result["finished"] = [
+            {
+                "id": row.id,
+                "state": row.state,
+                "finished_at": iso(row.finished_at),
+                "age": round(max(0.0, (now - row.finished_at).total_seconds()), 3),
+                "exit_code": row.exit_code,
+                "command": row.command,
+            }
+            for row in ended
+        ]
+    return result
 
 
 def queue_entries(per_queue: dict[str, dict], now) -> list[dict]:
@@ -61,7 +76,7 @@ def queue_entries(per_queue: dict[str, dict], now) -> list[dict]:
         oldest = figures["oldest_ready"]
         entries.append({
             "queue": name,
-            **{key: figures[key] for key in ("ready", "scheduled", "running", "failed", "dead")},
+            **{key: figures[key] for key in ("ready", "scheduled", "running", "failed", "dead", "cancelled")},
             "oldest_ready_at": iso(oldest),
             "oldest_ready_age": None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
         })

@@ -88,16 +88,16 @@ def brute_force_per_queue(db, now):
         for row in conn.execute(select(JOBS.c.queue, JOBS.c.state, JOBS.c.run_at)):
             if row.state == "completed":
                 continue
-            entry = figures.setdefault(row.queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "oldest_ready": None})
+            entry = figures.setdefault(row.queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})
             if row.state == "pending" and row.run_at <= now:
                 entry["ready"] += 1
                 entry["oldest_ready"] = min(filter(None, [entry["oldest_ready"], row.run_at]))
             elif row.state == "pending":
                 entry["scheduled"] += 1
-            elif row.state in ("running", "failed"):
+            elif row.state in ("running", "failed", "cancelled"):
                 entry[row.state] += 1
         for queue, count in conn.execute(select(DEAD_JOBS.c.queue, func.count()).group_by(DEAD_JOBS.c.queue)):
-            figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "oldest_ready": None})["dead"] = count
+            figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})["dead"] = count
     return dict(sorted(figures.items()))
 
 
@@ -160,24 +160,25 @@ def test_queue_list_text_and_json(cli, db):
     fail_once(db, enqueue(db, "exit 4", now=now, queue="batch", max_retries=3), now=now)
     enqueue(db, "true", now=now, queue="batch", delay="1h")
     finish(db, enqueue(db, "true", now=now, queue="done-only"))  # only history: not listed
+    cli.ok("cancel", enqueue(db, "true", now=now, queue="batch"))
     entries = cli.json("queue", "list")
     assert [dict(e, oldest_ready_age=None) for e in cli.json("queue")] == [dict(e, oldest_ready_age=None) for e in entries]
     figures = [{k: v for k, v in e.items() if not k.startswith("oldest")} for e in entries]
     assert figures == [
-        {"queue": "batch", "ready": 0, "scheduled": 1, "running": 0, "failed": 1, "dead": 1},
-        {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 0, "dead": 0},
+        {"queue": "batch", "ready": 0, "scheduled": 1, "running": 0, "failed": 1, "dead": 1, "cancelled": 1},
+        {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 0, "dead": 0, "cancelled": 0},
     ]
     assert entries[0]["oldest_ready_age"] is None and 300 <= entries[1]["oldest_ready_age"] < 400
     lines = cli.ok("queue", "list").stdout.splitlines()
-    assert lines[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "OLDEST_READY"]
-    assert lines[1].split() == ["batch", "0", "1", "0", "1", "1", "-"]
-    assert lines[2].split() == ["default", "1", "0", "1", "0", "0", "5m"]
+    assert lines[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"]
+    assert lines[1].split() == ["batch", "0", "1", "0", "1", "1", "1", "-"]
+    assert lines[2].split() == ["default", "1", "0", "1", "0", "0", "0", "5m"]
     assert len(lines) == 3
 
 
 def test_queue_list_of_an_empty_database(cli):
     assert cli.json("queue", "list") == []
-    assert cli.ok("queue", "list").stdout == "no pending, running, failed or dead jobs\n"
+    assert cli.ok("queue", "list").stdout == "no pending, running, failed, dead or cancelled jobs\n"
 
 
 # --- 3. list: --last, --since, several states, the terminal --------------------------------

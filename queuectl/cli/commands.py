@@ -52,29 +52,11 @@ def _print_json(value) -> None:
 
 
 def _table(rows: list[list], headers: list[str], *, colour: bool = False, fit: int | None = None) -> None:
-    """Print an aligned table, every cell escaped (render.escape). colour: paint the
-    STATE column. fit: the index of a column cut so that lines fit the terminal (when
-    stdout is one; the last column, so the others stay aligned)."""
-    cells = [headers] + [["" if c is None else escape(str(c)) for c in row] for row in rows]
+    """Print an aligned table (render.table); fit: the column cut to the terminal's
+    width when stdout is one."""
     width = render.terminal_width() if fit is not None else None
-    if width is not None and fit is not None:
-        others = sum(max(len(r[i]) for r in cells) + 2 for i in range(len(headers)) if i != fit)
-        room = max(width - others, 20)
-        for row in cells[1:]:
-            row[fit] = _short(row[fit], room, collapse=False)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    state = headers.index("STATE") if colour and "STATE" in headers else None
-    for number, row in enumerate(cells):
-        padded = [c.ljust(w) for c, w in zip(row, widths)]
-        if state is not None and number:
-            padded[state] = render.state_colour(row[state], padded[state])
-        print("  ".join(padded).rstrip())
-
-
-def _short(text: str, width: int = 60, collapse: bool = True) -> str:
-    if collapse:
-        text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
+    for line in render.table(rows, headers, colour=colour, fit=fit, width=width):
+        print(line)
 
 
 def _colour(args) -> bool:
@@ -334,68 +316,31 @@ def run_logs(args, session: Session) -> int:
 
 def run_status(args, session: Session) -> int:
     from queuectl import status as status_mod
+    from queuectl.cli import status_view
 
+    if args.watch is not None:
+        return _watch_status(args, session)
     report = status_mod.report(session.store())
     if args.json:
         _print_json(report)
         return 0
-    counts = report["jobs"]
-    print("=== Queue Status ===")
-    labels = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"), ("Dead (DLQ)", "dead"))
-    for label, key in labels + (("Cancelled", "cancelled"),):
-        print(f"{label}: {counts[key]}")
-        if key == "pending":
-            print(f"  ready now: {report['pending']['ready']}")
-            print(f"  scheduled later: {report['pending']['scheduled']}")
-    nxt = report["next_scheduled"]
-    print(f"Next Scheduled Job: {nxt['id']} at {nxt['run_at']}" if nxt else "Next Scheduled Job: none")
-    print()
-    print("=== Queues ===")
-    _queue_table(report["queues"])
-    for entry in report["unserved"]:
-        jobs = "1 ready job" if entry["ready"] == 1 else f"{entry['ready']} ready jobs"
-        print(f"queue '{escape(entry['queue'])}': {jobs} and no live worker takes it")
-    print()
-    print("=== Workers ===")
-    if not report["workers"]:
-        print("no workers running")
-        return 0
-    _table(
-        [
-            [
-                w["id"], w["host"], w["pid"], w["state"], w["job_id"] or "-", f"{w['heartbeat_age']:.1f}s",
-                _pct(w.get("cpu_percent")), _mb(w.get("rss_bytes")), w["processed"], w["failed"],
-                ",".join(w["queues"]) if w["queues"] else "all",
-            ]
-            for w in report["workers"]
-        ],
-        ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"],
-    )
+    for line in status_view.lines(report):
+        print(line)
     return 0
 
 
-def _queue_table(entries: list[dict]) -> None:
-    if not entries:
-        print("no pending, running, failed or dead jobs")
-        return
-    _table(
-        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], _age(e["oldest_ready_age"])] for e in entries],
-        ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "OLDEST_READY"],
-    )
+def _watch_status(args, session: Session) -> int:
+    from queuectl.cli import watch
 
-
-def _age(seconds: float | None) -> str:
-    """How long the oldest ready job has waited: 45s, 12m, 5h, 3d."""
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s"
+    interval = _duration(args.watch, "--watch interval")
+    if not interval:
+        raise ValidationError(f"invalid --watch interval {args.watch!r} (must be more than 0 seconds)")
+    return watch.run(session.store(), interval, json_lines=args.json, colour=_colour(args))
 
 
 def run_queue_list(args, session: Session) -> int:
     from queuectl import status as status_mod
+    from queuectl.cli import status_view
     from queuectl.timeutil import utcnow
 
     now = utcnow()
@@ -403,16 +348,9 @@ def run_queue_list(args, session: Session) -> int:
     if args.json:
         _print_json(entries)
         return 0
-    _queue_table(entries)
+    for line in status_view.queue_lines(entries):
+        print(line)
     return 0
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.0f}%"
-
-
-def _mb(value) -> str:
-    return "-" if value is None else f"{value / 1048576:.1f}M"
 
 
 # --- waiting -------------------------------------------------------------------------
@@ -519,7 +457,7 @@ def run_dlq_list(args, session: Session) -> int:
         print("the dead-letter queue is empty")
         return 0
     _table(
-        [[r["id"], r["attempts"], r["exit_code"], _short(r["last_error"] or "", 40), _short(r["command"], 40)] for r in rows],
+        [[r["id"], r["attempts"], r["exit_code"], render.shorten(r["last_error"] or "", 40), render.shorten(r["command"], 40)] for r in rows],
         ["ID", "ATTEMPTS", "EXIT", "LAST_ERROR", "COMMAND"],
     )
     return 0

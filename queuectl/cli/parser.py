@@ -16,6 +16,9 @@ DB_HELP = (
 )
 
 
+# `status --watch` with no INTERVAL redraws this often.
+WATCH_INTERVAL = "2s"
+
 # Databases count rows in signed 64 bits; a bigger --limit overflows them.
 _MAX_INT64 = 2**63 - 1
 
@@ -199,10 +202,17 @@ def _status(sub) -> None:
         help="job counts, queues and workers",
         description=(
             "Show job counts per state (pending split into ready now and scheduled later), the next scheduled job, "
-            "the figures per queue (and queues no live worker takes) and the workers."
+            "the figures per queue (and queues no live worker takes) and the workers. "
+            "With --watch, a live view that also shows the last jobs to finish, redrawn every INTERVAL "
+            "until q or Ctrl-C (exit 0); piped, one snapshot per INTERVAL, each under a '--- TIME ---' line "
+            "(with --json, one JSON document per line)."
         ),
     )
     _add_json(p)
+    p.add_argument(
+        "--watch", nargs="?", const=WATCH_INTERVAL, default=None, metavar="INTERVAL",
+        help=f"redraw every INTERVAL, a DURATION such as 0.5, 2s or 1m (default {WATCH_INTERVAL})",
+    )
     p.set_defaults(command_name="status")
 
 

@@ -1,5 +1,5 @@
 """What text output may put on a terminal: control characters escaped, state colours,
-and the terminal's width.
+the terminal's size, and aligned tables.
 
 A job's command, id, queue, error and output come from whoever enqueued it or from
 the program it ran. Printed raw, an ESC starts an escape sequence (moving the cursor,
@@ -9,12 +9,14 @@ rings. Every table and `show`'s text view pass those fields through `escape`;
 """
 
 import os
+import re
 import shutil
 import sys
 import unicodedata
 
 # ANSI colours (SGR) for job states; the rest stay plain.
 STATE_COLOURS = {"completed": "32", "dead": "31", "failed": "33", "running": "36"}
+_RESET = "\x1b[0m"
 
 
 # What a terminal may act on: controls (C0, DEL, C1), format characters (bidi
@@ -54,7 +56,7 @@ def colour_wanted(choice: str = "auto", stream=None) -> bool:
 def state_colour(state: str, text: str) -> str:
     """`text` (a state, maybe padded) in the state's colour, if it has one."""
     code = STATE_COLOURS.get(state)
-    return f"\x1b[{code}m{text}\x1b[0m" if code else text
+    return f"\x1b[{code}m{text}{_RESET}" if code else text
 
 
 def terminal_width(stream=None) -> int | None:
@@ -62,3 +64,60 @@ def terminal_width(stream=None) -> int | None:
     if not is_terminal(stream):
         return None
     return shutil.get_terminal_size().columns
+
+
+def shorten(text: str, width: int = 60, collapse: bool = True) -> str:
+    """`text` in at most `width` characters (ending "..." when cut); collapse: its
+    runs of whitespace, line breaks included, as one space."""
+    if collapse:
+        text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def table(rows: list[list], headers: list[str], *, colour: bool = False, fit: int | None = None, width: int | None = None) -> list[str]:
+    """An aligned table's lines, every cell escaped. colour: paint the STATE column.
+    fit: the index of the column cut so that lines fit in `width` (the last column,
+    so the others stay aligned); no width, no cut."""
+    cells = [headers] + [["" if c is None else escape(str(c)) for c in row] for row in rows]
+    if width is not None and fit is not None:
+        others = sum(max(len(r[i]) for r in cells) + 2 for i in range(len(headers)) if i != fit)
+        room = max(width - others, 20)
+        for row in cells[1:]:
+            row[fit] = shorten(row[fit], room, collapse=False)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    state = headers.index("STATE") if colour and "STATE" in headers else None
+    lines = []
+    for number, row in enumerate(cells):
+        padded = [c.ljust(w) for c, w in zip(row, widths)]
+        if state is not None and number:
+            padded[state] = state_colour(row[state], padded[state])
+        lines.append("  ".join(padded).rstrip())
+    return lines
+
+
+# The only escape sequences in a rendered line are the colours above: every field
+# from outside went through escape().
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cut(line: str, width: int) -> str:
+    """`line` cut to `width` visible characters, its colour codes kept (and reset if
+    the cut falls inside a coloured span)."""
+    if len(line) <= width:
+        return line
+    out, seen, pos = [], 0, 0
+    for match in _SGR.finditer(line):
+        text = line[pos : match.start()]
+        if seen + len(text) >= width:
+            break
+        out.append(text)
+        out.append(match.group())
+        seen += len(text)
+        pos = match.end()
+    else:
+        if seen + len(line) - pos <= width:
+            return line
+    out.append(line[pos : pos + width - seen])
+    result = "".join(out)
+    colours = _SGR.findall(result)
+    return result + _RESET if colours and colours[-1] != _RESET else result

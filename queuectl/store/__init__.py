@@ -11,8 +11,9 @@ statements, each taking a connection:
 - `schema`: migrations (to head on open; `queuectl db ...`).
 - `transitions`: the job state machine (claim, complete, fail, recover, moves).
 - `jobs`: enqueueing and reading jobs; `dlq`: retry and purge of dead jobs.
-- `counts`: the numbers of `status`; `config`: the config table; `workers`: the
-  workers table (registration, heartbeats, declaring processes dead).
+- `counts`: the numbers of `status`, and the jobs that ended last; `config`: the
+  config table; `workers`: the workers table (registration, heartbeats, declaring
+  processes dead).
 """
 
 from __future__ import annotations
@@ -197,12 +198,13 @@ class Store:
 
     # --- status ----------------------------------------------------------------------
 
-    def status(self, now: datetime) -> tuple[dict[str, int], object, list, dict[str, dict]]:
+    def status(self, now: datetime, finished: int = 0) -> tuple[dict[str, int], object, list, dict[str, dict], list]:
         """Counts per state (with "ready": pending jobs due by `now`), the next job
-        scheduled after `now`, the worker rows and the figures per queue."""
+        scheduled after `now`, the worker rows, the figures per queue and the
+        `finished` jobs that ended last (see counts.recently_finished), all one read."""
         with self.db.read() as conn:
             return (counts.job_counts(conn, now), counts.next_scheduled(conn, now), workers.worker_rows(conn),
-                    counts.per_queue(conn, now))
+                    counts.per_queue(conn, now), counts.recently_finished(conn, finished) if finished else [])
 
     def queues(self, now: datetime) -> dict[str, dict]:
         """Per queue: ready, scheduled, running, failed, dead, oldest_ready (see counts.per_queue)."""

@@ -6,7 +6,7 @@ from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.store.jobs import PURGED_KEY, SEQ_KEY
-from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
+from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS, SETTLED
 from queuectl.store.transitions import state_in
 
 
@@ -57,16 +57,17 @@ def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
 
 def per_queue(conn, now: datetime) -> dict[str, dict]:
     """Per queue: ready (pending, due by `now`), scheduled (pending, later), running,
-    failed, dead, and the run_at of the longest-waiting ready job.
+    failed, dead, cancelled, and the run_at of the longest-waiting ready job.
 
     The live states are grouped through their partial indexes (ix_jobs_claim,
-    ix_jobs_running), so completed jobs are never read; dead ones from the DLQ.
+    ix_jobs_running, ix_jobs_cancelled), so completed jobs are never read; dead ones
+    from the DLQ.
     """
     failed, running = JobState.FAILED.value, JobState.RUNNING.value
     figures: dict[str, dict] = {}
 
     def entry(queue: str) -> dict:
-        return figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "oldest_ready": None})
+        return figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})
 
     due = (JOBS.c.run_at <= now).label("due")
     claimable = conn.execute(
@@ -87,6 +88,9 @@ def per_queue(conn, now: datetime) -> dict[str, dict]:
         entry(queue)["running"] = count
     for queue, count in conn.execute(select(DEAD_JOBS.c.queue, func.count()).group_by(DEAD_JOBS.c.queue)):
         entry(queue)["dead"] = count
+    cancelled = JobState.CANCELLED.value
+    for queue, count in conn.execute(select(JOBS.c.queue, func.count()).where(state_in(cancelled)).group_by(JOBS.c.queue)):
+        entry(queue)["cancelled"] = count
     return dict(sorted(figures.items()))
 
 
@@ -98,3 +102,24 @@ def next_scheduled(conn, now: datetime):
         .order_by(JOBS.c.run_at, JOBS.c.seq)
         .limit(1)
     ).first()
+
+
+def recently_finished(conn, limit: int) -> list:
+    """The `limit` jobs that ended last (completed, cancelled or dead), newest first:
+    rows of id, state, finished_at, exit_code, command.
+
+    Completed and cancelled jobs are read backwards along ix_jobs_finished (the
+    state_in below matches its WHERE, so SQLite uses it), so the history is never
+    sorted; dead jobs from the DLQ, by when they entered it (as `status` counts it
+    whole, it is no bigger a read).
+    """
+    columns = (JOBS.c.id, JOBS.c.state, JOBS.c.finished_at, JOBS.c.exit_code, JOBS.c.command)
+    settled = conn.execute(
+        select(*columns).where(state_in(*SETTLED), JOBS.c.finished_at.is_not(None)).order_by(JOBS.c.finished_at.desc()).limit(limit)
+    ).all()
+    dead = conn.execute(
+        select(DEAD_JOBS.c.id, DEAD_JOBS.c.state, DEAD_JOBS.c.dead_at.label("finished_at"), DEAD_JOBS.c.exit_code, DEAD_JOBS.c.command)
+        .order_by(DEAD_JOBS.c.dead_at.desc())
+        .limit(limit)
+    ).all()
+    return sorted(settled + dead, key=lambda row: row.finished_at, reverse=True)[:limit]
