@@ -1,10 +1,10 @@
 """`queuectl logs --follow`: a job's output as it is produced, attempt after attempt.
 
-A running job's output reaches the database while it runs (every half second,
+A running job's output reaches the database while it runs (every 0.4 s,
 worker.STREAM_EVERY), as the kept tail plus how many characters were printed
 in all; so this reads one row by primary key a few times a second, wherever the job
 runs, and prints what is new. What scrolled out of the kept tail between two reads
-(a job printing more than output-limit in half a second) is said, not printed.
+(a job printing more than output-limit in 0.4 s) is said, not printed.
 """
 
 import time
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from queuectl.states import TERMINAL, JobState
 
-POLL = 0.2
+POLL = 0.15
 
 
 def follow(store, job_id: str, *, write: Callable[[str], None], note: Callable[[str], None],

@@ -39,9 +39,9 @@ RECORD_BUSY_AFTER = 0.2
 FENCE_FRACTION = 0.5
 # A running job's output reaches the database this often (if it printed anything new):
 # `logs --follow` on any host sees it within about this long, and a chatty job costs
-# two writes a second, not one per line. A job shorter than this never streams: its
+# two and a half writes a second, not one per line. A job shorter than this never streams: its
 # output is written once, with its outcome.
-STREAM_EVERY = 0.5
+STREAM_EVERY = 0.4
 
 
 def fence_after(cfg: dict) -> float:
