@@ -10,10 +10,9 @@ job moves between them whole) tells that transition whether to look at all. Bloc
 jobs are indexed (partial index on state = 'blocked') so that `status` counts them
 without scanning the history; they stay out of ix_jobs_claim.
 
-The columns are added with ALTER TABLE ADD COLUMN (no table rebuild on SQLite).
-Downgrade rebuilds the tables on SQLite (batch mode); tests/test_dependencies.py
-checks that every index, ix_jobs_claim's DESC and partial predicates included,
-comes back as it was.
+The columns are added and dropped with ALTER TABLE (no table rebuild on SQLite:
+a batch rebuild recreated ix_jobs_claim without its DESC); tests/test_dependencies.py
+checks that every index, DESC and partial predicates included, is as it was both ways.
 
 Downgrade: a queuectl before this revision knows no 'blocked' state, and would run
 those jobs without waiting for what they wait for: they become cancelled instead
@@ -54,6 +53,7 @@ def downgrade() -> None:
     op.drop_index('ix_jobs_blocked', table_name='jobs', sqlite_where=BLOCKED, postgresql_where=BLOCKED)
     op.drop_index('ix_job_dependencies_depends_on', table_name='job_dependencies')
     op.drop_table('job_dependencies')
+    # ALTER TABLE ... DROP COLUMN on both backends (SQLite >= 3.35), not a batch
+    # rebuild: that rebuild recreated ix_jobs_claim without its DESC.
     for table in ("jobs", "dead_jobs"):
-        with op.batch_alter_table(table) as batch_op:
-            batch_op.drop_column('has_dependents')
+        op.execute(f"ALTER TABLE {table} DROP COLUMN has_dependents")
