@@ -167,7 +167,8 @@ def test_an_empty_queue(cli):
     }
     text = cli.ok("status").stdout
     assert text.startswith("=== Queue Status ===\nPending: 0\n")
-    assert "\nDead (DLQ): 0\nCancelled: 0\nBlocked: 0\nNext Scheduled Job: none\n\n=== Queues ===\nno pending, running, failed, dead or cancelled jobs\n\n" in text
+    assert ("\nDead (DLQ): 0\nCancelled: 0\nBlocked: 0\nNext Scheduled Job: none\n\n=== Queues ===\n"
+            "no pending, running, failed, dead or cancelled jobs\n\n") in text
     assert text.endswith("=== Workers ===\nno workers running\n")
 
 

@@ -302,7 +302,8 @@ def test_the_0006_migration_from_0005_with_data_both_ways(db):
         assert rows == [("dep", "pending", None), ("waiting", "cancelled", "cancelled: its dependencies were dropped by a schema downgrade"),
                         ("free", "pending", None)]
         at_0005 = _indexes(conn)
-        assert at_0005 == {name: sql for name, sql in head.items() if name not in ("ix_jobs_blocked", "ix_job_dependencies_depends_on", "pk_job_dependencies", "job_dependencies_pkey")}
+        new = ("ix_jobs_blocked", "ix_job_dependencies_depends_on", "pk_job_dependencies", "job_dependencies_pkey")
+        assert at_0005 == {name: sql for name, sql in head.items() if name not in new}
         conn.exec_driver_sql("UPDATE jobs SET state = 'completed' WHERE id = 'free'")
         conn.commit()
         alembic_command.upgrade(cfg, "head")

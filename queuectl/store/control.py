@@ -121,7 +121,7 @@ def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime,
     move_jobs(conn, DEAD_JOBS, JOBS, dead, values=fresh)
     dependencies.recheck(conn, live + dead, now=now)
     if with_dependents:
-        dependencies.reblock_dependents(conn, live + dead, now=now)
+        dependencies.reblock_dependents(conn, live + dead, now=now, fresh=fresh)
     return sorted_by_request(ids, live + dead)
 
 

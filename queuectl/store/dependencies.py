@@ -25,7 +25,7 @@ their states, for the same reason (see jobs.enqueue).
 
 from datetime import datetime
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from queuectl.errors import NotFound, QueuectlError
 from queuectl.states import JobState
@@ -48,9 +48,14 @@ def reason(dependency: str, state: str) -> str:
 
 
 def _blocked_guard():
-    from queuectl.store.transitions import state_in
+    # As transitions.state_in renders it (a literal, so SQLite sees ix_jobs_blocked's
+    # WHERE); transitions imports this module, so not from there.
+    return JOBS.c.state == bindparam("states_blocked", BLOCKED, literal_execute=True)
 
-    return state_in(BLOCKED)
+
+def _lock(conn, where) -> list[str]:
+    """Lock the jobs matching `where`, in enqueue order (as transitions.lock_jobs)."""
+    return list(conn.execute(select(JOBS.c.id).where(where).order_by(JOBS.c.seq).with_for_update()).scalars())
 
 
 def add(conn, rows: list[tuple[str, str, str]]) -> None:
@@ -108,15 +113,13 @@ def evaluate(conn, ids: list[str], *, now: datetime) -> tuple[list[str], dict[st
     """Look again at these jobs, those of them still blocked: unblock or cancel them
     (see the module's docstring), and settle the ones cancelled. (ids unblocked,
     {id cancelled: reason}), the chain below included."""
-    from queuectl.store.transitions import lock_jobs
-
     unblocked: list[str] = []
     cancelled: dict[str, str] = {}
     todo = list(dict.fromkeys(ids))
     while todo:
         locked: list[str] = []
         for chunk in chunks(todo):
-            locked += lock_jobs(conn, JOBS, and_(JOBS.c.id.in_(chunk), _blocked_guard()))
+            locked += _lock(conn, and_(JOBS.c.id.in_(chunk), _blocked_guard()))
         decided = _dependency_states(conn, locked)
         ready, doomed = [], {}
         for job_id in locked:
@@ -191,13 +194,11 @@ def recheck(conn, ids: list[str], *, now: datetime) -> None:
             )
 
 
-def reblock_dependents(conn, ids: list[str], *, now: datetime) -> list[str]:
+def reblock_dependents(conn, ids: list[str], *, now: datetime, fresh: dict) -> list[str]:
     """`--with-dependents`: the jobs cancelled because one of `ids` (or, down the chain,
     one of those) ended dead or cancelled are blocked again, waiting afresh; those
     still doomed by another dependency are cancelled again. The ids blocked again
-    (and still blocked or pending)."""
-    from queuectl.store.transitions import fresh_start
-
+    (and still blocked or pending). fresh: transitions.fresh_start's values."""
     revived: list[str] = []
     frontier = list(ids)
     seen = set(ids)
@@ -212,9 +213,8 @@ def reblock_dependents(conn, ids: list[str], *, now: datetime) -> list[str]:
             ).scalars().all()
         found = [i for i in dict.fromkeys(found) if i not in seen]
         seen.update(found)
-        fresh = dict(fresh_start(now), state=BLOCKED, last_error=None)
         for chunk in chunks(found):
-            conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), JOBS.c.state == CANCELLED).values(**fresh))
+            conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), JOBS.c.state == CANCELLED).values(dict(fresh, state=BLOCKED, last_error=None)))
         revived += found
         frontier = found
     _, cancelled = evaluate(conn, revived, now=now)

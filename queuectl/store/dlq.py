@@ -55,7 +55,7 @@ def retry(db, ids: list[str] | None, now=None, with_dependents: bool = False) ->
         move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
         dependencies.recheck(conn, chosen, now=now)
         if with_dependents:
-            dependencies.reblock_dependents(conn, chosen, now=now)
+            dependencies.reblock_dependents(conn, chosen, now=now, fresh=fresh)
         dependencies.woke(conn)
         if chosen:
             db.dialect.notify(conn)
