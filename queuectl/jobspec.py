@@ -36,6 +36,8 @@ class JobSpec:
     timeout: float | None = None  # 0 means "no timeout", even when job-timeout is set
     queue: str = "default"
     cwd: str | None = None
+    after: tuple[str, ...] | None = None  # ids of jobs that must complete first
+    after_any: tuple[str, ...] | None = None  # ids of jobs that must end first, however
 
 
 def check_id(value) -> str:
@@ -117,6 +119,29 @@ def check_cwd(value) -> str:
     return path
 
 
+MAX_DEPENDENCIES = 1000
+
+
+def check_ids(value, what: str) -> tuple[str, ...]:
+    """Job ids to wait for: a list of ids (JSON), or a comma-separated string (a flag)."""
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(part, (str, int)) and not isinstance(part, bool) for part in value):
+        parts = [str(part).strip() for part in value]
+    else:
+        raise ValidationError(f"invalid {what} {value!r} (job ids: a list in JSON, comma-separated in a flag)")
+    if not parts or not all(parts):
+        raise ValidationError(f"invalid {what} {value!r} (an empty job id)")
+    if len(parts) > MAX_DEPENDENCIES:
+        raise ValidationError(f"{what} names {len(parts)} jobs; at most {MAX_DEPENDENCIES}")
+    try:
+        return tuple(dict.fromkeys(lookup_id(part) for part in parts))
+    except ValidationError as err:
+        raise ValidationError(f"invalid {what}: {err}") from None
+
+
 @dataclass(frozen=True)
 class Field:
     """One key of a job spec: its JSON key, which is also the JobSpec attribute, the
@@ -139,6 +164,8 @@ FIELDS = (
     Field("timeout", lambda v: parse_duration(v, "timeout")),
     Field("queue", check_queue),
     Field("cwd", check_cwd),
+    Field("after", lambda v: check_ids(v, "after")),  # not stored in jobs: job_dependencies
+    Field("after_any", lambda v: check_ids(v, "after_any")),
 )
 SPEC_KEYS = tuple(f.name for f in FIELDS)
 # The command first: of a spec with several bad fields, the error names the first

@@ -15,7 +15,11 @@ class JobState(str, enum.Enum):
     DEAD = "dead"
     """Out of retries; the job lives in dead_jobs (the DLQ)."""
     CANCELLED = "cancelled"
-    """Cancelled by `queuectl cancel` before it could finish; never retried."""
+    """Cancelled by `queuectl cancel` before it could finish, or because a job it
+    waited for (`enqueue --after`) ended dead or cancelled; never retried."""
+    BLOCKED = "blocked"
+    """Waiting for the jobs it depends on (`enqueue --after`, `--after-any`) to end;
+    never claimed (outside the claim index), pending once they have."""
 
     @classmethod
     def parse(cls, text: str) -> "JobState":
@@ -34,6 +38,8 @@ class JobState(str, enum.Enum):
 
 # States a worker may claim (failed ones only once run_at has come).
 CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
+# States a job waits in without a worker (cancel takes them at once).
+WAITING = (*CLAIMABLE, JobState.BLOCKED.value)
 # States a job never leaves by itself.
 TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
 

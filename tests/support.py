@@ -105,7 +105,7 @@ def all_ids(db) -> list[str]:
 def real_counts(db) -> dict[str, int]:
     """The brute-force truth: a GROUP BY over the whole jobs table, and the DLQ."""
     with db.read() as conn:
-        counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead", "cancelled")}
+        counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead", "cancelled", "blocked")}
         counts.update(dict(conn.execute(select(Job.state, func.count()).group_by(Job.state)).all()))
         counts["dead"] += conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
     return counts

@@ -21,7 +21,7 @@ from support import all_ids, config_value, dead_row, enqueue, error_line, job_ro
 JOB_KEYS = {
     "id", "command", "state", "attempts", "max_retries", "priority", "queue", "run_at", "timeout", "cwd",
     "created_at", "updated_at", "started_at", "finished_at", "exit_code", "last_error", "output", "worker_id", "cancel_requested_at",
-    "output_size", "runs",
+    "output_size", "runs", "has_dependents",
 }
 
 
@@ -41,7 +41,7 @@ def test_shell_command_string(cli, tmp_path):
     assert result.stderr == ""
 
     job = cli.json("show", "1")
-    assert set(job) == JOB_KEYS | {"history"}
+    assert set(job) == JOB_KEYS | {"history", "dependencies", "dependents"}
     assert (job["runs"], job["history"], job["output_size"]) == (0, [], None)
     assert job["command"] == "echo 'a b' && exit 3"
     assert (job["state"], job["attempts"], job["max_retries"], job["priority"], job["queue"]) == ("pending", 0, 3, 0, "default")

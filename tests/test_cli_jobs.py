@@ -114,7 +114,7 @@ def test_status_text_and_json(cli, db, populated):
 
     report = cli.json("status")
     assert set(report) == {"jobs", "pending", "next_scheduled", "queues", "unserved", "workers"}
-    assert report["jobs"] == {"pending": 2, "running": 1, "failed": 1, "completed": 1, "dead": 1, "cancelled": 0}
+    assert report["jobs"] == {"pending": 2, "running": 1, "failed": 1, "completed": 1, "dead": 1, "cancelled": 0, "blocked": 0}
     assert report["pending"] == {"ready": 1, "scheduled": 1}  # "nightly" is due in 2h
     default, other = report["queues"]
     shown = {k: v for k, v in default.items() if not k.startswith("oldest")}
@@ -130,7 +130,7 @@ def test_status_text_and_json(cli, db, populated):
     assert (worker["processed"], worker["failed"], worker["queues"]) == (3, 1, ["default", "other"])
 
     lines = cli.ok("status").stdout.splitlines()
-    assert lines[:11] == [
+    assert lines[:12] == [
         "=== Queue Status ===",
         "Pending: 2",
         "  ready now: 1",
@@ -140,24 +140,25 @@ def test_status_text_and_json(cli, db, populated):
         "Completed: 1",
         "Dead (DLQ): 1",
         "Cancelled: 0",
+        "Blocked: 0",
         f"Next Scheduled Job: 4 at {retry_at}",
         "",
     ]
-    assert lines[11] == "=== Queues ==="
-    assert lines[12].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"]
-    assert lines[13].split()[:7] == ["default", "1", "0", "1", "1", "1", "0"] and re.fullmatch(r"\d+s", lines[13].split()[7])
-    assert lines[14].split() == ["other", "0", "1", "0", "0", "0", "0", "-"]
-    assert lines[15:17] == ["", "=== Workers ==="]
-    assert lines[17].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"]
-    assert lines[18].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
-    assert lines[18].split()[-1] == "default,other"
-    assert len(lines) == 19
+    assert lines[12] == "=== Queues ==="
+    assert lines[13].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"]
+    assert lines[14].split()[:7] == ["default", "1", "0", "1", "1", "1", "0"] and re.fullmatch(r"\d+s", lines[14].split()[7])
+    assert lines[15].split() == ["other", "0", "1", "0", "0", "0", "0", "-"]
+    assert lines[16:18] == ["", "=== Workers ==="]
+    assert lines[18].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"]
+    assert lines[19].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]
+    assert lines[19].split()[-1] == "default,other"
+    assert len(lines) == 20
 
 
 def test_an_empty_queue(cli):
     assert cli.json("list") == []
     assert cli.json("status") == {
-        "jobs": {"pending": 0, "running": 0, "failed": 0, "completed": 0, "dead": 0, "cancelled": 0},
+        "jobs": {"pending": 0, "running": 0, "failed": 0, "completed": 0, "dead": 0, "cancelled": 0, "blocked": 0},
         "pending": {"ready": 0, "scheduled": 0},
         "next_scheduled": None,
         "queues": [],
@@ -166,7 +167,8 @@ def test_an_empty_queue(cli):
     }
     text = cli.ok("status").stdout
     assert text.startswith("=== Queue Status ===\nPending: 0\n")
-    assert "\nDead (DLQ): 0\nCancelled: 0\nNext Scheduled Job: none\n\n=== Queues ===\nno pending, running, failed, dead or cancelled jobs\n\n" in text
+    assert ("\nDead (DLQ): 0\nCancelled: 0\nBlocked: 0\nNext Scheduled Job: none\n\n=== Queues ===\n"
+            "no pending, running, failed, dead or cancelled jobs\n\n") in text
     assert text.endswith("=== Workers ===\nno workers running\n")
 
 

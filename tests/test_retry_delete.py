@@ -89,6 +89,6 @@ def test_delete_removes_finished_jobs_and_keeps_counts_exact(cli, db):
     assert job_row(db, "new").state == "completed"
     assert cli.ok("delete", "gone", "stopped").stdout == "deleted 2 job(s): gone stopped\n"
     assert dead_row(db, "gone") is None and job_row(db, "stopped") is None
-    assert derived(db) == real_counts(db) == {"pending": 0, "running": 1, "failed": 0, "completed": 1, "dead": 0, "cancelled": 0}
+    assert derived(db) == real_counts(db) == {"pending": 0, "running": 1, "failed": 0, "completed": 1, "dead": 0, "cancelled": 0, "blocked": 0}
     assert cli.ok("delete", "--state", "completed").stdout == "deleted 1 job(s): new\n"
     assert derived(db) == real_counts(db)

@@ -71,6 +71,6 @@ def test_upgrading_a_database_that_already_purged_jobs_counts_them(empty_db_url)
 
         schema.ensure(db)
 
-        assert derived_counts(db) == real_counts(db) == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "dead": 1, "cancelled": 0}
+        assert derived_counts(db) == real_counts(db) == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "dead": 1, "cancelled": 0, "blocked": 0}
     finally:
         db.dispose()

@@ -148,7 +148,9 @@ def run_enqueue(args, session: Session) -> int:
     elif args.file is not None:
         print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
     else:
-        print(f"enqueued id={escape(rows[0]['id'])} cmd={escape(rows[0]['command'])}")
+        state = rows[0]["state"]
+        note = "" if state == JobState.PENDING.value else f" ({state}" + (f": {escape(rows[0]['last_error'])})" if rows[0]["last_error"] else ")")
+        print(f"enqueued id={escape(rows[0]['id'])} cmd={escape(rows[0]['command'])}{note}")
     return 0
 
 
@@ -233,12 +235,16 @@ def run_show(args, session: Session) -> int:
     store = session.store()
     job = store.job(job_id)
     history = store.history(job_id)
+    waits_for, waited_by = store.job_dependencies(job_id)
     if args.json:
-        _print_json(dict(job, history=history))
+        _print_json(dict(job, history=history, dependencies=waits_for, dependents=waited_by))
         return 0
     for key, value in job.items():
-        if key not in ("output", "output_size", "attempts", "runs"):
+        if key not in ("output", "output_size", "attempts", "runs", "has_dependents"):
             print(f"{key + ':':13} {'' if value is None else escape(str(value))}")
+    for label, linked in (("waits for:", waits_for), ("waited by:", waited_by)):
+        if linked:
+            print(f"{label:13} " + ", ".join(_linked(entry) for entry in linked))
     print(f"{'runs:':13} {job['runs']}{_runs_summary(history)}")
     print(f"{'attempts:':13} {job['attempts']} (failed attempts that count against max_retries; a retry by hand resets them)")
     if history:
@@ -248,6 +254,12 @@ def run_show(args, session: Session) -> int:
                ["#", "STARTED", "TOOK", "HOST", "WORKER", "EXIT", "RESULT"])
     _output_preview(job)
     return 0
+
+
+def _linked(entry: dict) -> str:
+    """'build (completed)', 'fetch (running, any end)': a dependency or dependent in `show`."""
+    state = entry["state"] or "deleted"
+    return f"{escape(entry['id'])} ({state}" + (", any end)" if entry["kind"] == "after_any" else ")")
 
 
 def _runs_summary(history: list[dict]) -> str:
@@ -422,7 +434,7 @@ def _terminal_targets(args) -> tuple[list[str] | None, JobState | None]:
 
 def run_retry(args, session: Session) -> int:
     ids, state = _terminal_targets(args)
-    retried = session.store().retry(ids, state=state)
+    retried = session.store().retry(ids, state=state, with_dependents=args.with_dependents)
     print(f"retried {len(retried)} job(s)" + _some(retried))
     return 0
 
@@ -473,7 +485,7 @@ def _dlq_targets(args) -> list[str] | None:
 
 def run_dlq_retry(args, session: Session) -> int:
     targets = _dlq_targets(args)
-    ids = session.store().dlq_retry(targets)
+    ids = session.store().dlq_retry(targets, with_dependents=args.with_dependents)
     print(f"retried {len(ids)} job(s)" + (": " + " ".join(ids) if 0 < len(ids) <= 20 else ""))
     return 0
 

@@ -61,7 +61,10 @@ STATE_MEANINGS = {
     "failed": "Its last attempt failed (non-zero exit, timeout, or a command that could not start); a retry is due after a backoff.",
     "completed": "Its command exited 0. Kept until deleted.",
     "dead": "Out of retries: in the dead-letter queue (`queuectl dlq`), with its last error, exit code and output.",
-    "cancelled": "Cancelled with `queuectl cancel`; never retried (`queuectl retry` starts it afresh).",
+    "cancelled": ("Cancelled with `queuectl cancel`, or because a job it waited for (`enqueue --after`) ended dead or cancelled "
+                  "(last_error names it); never retried (`queuectl retry` starts it afresh)."),
+    "blocked": ("Waiting for the jobs named by `enqueue --after` / `--after-any` to end; never claimed. Pending once they have "
+                "(every --after job completed, every --after-any job ended), cancelled if an --after job ends dead or cancelled."),
 }
 
 

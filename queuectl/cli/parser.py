@@ -9,7 +9,7 @@ try:
 except ImportError:  # argparse-manpage loads this file on its own at build time
     __version__ = "unknown"
 
-STATES = "pending, running (alias processing), failed, completed, dead, cancelled"
+STATES = "pending, running (alias processing), failed, completed, dead, cancelled, blocked"
 DB_HELP = (
     "database: a SQLite file path or a SQLAlchemy URL such as postgresql+psycopg://user@host/db "
     "(env QUEUECTL_DB; default $XDG_DATA_HOME/queuectl/queue.db)"
@@ -87,7 +87,12 @@ def _enqueue(sub) -> None:
             "(and --db, --debug) go before it; `--` also ends them (`queuectl enqueue --queue q -- ls -la`). "
             "One argument is a shell command string; several words are joined as the shell "
             "would quote them; a single argument starting with '{' is a JSON job spec "
-            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd). '
+            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd, after, after_any; '
+            'after and after_any are lists of ids). '
+            "A job with --after or --after-any is blocked until the jobs it names have ended: "
+            "it runs once every --after job has completed and every --after-any job has ended in any way; "
+            "if an --after job ends dead or cancelled, it is cancelled too (and so on down the chain). "
+            "Named jobs must exist, or be defined on an earlier line of the same --file. "
             "With --file, one JSON spec or plain command per line, all in one transaction; "
             "a file with no jobs in it enqueues nothing and exits 0. "
             "Jobs run under /bin/sh (dash on Debian: no $RANDOM, no [[ ]]); for bash, enqueue bash -c '...'. "
@@ -106,6 +111,8 @@ def _enqueue(sub) -> None:
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
     _completes("directory", p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)"))
+    p.add_argument("--after", metavar="ID[,ID...]", help="blocked until these jobs have completed; cancelled if one ends dead or cancelled")
+    p.add_argument("--after-any", dest="after_any", metavar="ID[,ID...]", help="blocked until these jobs have ended, in any state")
     p.add_argument(
         "--wait", action="store_true",
         help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",
@@ -158,16 +165,23 @@ def _cancel(sub) -> None:
     )
     p.add_argument("ids", nargs="*", metavar="ID")
     p.add_argument("--queue", metavar="Q", help="every active job of this queue")
-    p.add_argument("--state", help="every job in this state (pending, failed, running)")
+    p.add_argument("--state", help="every job in this state (pending, failed, running, blocked)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="return at once, without waiting for running jobs to stop")
     p.set_defaults(command_name="cancel")
     p = sub.add_parser(
         "retry",
         help="run finished jobs again",
-        description="Put finished jobs (completed, dead or cancelled) back to pending with the same id, command and options, attempts reset.",
+        description=(
+            "Put finished jobs (completed, dead or cancelled) back to pending with the same id, command and options, attempts reset. "
+            "A job enqueued with --after/--after-any waits for its dependencies again (blocked until they have ended); "
+            "refused if one of its --after dependencies is dead or cancelled. Jobs cancelled because this one ended dead or "
+            "cancelled stay cancelled unless --with-dependents."
+        ),
     )
     p.add_argument("ids", nargs="*", metavar="ID")
     p.add_argument("--state", help="every job in this state (dead, cancelled, completed)")
+    p.add_argument("--with-dependents", dest="with_dependents", action="store_true",
+                   help="also block again the jobs cancelled because these ended dead or cancelled, down the chain")
     p.set_defaults(command_name="retry")
     p = sub.add_parser(
         "delete",
@@ -244,6 +258,9 @@ def _dlq(sub) -> None:
         ap = dsub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
         ap.add_argument("ids", nargs="*", metavar="ID")
         ap.add_argument("--all", action="store_true", help="every dead job")
+        if action == "retry":
+            ap.add_argument("--with-dependents", dest="with_dependents", action="store_true",
+                            help="also block again the jobs cancelled because these died, down the chain")
         ap.set_defaults(command_name=f"dlq {action}")
 
 

@@ -5,7 +5,7 @@ from queuectl.cli import render
 from queuectl.cli.render import escape
 
 LABELS = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"),
-          ("Dead (DLQ)", "dead"), ("Cancelled", "cancelled"))
+          ("Dead (DLQ)", "dead"), ("Cancelled", "cancelled"), ("Blocked", "blocked"))
 
 
 def lines(report: dict, *, colour: bool = False, width: int | None = None) -> list[str]:

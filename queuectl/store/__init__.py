@@ -23,7 +23,7 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import attempts, config, control, counts, dlq, jobs, schema, transitions, workers
+from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
@@ -133,15 +133,28 @@ class Store:
         with self.db.read() as conn:
             return sum(counts.job_counts(conn).values())
 
+    def job_dependencies(self, job_id: str) -> tuple[list[dict], list[dict]]:
+        """A job's dependencies and its dependents: [{id, kind, state}] each."""
+        with self.db.read() as conn:
+            return dependencies.of_job(conn, job_id)
+
     def cancel(self, ids: list[str] | None = None, *, queue: str | None = None, state: JobState | None = None) -> tuple[list[str], list[str]]:
         """Cancel jobs (see store/control.py): (cancelled at once, running ones asked to stop)."""
         with self.db.begin() as conn:
-            return control.cancel(conn, ids, queue=queue, state=state, now=utcnow())
+            done = control.cancel(conn, ids, queue=queue, state=state, now=utcnow())
+            self._wake(conn)
+            return done
 
-    def retry(self, ids: list[str] | None = None, *, state: JobState | None = None) -> list[str]:
+    def _wake(self, conn) -> None:
+        """Wake idle workers if this transaction unblocked jobs."""
+        if dependencies.woke(conn):
+            self.db.dialect.notify(conn)
+
+    def retry(self, ids: list[str] | None = None, *, state: JobState | None = None, with_dependents: bool = False) -> list[str]:
         """Terminal jobs (named, or all of `state`) back to pending, attempts reset."""
         with self.db.begin() as conn:
-            retried = control.retry(conn, ids, state=state, now=utcnow())
+            retried = control.retry(conn, ids, state=state, now=utcnow(), with_dependents=with_dependents)
+            dependencies.woke(conn)
             if retried:
                 self.db.dialect.notify(conn)
             return retried
@@ -165,8 +178,8 @@ class Store:
         with self.db.read() as conn:
             return control.still_running(conn, ids)
 
-    def dlq_retry(self, ids: list[str] | None) -> list[str]:
-        return dlq.retry(self.db, ids)
+    def dlq_retry(self, ids: list[str] | None, with_dependents: bool = False) -> list[str]:
+        return dlq.retry(self.db, ids, with_dependents=with_dependents)
 
     def dlq_purge(self, ids: list[str] | None) -> list[str]:
         return dlq.purge(self.db, ids)
@@ -256,6 +269,7 @@ class Store:
                 conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg,
                 cancelled=cancelled, output_size=output_size,
             )
+            self._wake(conn)
             return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
 
     def stream_output(self, job_id: str, worker_id: str, *, output: str, output_size: int) -> bool:
@@ -305,7 +319,9 @@ class Store:
         now = utcnow()
         with self.db.begin() as conn:
             workers.end(conn, process_id, state, now)
-            return transitions.recover(conn, process_id, now=now, cfg=cfg, **({"error": error} if error else {}))
+            recovered = transitions.recover(conn, process_id, now=now, cfg=cfg, **({"error": error} if error else {}))
+            self._wake(conn)
+            return recovered
 
     def suspects(self, host: str, stale_before: datetime) -> list:
         """Live rows that may be dead: on `host` (pids to check) or silent since `stale_before`."""
@@ -323,7 +339,9 @@ class Store:
         with self.db.begin() as conn:
             if not workers.end(conn, process_id, WorkerState.DEAD, now, silent_since=silent_since):
                 return None
-            return transitions.recover(conn, process_id, now=now, cfg=cfg)
+            recovered = transitions.recover(conn, process_id, now=now, cfg=cfg)
+            self._wake(conn)
+            return recovered
 
     def live_supervisors(self) -> list:
         with self.db.read() as conn:

@@ -20,14 +20,14 @@ from sqlalchemy import delete as delete_rows
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.states import CLAIMABLE, JobState
-from queuectl.store import attempts
+from queuectl.states import WAITING, JobState
+from queuectl.store import attempts, dependencies
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import RUNNING, cancel_waiting, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
 
-_ACTIVE = (*CLAIMABLE, RUNNING)
+_ACTIVE = (*WAITING, RUNNING)
 
 
 def cancel(conn, ids: list[str] | None, *, queue: str | None, state: JobState | None, now: datetime) -> tuple[list[str], list[str]]:
@@ -37,7 +37,7 @@ def cancel(conn, ids: list[str] | None, *, queue: str | None, state: JobState | 
         chosen = _named(conn, ids)
     else:
         if state is not None and state.value not in _ACTIVE:
-            raise ValidationError(f"{state.value} jobs cannot be cancelled (only pending, failed or running ones)")
+            raise ValidationError(f"{state.value} jobs cannot be cancelled (only pending, failed, blocked or running ones)")
         query = select(JOBS.c.id).where(state_in(*((state.value,) if state else _ACTIVE)))
         if queue is not None:
             query = query.where(JOBS.c.queue == queue)
@@ -59,7 +59,7 @@ def _named(conn, ids: list[str]) -> list[str]:
         if job_id not in states:
             raise NotFound(f"no job with id {job_id!r}")
         if states[job_id] not in _ACTIVE:
-            raise NotFound(f"job {job_id!r} is {states[job_id]}: only pending, failed or running jobs can be cancelled")
+            raise NotFound(f"job {job_id!r} is {states[job_id]}: only pending, failed, blocked or running jobs can be cancelled")
     return wanted
 
 
@@ -106,9 +106,11 @@ def _lock_terminal(conn, ids: list[str] | None, state: JobState | None, finished
     return [i for i in wanted if i in live], [i for i in wanted if i in dead]
 
 
-def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime) -> list[str]:
+def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime, with_dependents: bool = False) -> list[str]:
     """Terminal jobs back to pending, same id, command and options, attempts reset;
-    the ids retried."""
+    the ids retried. A job with dependencies waits for them again (see
+    dependencies.recheck); with_dependents: the jobs cancelled because these ended
+    dead or cancelled are blocked again (dependencies.reblock_dependents)."""
     live, dead = _lock_terminal(conn, ids, state, None)
     attempts.keep_outputs(conn, live)
     fresh = fresh_start(now)
@@ -117,6 +119,9 @@ def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime)
         if done != len(chunk):  # they are locked: anything else is a bug, and nothing is retried
             raise RuntimeError(f"retrying {len(chunk)} jobs changed {done}")
     move_jobs(conn, DEAD_JOBS, JOBS, dead, values=fresh)
+    dependencies.recheck(conn, live + dead, now=now)
+    if with_dependents:
+        dependencies.reblock_dependents(conn, live + dead, now=now, fresh=fresh)
     return sorted_by_request(ids, live + dead)
 
 
@@ -131,6 +136,7 @@ def delete(conn, ids: list[str] | None, *, state: JobState | None, finished_befo
     if deleted != len(live) + len(dead):  # they are locked: anything else is a bug
         raise RuntimeError(f"deleting {len(live) + len(dead)} jobs deleted {deleted}")
     attempts.forget(conn, live + dead)
+    dependencies.forget(conn, live + dead)
     if deleted:
         bump_counter(conn, PURGED_KEY, deleted)
     return sorted_by_request(ids, live + dead)
@@ -158,7 +164,7 @@ def outcomes(conn, ids: list[str]) -> dict[str, tuple[str, int | None, str | Non
 
 
 def active(conn, queue: str | None) -> list[str]:
-    """Ids of the jobs not finished yet (pending, failed, running), in enqueue order."""
+    """Ids of the jobs not finished yet (pending, failed, blocked, running), in enqueue order."""
     query = select(JOBS.c.id).where(state_in(*_ACTIVE))
     if queue is not None:
         query = query.where(JOBS.c.queue == queue)

@@ -26,14 +26,15 @@ def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
     jobs are not counted at all: every job ever enqueued took a number from '_seq',
     and the only way out of the database is a DLQ purge ('_purged'), so completed =
     enqueued - purged - live - dead - cancelled. Cancelled jobs are counted through
-    their own partial index (ix_jobs_cancelled). One statement, so one snapshot on
+    their own partial index (ix_jobs_cancelled), blocked ones through theirs
+    (ix_jobs_blocked). One statement, so one snapshot on
     PostgreSQL too.
 
     With `now`, also "ready": the pending jobs due by then (the rest are scheduled
     later), counted through the same index (run_at is in it).
     """
     pending, failed, running = JobState.PENDING.value, JobState.FAILED.value, JobState.RUNNING.value
-    cancelled = JobState.CANCELLED.value
+    cancelled, blocked = JobState.CANCELLED.value, JobState.BLOCKED.value
     row = conn.execute(
         select(
             # state_in(*CLAIMABLE) matches ix_jobs_claim's WHERE, so SQLite uses it.
@@ -41,6 +42,7 @@ def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
             _count(state_in(*CLAIMABLE), state_in(failed)).label(failed),
             _count(state_in(running)).label(running),
             _count(state_in(cancelled)).label(cancelled),
+            _count(state_in(blocked)).label(blocked),
             select(func.count()).select_from(DEAD_JOBS).scalar_subquery().label("dead"),
             _counter(SEQ_KEY).label("enqueued"),
             _counter(PURGED_KEY).label("purged"),
@@ -48,8 +50,10 @@ def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
         )
     ).one()
     counts = {state.value: 0 for state in JobState}
-    counts.update({pending: row.pending, failed: row.failed, running: row.running, JobState.DEAD.value: row.dead, cancelled: row.cancelled})
-    counts[JobState.COMPLETED.value] = row.enqueued - row.purged - row.pending - row.failed - row.running - row.dead - row.cancelled
+    counts.update({pending: row.pending, failed: row.failed, running: row.running, JobState.DEAD.value: row.dead, cancelled: row.cancelled,
+                   blocked: row.blocked})
+    counts[JobState.COMPLETED.value] = (row.enqueued - row.purged - row.pending - row.failed - row.running - row.dead - row.cancelled
+                                        - row.blocked)
     if now is not None:
         counts["ready"] = row.ready
     return counts

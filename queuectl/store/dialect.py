@@ -234,6 +234,7 @@ class SQLiteDialect:
         with db.begin() as conn:
             owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=output_size, now=now)
             return owned, transitions.claim(conn, worker_id, queues, now)
+        # No notify for jobs the completion unblocked: idle SQLite workers poll.
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Rows already in the driver's types, through its executemany: SQLAlchemy's
@@ -353,13 +354,25 @@ class PostgresDialect:
                            output_size: int | None = None):
         """The worker's hot path as one autocommitted statement (data-modifying CTEs):
         one round trip per job. (owned, next job or None)."""
-        from queuectl.store import transitions
+        from queuectl.store import dependencies, transitions
 
         size = transitions.size_of(output, output_size)
         params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
         with self.write_one(db) as conn:
             row = conn.execute(transitions.complete_and_claim_statement(queues), params).one()
-        return row.owned == 1, (row if row.id is not None else None)
+        claimed = row if row.id is not None else None
+        if row.owned == 1:
+            return True, claimed
+        # Not completed: the job has dependents (the statement's guard), or this
+        # worker no longer owns it. A transaction tells which, and settles them; it
+        # claims only if the statement found nothing (the job it unblocked, maybe).
+        with db.begin() as conn:
+            owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
+            if claimed is None and owned:
+                claimed = transitions.claim(conn, worker_id, queues, now)
+            if dependencies.woke(conn):
+                self.notify(conn)
+        return owned, claimed
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Rows already in the driver's types, through a binary COPY in the same

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.store import attempts
+from queuectl.store import attempts, dependencies
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
@@ -44,12 +44,19 @@ def _not_dead(conn, job_id: str) -> str:
     return f"no dead job with id {job_id!r}" + (f" (it is {state})" if state else "")
 
 
-def retry(db, ids: list[str] | None, now=None) -> list[str]:
-    """Move dead jobs back to pending with attempts reset (None means all); the ids moved."""
-    fresh = fresh_start(now or utcnow())
+def retry(db, ids: list[str] | None, now=None, with_dependents: bool = False) -> list[str]:
+    """Move dead jobs back to pending with attempts reset (None means all); the ids moved.
+    A job with dependencies waits for them again; with_dependents: the jobs cancelled
+    because these died are blocked again (see store/dependencies.py)."""
+    now = now or utcnow()
+    fresh = fresh_start(now)
     with db.begin() as conn:
         chosen = _lock(conn, ids)
         move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
+        dependencies.recheck(conn, chosen, now=now)
+        if with_dependents:
+            dependencies.reblock_dependents(conn, chosen, now=now, fresh=fresh)
+        dependencies.woke(conn)
         if chosen:
             db.dialect.notify(conn)
     return chosen
@@ -65,6 +72,7 @@ def purge(db, ids: list[str] | None) -> list[str]:
         if deleted != len(chosen):  # they are locked: anything else is a bug, and nothing is purged
             raise RuntimeError(f"purging {len(chosen)} dead jobs deleted {deleted}")
         attempts.forget(conn, chosen)
+        dependencies.forget(conn, chosen)
         if deleted:
             bump_counter(conn, PURGED_KEY, deleted)
     return chosen

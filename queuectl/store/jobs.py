@@ -9,6 +9,7 @@ from queuectl.errors import DuplicateId, NotFound
 from queuectl.jobspec import SPEC_KEYS, JobSpec, lookup_id
 from queuectl.states import JobState
 from queuectl.store import config as settings
+from queuectl.store import dependencies
 from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.timeutil import after, iso, utcnow
 
@@ -25,7 +26,7 @@ LISTED = [name for name in SHOWN if name != "output"]
 _COLUMNS = [c.name for c in JOBS.columns]
 # Job spec fields stored as given, in columns of the same name (every other column
 # is set by enqueue below, or empty until the job runs).
-_AS_GIVEN = [name for name in SPEC_KEYS if name in _COLUMNS and name not in ("id", "max_retries", "run_at", "timeout")]
+_AS_GIVEN = [name for name in SPEC_KEYS if name in _COLUMNS and name not in ("id", "max_retries", "run_at", "timeout", "has_dependents")]
 # SQLite allows 32766 bound parameters per statement; stay well below.
 _CHUNK = 500
 
@@ -80,8 +81,10 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 first_clash = next(i for i in named if i in clash)
                 raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
         rows = []
-        pending = JobState.PENDING.value
+        pending, blocked = JobState.PENDING.value, JobState.BLOCKED.value
         blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
+        waits = _dependencies(conn, specs, first)
+        in_file = waits.defined
         for offset, spec in enumerate(specs):
             seq = first + offset
             if spec.run_at is not None:
@@ -91,10 +94,12 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
             # An explicit timeout of 0 means none, whatever the configured default.
             timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
             row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
+            job_id = spec.id or str(seq)
             row.update(
-                id=spec.id or str(seq),
+                id=job_id,
                 seq=seq,
-                state=pending,
+                state=blocked if spec.after or spec.after_any else pending,
+                has_dependents=job_id in in_file,
                 attempts=0,
                 runs=0,
                 max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
@@ -111,8 +116,67 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
             if len(named) == 1:
                 raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
             raise DuplicateId("a job with one of these ids already exists") from None
+        if waits:
+            dependencies.add(conn, list(waits))
+            # Dependencies that ended already: unblocked or cancelled right away.
+            waiting = [row["id"] for row in rows if row["state"] == blocked]
+            unblocked, cancelled = dependencies.evaluate(conn, waiting, now=now)
+            dependencies.woke(conn)
+            ready = set(unblocked)
+            for row in rows:
+                if row["id"] in ready:
+                    row["state"] = pending
+                elif row["id"] in cancelled:
+                    row.update(state=JobState.CANCELLED.value, last_error=cancelled[row["id"]], finished_at=now)
         db.dialect.notify(conn)
     return rows
+
+
+class _Waits(list):
+    """(job_id, depends_on, kind) rows; `defined`: the ids the same enqueue defines."""
+
+    defined: set[str]
+
+
+def _dependencies(conn, specs: list[JobSpec], first: int) -> _Waits:
+    """The dependency rows of these specs. Each id named must be a job that exists
+    (live or dead) or one that an earlier spec of this enqueue defines; NotFound
+    otherwise (nothing is written: the caller's transaction rolls back). The existing
+    ones get has_dependents (an UPDATE, which locks them: see store/dependencies.py)."""
+    waits = _Waits()
+    waits.defined = set()
+    earlier: set[str] = set()
+    everyone = {spec.id or str(first + offset) for offset, spec in enumerate(specs)}
+    outside: list[str] = []
+    for offset, spec in enumerate(specs):
+        job_id = spec.id or str(first + offset)
+        for kind, ids in ((dependencies.AFTER, spec.after or ()), (dependencies.AFTER_ANY, spec.after_any or ())):
+            for dep in ids:
+                if dep == job_id:
+                    raise NotFound(f"job {job_id!r} cannot wait for itself")
+                if dep in earlier:
+                    waits.defined.add(dep)
+                elif dep not in outside:
+                    outside.append(dep)
+                waits.append((job_id, dep, kind))
+        earlier.add(job_id)
+    if outside:
+        found = dependencies.mark_depended_on(conn, outside)
+        for dep in outside:
+            if dep not in found:
+                waiter = next(j for j, d, _ in waits if d == dep)
+                later = " (a job may only wait for jobs enqueued before it, on earlier lines of a --file)" if dep in everyone else ""
+                raise NotFound(f"job {waiter!r} waits for {dep!r}, and there is no job with that id{later}")
+    seen: set[tuple[str, str]] = set()
+    unique = _Waits()
+    unique.defined = waits.defined
+    for job_id, dep, kind in waits:  # --after and --after-any of one id: --after wins
+        if (job_id, dep) in seen:
+            continue
+        seen.add((job_id, dep))
+        strongest = dependencies.AFTER if (job_id, dep, dependencies.AFTER) in waits else kind
+        unique.append((job_id, dep, strongest))
+    return unique
 
 
 def _insert(db, conn, rows: list[dict]) -> None:

@@ -5,6 +5,7 @@ from typing import cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -120,6 +122,10 @@ class JobColumns:
     worker_id: Mapped[str | None] = mapped_column(String(64))
     # Set by `cancel` on a running job; its worker sees it at its next heartbeat.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Some job was enqueued --after this one (job_dependencies): the transition that
+    # ends it also settles them (store/dependencies.py). Returned by the completing
+    # UPDATE, so the hot path does that work only for such jobs.
+    has_dependents: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Job(JobColumns, Base):
@@ -142,6 +148,24 @@ PartialIndex("ix_jobs_cancelled", Job.seq, where=Job.state == "cancelled")
 # and without it, within noise (alternating runs, SQLite and PostgreSQL).
 SETTLED = ("completed", "cancelled")
 PartialIndex("ix_jobs_finished", Job.finished_at, where=Job.state.in_(SETTLED))
+
+
+# Blocked jobs (waiting for their dependencies), counted by `status` through this index.
+# They are outside ix_jobs_claim: a million of them cost a claim nothing.
+PartialIndex("ix_jobs_blocked", Job.seq, where=Job.state == "blocked")
+
+
+class JobDependency(Base):
+    """Job `job_id` waits for job `depends_on` (store/dependencies.py): kind 'after'
+    (it must complete) or 'after_any' (it must end, in any terminal state). Kept after
+    they are settled, so `show` lists them."""
+
+    __tablename__ = "job_dependencies"
+    __table_args__ = (Index("ix_job_dependencies_depends_on", "depends_on"),)
+
+    job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    depends_on: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
 
 
 class DeadJob(JobColumns, Base):
@@ -213,3 +237,4 @@ DEAD_JOBS = cast(Table, DeadJob.__table__)
 CONFIG = cast(Table, ConfigEntry.__table__)
 WORKERS = cast(Table, Worker.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
+DEPENDENCIES = cast(Table, JobDependency.__table__)

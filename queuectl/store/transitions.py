@@ -12,10 +12,10 @@ import math
 import random
 from datetime import datetime
 
-from sqlalchemy import Integer, and_, bindparam, delete, exists, func, insert, literal, null, or_, select, true, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, false, func, insert, literal, null, or_, select, true, update
 
-from queuectl.states import CLAIMABLE, JobState
-from queuectl.store import attempts
+from queuectl.states import CLAIMABLE, WAITING, JobState
+from queuectl.store import attempts, dependencies
 from queuectl.store.chunks import chunks
 from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS
 from queuectl.timeutil import after
@@ -136,7 +136,7 @@ _COMPLETE = (
         runs=_ONE_MORE_RUN,
         last_error=None,
     )
-    .returning(*attempts.ENDED)
+    .returning(*attempts.ENDED, JOBS.c.has_dependents)
 )
 
 
@@ -159,6 +159,8 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
         return False
     # The output stays the job's alone (see models.Attempt.output).
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
+    if ended.has_dependents:
+        dependencies.settle(conn, [job_id], now=now)
     return True
 
 
@@ -170,8 +172,13 @@ def complete_and_claim_statement(queues: tuple[str, ...] | None):
     the same row. The attempt row is inserted from what the completing update
     returned. Always one row: `owned` (1 if this worker still owned the finished job:
     its attempt was recorded) and the claimed job's columns (NULL when there was
-    nothing to claim)."""
-    done = _COMPLETE.cte("done")
+    nothing to claim).
+
+    A job with dependents (has_dependents) is not completed here: settling them
+    takes more than a statement, so the guard makes `owned` 0 and the dialect
+    completes it again in a transaction (complete, settle, claim if nothing was
+    claimed here); see PostgresDialect.complete_and_claim."""
+    done = _COMPLETE.where(JOBS.c.has_dependents == false()).cte("done")
     recorded = attempts.insert_from(
         done, finished_at=bindparam("now", type_=ATTEMPTS.c.finished_at.type), exit_code=bindparam("result_code", type_=Integer()),
         error=null(), output=null(),
@@ -214,7 +221,7 @@ def fail(
     Returns the new state, or None if this worker no longer owns the job.
     """
     row = conn.execute(
-        select(JOBS.c.attempts, JOBS.c.max_retries, *attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()
+        select(JOBS.c.attempts, JOBS.c.max_retries, JOBS.c.has_dependents, *attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()
     ).first()
     if row is None:
         return None
@@ -230,6 +237,8 @@ def fail(
     # The row is locked (above) and the move itself is guarded by the owner too.
     dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
     move_jobs(conn, JOBS, DEAD_JOBS, [job_id], values=dead, guard=_owned(job_id, worker_id))
+    if row.has_dependents:
+        dependencies.settle(conn, [job_id], now=now)
     return JobState.DEAD.value
 
 
@@ -242,16 +251,21 @@ class _Ended:
 
 
 def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
-    """Cancel the jobs among `ids` that wait (pending or failed): no worker holds them,
-    and the state guard makes this and a claim exclude each other. The ids cancelled."""
-    cancelled = []
+    """Cancel the jobs among `ids` that wait (pending, failed or blocked): no worker
+    holds them, and the state guard makes this and a claim exclude each other. Their
+    dependents are settled (cancelled down the chain, or unblocked if they waited
+    --after-any). The ids cancelled."""
+    cancelled, settling = [], []
     for chunk in chunks(ids):
-        cancelled += conn.execute(
+        rows = conn.execute(
             update(JOBS)
-            .where(JOBS.c.id.in_(chunk), _claimable())
+            .where(JOBS.c.id.in_(chunk), state_in(*WAITING))
             .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, last_error=CANCELLED)
-            .returning(JOBS.c.id)
-        ).scalars().all()
+            .returning(JOBS.c.id, JOBS.c.has_dependents)
+        ).all()
+        cancelled += [row.id for row in rows]
+        settling += [row.id for row in rows if row.has_dependents]
+    dependencies.settle(conn, settling, now=now)
     return cancelled
 
 
@@ -283,11 +297,13 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
         .where(_owned(job_id, worker_id))
         .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output,
                 output_size=output_size, runs=_ONE_MORE_RUN, last_error=CANCELLED)
-        .returning(*attempts.ENDED)
+        .returning(*attempts.ENDED, JOBS.c.has_dependents)
     ).first()
     if ended is None:
         return False
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
+    if ended.has_dependents:
+        dependencies.settle(conn, [job_id], now=now)
     return True
 
 
