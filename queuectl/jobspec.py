@@ -36,6 +36,8 @@ class JobSpec:
     timeout: float | None = None  # 0 means "no timeout", even when job-timeout is set
     queue: str = "default"
     cwd: str | None = None
+    unique_key: str | None = None
+    on_conflict: str | None = None  # what to do if unique_key is taken: "error" (None) or "skip"
 
 
 def check_id(value) -> str:
@@ -117,6 +119,23 @@ def check_cwd(value) -> str:
     return path
 
 
+MAX_UNIQUE_KEY = 255
+ON_CONFLICT = ("error", "skip")
+
+
+def check_unique_key(value) -> str:
+    """Any text of 1-255 characters without control characters (it is shown in errors)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_UNIQUE_KEY or not is_utf8(value) or not value.isprintable():
+        raise ValidationError(f"invalid unique key {value!r} (1-{MAX_UNIQUE_KEY} printable characters)")
+    return value
+
+
+def check_on_conflict(value) -> str:
+    if value not in ON_CONFLICT:
+        raise ValidationError(f"invalid on_conflict {value!r} (one of: {', '.join(ON_CONFLICT)})")
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     """One key of a job spec: its JSON key, which is also the JobSpec attribute, the
@@ -139,6 +158,8 @@ FIELDS = (
     Field("timeout", lambda v: parse_duration(v, "timeout")),
     Field("queue", check_queue),
     Field("cwd", check_cwd),
+    Field("unique_key", check_unique_key),
+    Field("on_conflict", check_on_conflict),  # not stored: it only decides this enqueue
 )
 SPEC_KEYS = tuple(f.name for f in FIELDS)
 # The command first: of a spec with several bad fields, the error names the first

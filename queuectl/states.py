@@ -34,6 +34,10 @@ class JobState(str, enum.Enum):
 
 # States a worker may claim (failed ones only once run_at has come).
 CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
+# States in which a job holds its unique key (see store/unique.py): at most one job
+# per key is in one of them, enforced by the partial unique index ix_jobs_unique_key.
+# A new active state goes here, and the index's migration with it.
+ACTIVE = (JobState.PENDING.value, JobState.FAILED.value, JobState.RUNNING.value)
 # States a job never leaves by itself.
 TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
 

@@ -12,7 +12,7 @@ import time
 from queuectl import jobspec
 from queuectl.cli import render
 from queuectl.cli.render import escape
-from queuectl.errors import DuplicateId, ValidationError
+from queuectl.errors import DuplicateId, KeyTaken, ValidationError
 from queuectl.states import JobState
 
 # `list` on a terminal with no filter shows this many of the newest jobs.
@@ -141,23 +141,40 @@ def run_enqueue(args, session: Session) -> int:
         if not lines:
             raise
         raise DuplicateId(f"{_file_name(args)}: line {lines[-1]}: {err}", job_id=err.job_id) from None
+    except KeyTaken as err:
+        if not numbers or err.index is None:
+            raise
+        where = "" if err.holder_index is None else f" (line {numbers[err.holder_index]})"
+        raise KeyTaken(f"{_file_name(args)}: line {numbers[err.index]}: {escape(str(err))}{where}", key=err.key, holder=err.holder) from None
     if args.wait:
-        return _wait_for_one(session, rows[0]["id"], rows[0]["command"])
+        return _wait_for_one(session, rows[0])
     if args.json:
         _print_json([job_dict(r) for r in rows] if args.file is not None else job_dict(rows[0]))
     elif args.file is not None:
-        print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
+        added = [r for r in rows if not r.get("skipped")]
+        said = f"enqueued {len(added)} jobs" + (f" (ids {added[0]['id']}..{added[-1]['id']})" if added else "")
+        if len(added) < len(rows):
+            said += f"; skipped {len(rows) - len(added)} whose unique key an active job held"
+        print(said)
     else:
-        print(f"enqueued id={escape(rows[0]['id'])} cmd={escape(rows[0]['command'])}")
+        print(_enqueued_line(rows[0]))
     return 0
 
 
-def _wait_for_one(session: Session, job_id: str, command: str) -> int:
+def _enqueued_line(row: dict) -> str:
+    """What enqueue says of one job: enqueued, or skipped for the active job holding its key."""
+    if row.get("skipped"):
+        return f"skipped: unique key {row['unique_key']!r} is held by id={escape(row['id'])} ({row['state']}); nothing enqueued"
+    return f"enqueued id={escape(row['id'])} cmd={escape(row['command'])}"
+
+
+def _wait_for_one(session: Session, row: dict) -> int:
     """enqueue --wait, as `tsp -w`: the job's output, then its exit code (3 if it has
-    none: cancelled, or lost with its worker)."""
+    none: cancelled, or lost with its worker). A skipped job waits for the holder."""
     from queuectl import waiting
 
-    print(f"enqueued id={escape(job_id)} cmd={escape(command)}", file=sys.stderr, flush=True)
+    job_id = row["id"]
+    print(_enqueued_line(row), file=sys.stderr, flush=True)
     (ended,) = waiting.wait(session.store(), [job_id])
     if ended.state != waiting.DELETED:
         output, _ = session.store().job_output(job_id)

@@ -87,7 +87,7 @@ def _enqueue(sub) -> None:
             "(and --db, --debug) go before it; `--` also ends them (`queuectl enqueue --queue q -- ls -la`). "
             "One argument is a shell command string; several words are joined as the shell "
             "would quote them; a single argument starting with '{' is a JSON job spec "
-            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd). '
+            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd, unique_key, on_conflict). '
             "With --file, one JSON spec or plain command per line, all in one transaction; "
             "a file with no jobs in it enqueues nothing and exits 0. "
             "Jobs run under /bin/sh (dash on Debian: no $RANDOM, no [[ ]]); for bash, enqueue bash -c '...'. "
@@ -106,6 +106,14 @@ def _enqueue(sub) -> None:
     p.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
     p.add_argument("--queue", metavar="NAME", help="queue name (default 'default')")
     _completes("directory", p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)"))
+    p.add_argument(
+        "--unique-key", dest="unique_key", metavar="KEY",
+        help="at most one active (pending, failed or running) job holds KEY at a time, across every host; a finished job frees it",
+    )
+    p.add_argument(
+        "--on-conflict", dest="on_conflict", metavar="error|skip",
+        help="if KEY is held: error (default) exits 1 naming the job that holds it; skip exits 0, prints that job's id and enqueues nothing",
+    )
     p.add_argument(
         "--wait", action="store_true",
         help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.store import attempts
+from queuectl.store import attempts, unique
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
@@ -49,7 +49,10 @@ def retry(db, ids: list[str] | None, now=None) -> list[str]:
     fresh = fresh_start(now or utcnow())
     with db.begin() as conn:
         chosen = _lock(conn, ids)
-        move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
+        # Active again, each must find its unique key free (KeyTaken names the holder).
+        unique.check_free(conn, unique.keys_of(conn, DEAD_JOBS, chosen))
+        with unique.guard():
+            move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
         if chosen:
             db.dialect.notify(conn)
     return chosen

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from queuectl.states import CLAIMABLE
+from queuectl.states import ACTIVE, CLAIMABLE
 
 
 class UTCDateTime(TypeDecorator):
@@ -63,9 +63,9 @@ class PartialIndex(Index):
 
     DIALECTS = ("sqlite", "postgresql")
 
-    def __init__(self, name: str, *expressions, where):
+    def __init__(self, name: str, *expressions, where, unique: bool = False):
         self.where = where
-        super().__init__(name, *expressions)
+        super().__init__(name, *expressions, unique=unique)
 
     # A classmethod in SQLAlchemy, an instance method here on purpose: the options need
     # this index's predicate, and SQLAlchemy looks them up through the instance.
@@ -120,6 +120,9 @@ class JobColumns:
     worker_id: Mapped[str | None] = mapped_column(String(64))
     # Set by `cancel` on a running job; its worker sees it at its next heartbeat.
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # `enqueue --unique-key`: at most one active job holds a key (ix_jobs_unique_key);
+    # a dead job keeps it in the DLQ, so that `dlq retry` can check it is free again.
+    unique_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Job(JobColumns, Base):
@@ -144,10 +147,20 @@ SETTLED = ("completed", "cancelled")
 PartialIndex("ix_jobs_finished", Job.finished_at, where=Job.state.in_(SETTLED))
 
 
+# At most one active job per unique key, across every process and host: the database
+# refuses a second one whatever the timing (store/unique.py checks first, to name the
+# holder). NULL keys never clash. Finished jobs are outside the index, so they free it.
+PartialIndex("ix_jobs_unique_key", Job.unique_key, unique=True, where=Job.state.in_(ACTIVE))
+
+
 class DeadJob(JobColumns, Base):
     __tablename__ = "dead_jobs"
 
     dead_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Retention (store/retention.py) takes the oldest dead jobs first, a bounded batch at a time.
+Index("ix_dead_jobs_dead_at", DeadJob.dead_at)
 
 
 class Attempt(Base):
