@@ -458,6 +458,22 @@ def run_delete(args, session: Session) -> int:
     return 0
 
 
+def run_prune(args, session: Session) -> int:
+    from queuectl import config
+
+    retain = {}
+    for kind in ("completed", "cancelled", "dead"):
+        text = getattr(args, f"{kind}_older_than")
+        if text is not None:
+            retain[kind] = config.parse_retention(text, f"--{kind}-older-than")
+    pruned = session.store().prune(retain)
+    if args.json:
+        _print_json(pruned)
+    else:
+        print(f"pruned {sum(pruned.values())} job(s): " + ", ".join(f"{count} {kind}" for kind, count in pruned.items()))
+    return 0
+
+
 def _some(ids: list[str]) -> str:
     return ": " + " ".join(ids) if 0 < len(ids) <= 20 else ""
 
@@ -510,7 +526,9 @@ def run_config_list(args, session: Session) -> int:
     if args.json:
         _print_json({e["key"]: e["value"] for e in entries})
         return 0
-    _table([[e["key"], e["value"], "(default)" if e["default"] else "", e["help"]] for e in entries], ["KEY", "VALUE", "", "MEANING"])
+    from queuectl import config
+
+    _table([[e["key"], config.display(e["value"]), "(default)" if e["default"] else "", e["help"]] for e in entries], ["KEY", "VALUE", "", "MEANING"])
     return 0
 
 
@@ -518,7 +536,7 @@ def run_config_get(args, session: Session) -> int:
     from queuectl import config
 
     config.canonical_key(args.key)  # an unknown key is a usage error before touching the database
-    print(session.store().config_value(args.key))
+    print(config.display(session.store().config_value(args.key)))
     return 0
 
 
@@ -527,7 +545,7 @@ def run_config_set(args, session: Session) -> int:
 
     config.parse_value(config.canonical_key(args.key), args.value)
     key, value = session.store().set_config(args.key, args.value)
-    print(f"{key} = {value}")
+    print(f"{key} = {config.display(value)}")
     return 0
 
 
@@ -536,7 +554,7 @@ def run_config_unset(args, session: Session) -> int:
 
     key = config.canonical_key(args.key)
     key, value = session.store().unset_config(key)
-    print(f"{key} = {value} (default)")
+    print(f"{key} = {config.display(value)} (default)")
     return 0
 
 

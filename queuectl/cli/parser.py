@@ -188,6 +188,24 @@ def _cancel(sub) -> None:
     p.set_defaults(command_name="delete")
 
 
+def _prune(sub) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="delete finished jobs past their retention",
+        description=(
+            "Delete completed, cancelled and dead jobs that ended longer ago than their retention, with their attempt history, "
+            "in batches of at most 1000 (short transactions), until none is left; running supervisors do the same every "
+            "config prune-interval. Each kind's retention is its config key (retain-completed, retain-cancelled, retain-dead) "
+            "unless its flag is given. A DURATION, or never (keep them). `status` counts stay exact."
+        ),
+    )
+    for kind in ("completed", "cancelled", "dead"):
+        p.add_argument(f"--{kind}-older-than", dest=f"{kind}_older_than", metavar="DURATION",
+                       help=f"delete {kind} jobs that ended longer ago than DURATION, or never (default: config retain-{kind})")
+    _add_json(p)
+    p.set_defaults(command_name="prune")
+
+
 def _wait(sub) -> None:
     p = sub.add_parser(
         "wait",
@@ -351,6 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _queue, _dlq, _config, _worker, _db, _completion):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _config, _worker, _db, _completion):
         add(sub)
     return parser

@@ -51,12 +51,12 @@ def held_message(key: str, holder: str, state: str) -> str:
 def check_free(conn, keyed: list[tuple[str, str | None]]) -> None:
     """Jobs about to become active again, as (id, unique key): KeyTaken if an active
     job holds one of their keys, or if two of them share one."""
-    keyed = [(job_id, key) for job_id, key in keyed if key is not None]
-    if not keyed:
+    with_keys = [(job_id, key) for job_id, key in keyed if key is not None]
+    if not with_keys:
         return
-    held = holders(conn, [key for _, key in keyed])
+    held = holders(conn, [key for _, key in with_keys])
     first: dict[str, str] = {}
-    for job_id, key in keyed:
+    for job_id, key in with_keys:
         if key in held:
             holder, state = held[key]
             raise KeyTaken(f"job {job_id}: {held_message(key, holder, state)}", key=key, holder=holder)
