@@ -117,7 +117,7 @@ KEYS: dict[str, Key] = {
         Key("retain-completed", "7d", parse_retention, "running supervisors delete completed jobs this long after they finished; never: keep"),
         Key("retain-cancelled", "7d", parse_retention, "running supervisors delete cancelled jobs this long after they ended; never: keep"),
         Key("retain-dead", NEVER, parse_retention, "running supervisors delete dead jobs (the DLQ) this long after they died; never: keep"),
-        Key("prune-interval", "60", _duration_range(1, 86400), "how often running supervisors delete jobs past their retention"),
+        Key("prune-interval", "60", _duration_range(0.1, 86400), "how often running supervisors delete jobs past their retention"),
     )
 }
 

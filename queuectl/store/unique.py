@@ -40,7 +40,8 @@ def keys_of(conn, table, ids: list[str]) -> list[tuple[str, str | None]]:
     """(id, unique key) of those of `ids` in `table` (jobs or dead_jobs) that have one."""
     found: list[tuple[str, str | None]] = []
     for chunk in chunks(ids):
-        found += conn.execute(select(table.c.id, table.c.unique_key).where(table.c.id.in_(chunk), table.c.unique_key.is_not(None))).tuples().all()
+        rows = conn.execute(select(table.c.id, table.c.unique_key).where(table.c.id.in_(chunk), table.c.unique_key.is_not(None)))
+        found += [(row.id, row.unique_key) for row in rows]
     return found
 
 
