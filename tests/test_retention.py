@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from conftest import wait_until
 from queuectl import jobspec
 from queuectl.store import Store, jobs, retention
-from queuectl.timeutil import utcnow
 from queuectl.store.models import Attempt, DeadJob, Job
+from queuectl.timeutil import utcnow
 from support import T0, all_ids, enqueue, error_line, finish, kill, real_counts, seconds
 from worker_support import FAST, configure, supervisors  # noqa: F401
 
@@ -132,7 +132,7 @@ def test_one_pruner_at_a_time(db):
         first.close()
 
 
-def test_running_supervisors_prune(db, supervisors):  # noqa: F811
+def test_running_supervisors_prune(db, supervisors):
     configure(db, **FAST, prune_interval=0.3, retain_completed=1, retain_dead=1, retain_cancelled="never")
     ids = [row["id"] for row in jobs.enqueue(db, [jobspec.build("true") for _ in range(5)])]
     dead = jobs.enqueue(db, [jobspec.build("exit 3", max_retries=0)])[0]["id"]
