@@ -43,7 +43,11 @@ def test_vanished_host_jobs_recovered_after_heartbeat_timeout(db, supervisors, t
     victim_sup = supervisors.start(hostname="host-a")
     wait_workers(db, victim_sup, 1)
     # host-a alone runs the first job, so we know whose job dies.
-    first = jobs.enqueue(db, [jobspec.build(f'sleep 3; echo "$QUEUECTL_JOB_ID" >> {side_log}')])[0]["id"]
+    # The job waits for a gate opened only once its host is gone, so it cannot finish
+    # there first however long the other supervisors take to start (a fixed `sleep 3`
+    # did, on a loaded machine).
+    gate = tmp_path / "gate"
+    first = jobs.enqueue(db, [jobspec.build(f'until [ -e {gate} ]; do sleep 0.05; done; echo "$QUEUECTL_JOB_ID" >> {side_log}')])[0]["id"]
     wait_until(lambda: job(db, first)["state"] == "running", message="host-a running the job")
     others = [supervisors.start(hostname=host) for host in HOSTS[1:]]
     for sup in others:
@@ -54,6 +58,7 @@ def test_vanished_host_jobs_recovered_after_heartbeat_timeout(db, supervisors, t
     kill_all(victims)
     psutil.wait_procs(victims, timeout=10)
     killed_at = time.monotonic()
+    gate.touch()
 
     recovered = wait_until(lambda: job(db, first)["state"] != "running" and job(db, first), timeout=30, interval=0.02, message="recovery")
     delay = time.monotonic() - killed_at
