@@ -45,6 +45,26 @@ def _duration_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+# A retention of "never": finished jobs of that kind are kept until deleted by hand.
+NEVER = "never"
+
+
+def parse_retention(text: str, what: str = "retention") -> float | None:
+    """A DURATION, or "never" (None): how long finished jobs are kept (see
+    store/retention.py). Shared by the retain-* keys and the `prune` flags."""
+    if str(text).strip().lower() == NEVER:
+        return None
+    try:
+        return parse_duration(text, what)
+    except ValidationError as err:
+        raise ValidationError(f"{err}, or {NEVER}") from None
+
+
+def display(value) -> str:
+    """A typed value as `config get` and `config list` print it."""
+    return NEVER if value is None else str(value)
+
+
 # KiB, MiB, GiB count in 1024s, KB, MB, GB in 1000s (IEC and SI, as `ls --si` and disk
 # makers mean them); no unit, or B, is bytes.
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", re.IGNORECASE | re.ASCII)
@@ -77,7 +97,7 @@ def _size_range(low: int, high: int) -> Callable[[str], int]:
 class Key:
     name: str
     default: str
-    parse: Callable[[str], int | float]
+    parse: Callable[[str], int | float | None]
     help: str
 
 
@@ -94,6 +114,10 @@ KEYS: dict[str, Key] = {
         Key("heartbeat-timeout", "30", _duration_range(0.2, 86400), "silence after which a worker is presumed dead"),
         Key("kill-grace", "10", _duration_range(0, 3600), "after SIGTERM, how long a cancelled job has before SIGKILL"),
         Key("output-limit", "65536", _size_range(0, 64 * 1024 * 1024), "bytes of output kept per job (65536, 64KiB, 10MB, 1MiB)"),
+        Key("retain-completed", "7d", parse_retention, "running supervisors delete completed jobs this long after they finished; never: keep"),
+        Key("retain-cancelled", "7d", parse_retention, "running supervisors delete cancelled jobs this long after they ended; never: keep"),
+        Key("retain-dead", NEVER, parse_retention, "running supervisors delete dead jobs (the DLQ) this long after they died; never: keep"),
+        Key("prune-interval", "60", _duration_range(0.1, 86400), "how often running supervisors delete jobs past their retention"),
     )
 }
 
@@ -112,9 +136,9 @@ def parse_value(key: str, text: str) -> str:
         value = KEYS[key].parse(text)
     except ValidationError as exc:
         raise ValidationError(f"invalid value for {key}: {exc}") from None
-    return str(value)
+    return display(value)
 
 
-def typed(key: str, stored: str | None) -> int | float:
+def typed(key: str, stored: str | None) -> int | float | None:
     """The typed value of a key from its stored text (or its default)."""
     return KEYS[key].parse(KEYS[key].default if stored is None else stored)

@@ -48,3 +48,14 @@ class StatementFailed(QueuectlError):
 
 class SchemaTooNew(DatabaseError):
     """The database was created by a newer queuectl; upgrade queuectl first."""
+
+
+class KeyTaken(QueuectlError):
+    """A unique key is held by another active job."""
+
+    def __init__(self, message: str, *, key: str, holder: str | None, index: int | None = None, holder_index: int | None = None):
+        super().__init__(message)
+        self.key = key
+        self.holder = holder  # the active job holding the key (None: unknown, a race lost)
+        self.index = index  # of an enqueue's specs: the one refused
+        self.holder_index = holder_index  # of an enqueue's specs: the earlier one holding the key

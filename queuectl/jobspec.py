@@ -38,6 +38,8 @@ class JobSpec:
     cwd: str | None = None
     after: tuple[str, ...] | None = None  # ids of jobs that must complete first
     after_any: tuple[str, ...] | None = None  # ids of jobs that must end first, however
+    unique_key: str | None = None
+    on_conflict: str | None = None  # what to do if unique_key is taken: "error" (None) or "skip"
 
 
 def check_id(value) -> str:
@@ -140,6 +142,21 @@ def check_ids(value, what: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(lookup_id(part) for part in parts))
     except ValidationError as err:
         raise ValidationError(f"invalid {what}: {err}") from None
+MAX_UNIQUE_KEY = 255
+ON_CONFLICT = ("error", "skip")
+
+
+def check_unique_key(value) -> str:
+    """Any text of 1-255 characters without control characters (it is shown in errors)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_UNIQUE_KEY or not is_utf8(value) or not value.isprintable():
+        raise ValidationError(f"invalid unique key {value!r} (1-{MAX_UNIQUE_KEY} printable characters)")
+    return value
+
+
+def check_on_conflict(value) -> str:
+    if value not in ON_CONFLICT:
+        raise ValidationError(f"invalid on_conflict {value!r} (one of: {', '.join(ON_CONFLICT)})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,8 @@ FIELDS = (
     Field("cwd", check_cwd),
     Field("after", lambda v: check_ids(v, "after")),  # not stored in jobs: job_dependencies
     Field("after_any", lambda v: check_ids(v, "after_any")),
+    Field("unique_key", check_unique_key),
+    Field("on_conflict", check_on_conflict),  # not stored: it only decides this enqueue
 )
 SPEC_KEYS = tuple(f.name for f in FIELDS)
 # The command first: of a spec with several bad fields, the error names the first

@@ -17,6 +17,10 @@ DEFAULTS = {
     "heartbeat-timeout": 30.0,
     "kill-grace": 10.0,
     "output-limit": 65536,
+    "retain-completed": 604800.0,
+    "retain-cancelled": 604800.0,
+    "retain-dead": None,  # never: kept until purged ("never" in text)
+    "prune-interval": 60.0,
 }
 
 
@@ -27,7 +31,7 @@ def test_list_shows_every_key_and_its_default(cli):
     assert cli.json("config", "list") == DEFAULTS
     lines = cli.ok("config", "list").stdout.splitlines()
     assert lines[0].split() == ["KEY", "VALUE", "MEANING"]
-    assert [line.split()[:3] for line in lines[1:]] == [[key, str(value), "(default)"] for key, value in DEFAULTS.items()]
+    assert [line.split()[:3] for line in lines[1:]] == [[key, config.display(value), "(default)"] for key, value in DEFAULTS.items()]
 
 
 def test_set_get_unset(cli, db):

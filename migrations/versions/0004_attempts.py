@@ -58,4 +58,9 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch_op:
             batch_op.drop_column('runs')
             batch_op.drop_column('output_size')
+    if op.get_bind().dialect.name == "sqlite":
+        # The batch rebuild above recreated the jobs indexes from reflection, which
+        # loses the expression `priority DESC`: put the claim index back as 0001 made it.
+        op.execute("DROP INDEX ix_jobs_claim")
+        op.execute("CREATE INDEX ix_jobs_claim ON jobs (priority DESC, run_at, seq) WHERE state IN ('pending', 'failed')")
     op.drop_table('attempts')

@@ -12,7 +12,7 @@ import time
 from queuectl import jobspec
 from queuectl.cli import render
 from queuectl.cli.render import escape
-from queuectl.errors import DuplicateId, ValidationError
+from queuectl.errors import DuplicateId, KeyTaken, ValidationError
 from queuectl.states import JobState
 
 # `list` on a terminal with no filter shows this many of the newest jobs.
@@ -141,25 +141,42 @@ def run_enqueue(args, session: Session) -> int:
         if not lines:
             raise
         raise DuplicateId(f"{_file_name(args)}: line {lines[-1]}: {err}", job_id=err.job_id) from None
+    except KeyTaken as err:
+        if not numbers or err.index is None:
+            raise
+        where = "" if err.holder_index is None else f" (line {numbers[err.holder_index]})"
+        raise KeyTaken(f"{_file_name(args)}: line {numbers[err.index]}: {escape(str(err))}{where}", key=err.key, holder=err.holder) from None
     if args.wait:
-        return _wait_for_one(session, rows[0]["id"], rows[0]["command"])
+        return _wait_for_one(session, rows[0])
     if args.json:
         _print_json([job_dict(r) for r in rows] if args.file is not None else job_dict(rows[0]))
     elif args.file is not None:
-        print(f"enqueued {len(rows)} jobs (ids {rows[0]['id']}..{rows[-1]['id']})")
+        added = [r for r in rows if not r.get("skipped")]
+        said = f"enqueued {len(added)} jobs" + (f" (ids {added[0]['id']}..{added[-1]['id']})" if added else "")
+        if len(added) < len(rows):
+            said += f"; skipped {len(rows) - len(added)} whose unique key an active job held"
+        print(said)
     else:
-        state = rows[0]["state"]
-        note = "" if state == JobState.PENDING.value else f" ({state}" + (f": {escape(rows[0]['last_error'])})" if rows[0]["last_error"] else ")")
-        print(f"enqueued id={escape(rows[0]['id'])} cmd={escape(rows[0]['command'])}{note}")
+        print(_enqueued_line(rows[0]))
     return 0
 
 
-def _wait_for_one(session: Session, job_id: str, command: str) -> int:
+def _enqueued_line(row: dict) -> str:
+    """What enqueue says of one job: enqueued, or skipped for the active job holding its key."""
+    if row.get("skipped"):
+        return f"skipped: unique key {row['unique_key']!r} is held by id={escape(row['id'])} ({row['state']}); nothing enqueued"
+    state = row["state"]
+    note = "" if state == JobState.PENDING.value else f" ({state}" + (f": {escape(row['last_error'])})" if row["last_error"] else ")")
+    return f"enqueued id={escape(row['id'])} cmd={escape(row['command'])}{note}"
+
+
+def _wait_for_one(session: Session, row: dict) -> int:
     """enqueue --wait, as `tsp -w`: the job's output, then its exit code (3 if it has
-    none: cancelled, or lost with its worker)."""
+    none: cancelled, or lost with its worker). A skipped job waits for the holder."""
     from queuectl import waiting
 
-    print(f"enqueued id={escape(job_id)} cmd={escape(command)}", file=sys.stderr, flush=True)
+    job_id = row["id"]
+    print(_enqueued_line(row), file=sys.stderr, flush=True)
     (ended,) = waiting.wait(session.store(), [job_id])
     if ended.state != waiting.DELETED:
         output, _ = session.store().job_output(job_id)
@@ -453,6 +470,22 @@ def run_delete(args, session: Session) -> int:
     return 0
 
 
+def run_prune(args, session: Session) -> int:
+    from queuectl import config
+
+    retain = {}
+    for kind in ("completed", "cancelled", "dead"):
+        text = getattr(args, f"{kind}_older_than")
+        if text is not None:
+            retain[kind] = config.parse_retention(text, f"--{kind}-older-than")
+    pruned = session.store().prune(retain)
+    if args.json:
+        _print_json(pruned)
+    else:
+        print(f"pruned {sum(pruned.values())} job(s): " + ", ".join(f"{count} {kind}" for kind, count in pruned.items()))
+    return 0
+
+
 def _some(ids: list[str]) -> str:
     return ": " + " ".join(ids) if 0 < len(ids) <= 20 else ""
 
@@ -505,7 +538,9 @@ def run_config_list(args, session: Session) -> int:
     if args.json:
         _print_json({e["key"]: e["value"] for e in entries})
         return 0
-    _table([[e["key"], e["value"], "(default)" if e["default"] else "", e["help"]] for e in entries], ["KEY", "VALUE", "", "MEANING"])
+    from queuectl import config
+
+    _table([[e["key"], config.display(e["value"]), "(default)" if e["default"] else "", e["help"]] for e in entries], ["KEY", "VALUE", "", "MEANING"])
     return 0
 
 
@@ -513,7 +548,7 @@ def run_config_get(args, session: Session) -> int:
     from queuectl import config
 
     config.canonical_key(args.key)  # an unknown key is a usage error before touching the database
-    print(session.store().config_value(args.key))
+    print(config.display(session.store().config_value(args.key)))
     return 0
 
 
@@ -522,7 +557,7 @@ def run_config_set(args, session: Session) -> int:
 
     config.parse_value(config.canonical_key(args.key), args.value)
     key, value = session.store().set_config(args.key, args.value)
-    print(f"{key} = {value}")
+    print(f"{key} = {config.display(value)}")
     return 0
 
 
@@ -531,7 +566,7 @@ def run_config_unset(args, session: Session) -> int:
 
     key = config.canonical_key(args.key)
     key, value = session.store().unset_config(key)
-    print(f"{key} = {value} (default)")
+    print(f"{key} = {config.display(value)} (default)")
     return 0
 
 

@@ -20,11 +20,13 @@ EXAMPLES = (
     ("queuectl enqueue --id backup --delay 1h30m -- ./backup.sh --full", "A named job, due in an hour and a half; `--` ends enqueue's options."),
     ("queuectl enqueue --file jobs.txt", "One job per line (a command or a JSON job spec), all or nothing."),
     ("queuectl enqueue --wait make test", "Wait for the job, print its output and exit with its exit code."),
+    ("queuectl enqueue --unique-key sync --on-conflict skip ./sync.sh", "Enqueue unless a sync job is still pending, failed or running."),
     ("queuectl worker start --concurrency 4 --detach", "Four worker processes in the background; the pid and log file are printed."),
     ("queuectl status", "Job counts per state, the queues and the workers."),
     ("queuectl list --state failed,dead --since 2h", "The jobs that failed or died in the last two hours."),
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),
     ("queuectl dlq retry --all", "Give every dead job a fresh start."),
+    ("queuectl prune --completed-older-than 1d", "Delete completed jobs that ended more than a day ago (and cancelled ones past retain-cancelled)."),
     ("queuectl config set max-retries 5", "Change a setting for every process that uses this database."),
     ("queuectl worker stop", "Let running jobs finish, then stop the workers of this database."),
     ("queuectl completion bash > ~/.local/share/bash-completion/completions/queuectl", "Install tab completion for bash."),
@@ -59,10 +61,11 @@ STATE_MEANINGS = {
     "pending": "Waiting to run: due now (ready) or at its run_at time (scheduled), until a worker claims it.",
     "running": "Claimed by a worker, its command running (`processing` is accepted as an alias in --state).",
     "failed": "Its last attempt failed (non-zero exit, timeout, or a command that could not start); a retry is due after a backoff.",
-    "completed": "Its command exited 0. Kept until deleted.",
-    "dead": "Out of retries: in the dead-letter queue (`queuectl dlq`), with its last error, exit code and output.",
+    "completed": "Its command exited 0. Kept until deleted, or pruned once older than config retain-completed (7 days by default).",
+    "dead": "Out of retries: in the dead-letter queue (`queuectl dlq`), with its last error, exit code and output; "
+            "kept until purged unless config retain-dead is set.",
     "cancelled": ("Cancelled with `queuectl cancel`, or because a job it waited for (`enqueue --after`) ended dead or cancelled "
-                  "(last_error names it); never retried (`queuectl retry` starts it afresh)."),
+                  "(last_error names it); never retried (`queuectl retry` starts it afresh); pruned after config retain-cancelled."),
     "blocked": ("Waiting for the jobs named by `enqueue --after` / `--after-any` to end; never claimed. Pending once they have "
                 "(every --after job completed, every --after-any job ended), cancelled if an --after job ends dead or cancelled."),
 }
@@ -104,7 +107,8 @@ def sections() -> list[dict[str, str]]:
             "Keys take hyphens or underscores.",
         ) + _items(keys)},
         {"heading": "DURATIONS AND SIZES", "content": _paragraph(
-            f"A DURATION (--delay, --timeout, --older-than, --since, a job spec's delay and timeout, duration config keys) "
+            f"A DURATION (--delay, --timeout, --older-than, --since, a job spec's delay and timeout, duration config keys; "
+            f"the prune flags and retain-* keys also take never) "
             f"is {timeutil.DURATION_FORMS}; not more than {timeutil.MAX_SECONDS // 86400} days. "
             f"A size (output-limit) is {config.SIZE_FORMS}. "
             "A TIMESTAMP is ISO 8601, UTC unless it has an offset, e.g. 2026-01-01T09:00:00Z.",

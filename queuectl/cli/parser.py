@@ -87,7 +87,7 @@ def _enqueue(sub) -> None:
             "(and --db, --debug) go before it; `--` also ends them (`queuectl enqueue --queue q -- ls -la`). "
             "One argument is a shell command string; several words are joined as the shell "
             "would quote them; a single argument starting with '{' is a JSON job spec "
-            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd, after, after_any; '
+            '(keys: id, command, max_retries, priority, run_at, delay, timeout, queue, cwd, after, after_any, unique_key, on_conflict; '
             'after and after_any are lists of ids). '
             "A job with --after or --after-any is blocked until the jobs it names have ended: "
             "it runs once every --after job has completed and every --after-any job has ended in any way; "
@@ -113,6 +113,14 @@ def _enqueue(sub) -> None:
     _completes("directory", p.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)"))
     p.add_argument("--after", metavar="ID[,ID...]", help="blocked until these jobs have completed; cancelled if one ends dead or cancelled")
     p.add_argument("--after-any", dest="after_any", metavar="ID[,ID...]", help="blocked until these jobs have ended, in any state")
+    p.add_argument(
+        "--unique-key", dest="unique_key", metavar="KEY",
+        help="at most one active (pending, failed or running) job holds KEY at a time, across every host; a finished job frees it",
+    )
+    p.add_argument(
+        "--on-conflict", dest="on_conflict", metavar="error|skip",
+        help="if KEY is held: error (default) exits 1 naming the job that holds it; skip exits 0, prints that job's id and enqueues nothing",
+    )
     p.add_argument(
         "--wait", action="store_true",
         help="wait for the job to finish, print its output and exit with its exit code (3 if it has none: cancelled, lost)",
@@ -192,6 +200,24 @@ def _cancel(sub) -> None:
     p.add_argument("--state", help="every job in this state (completed, dead, cancelled)")
     p.add_argument("--older-than", dest="older_than", metavar="DURATION", help="with --state: only jobs finished longer ago than DURATION (90s, 5m, 2h, 7d)")
     p.set_defaults(command_name="delete")
+
+
+def _prune(sub) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="delete finished jobs past their retention",
+        description=(
+            "Delete completed, cancelled and dead jobs that ended longer ago than their retention, with their attempt history, "
+            "in batches of at most 1000 (short transactions), until none is left; running supervisors do the same every "
+            "config prune-interval. Each kind's retention is its config key (retain-completed, retain-cancelled, retain-dead) "
+            "unless its flag is given. A DURATION, or never (keep them). `status` counts stay exact."
+        ),
+    )
+    for kind in ("completed", "cancelled", "dead"):
+        p.add_argument(f"--{kind}-older-than", dest=f"{kind}_older_than", metavar="DURATION",
+                       help=f"delete {kind} jobs that ended longer ago than DURATION, or never (default: config retain-{kind})")
+    _add_json(p)
+    p.set_defaults(command_name="prune")
 
 
 def _wait(sub) -> None:
@@ -360,6 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _status, _queue, _dlq, _config, _worker, _db, _completion):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _config, _worker, _db, _completion):
         add(sub)
     return parser

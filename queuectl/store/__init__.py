@@ -11,6 +11,7 @@ statements, each taking a connection:
 - `schema`: migrations (to head on open; `queuectl db ...`).
 - `transitions`: the job state machine (claim, complete, fail, recover, moves).
 - `jobs`: enqueueing and reading jobs; `dlq`: retry and purge of dead jobs.
+- `unique`: unique keys of active jobs; `retention`: pruning finished jobs by age.
 - `counts`: the numbers of `status`, and the jobs that ended last; `config`: the
   config table; `workers`: the workers table (registration, heartbeats, declaring
   processes dead).
@@ -23,7 +24,7 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, schema, transitions, workers
+from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, retention, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
@@ -184,6 +185,36 @@ class Store:
     def dlq_purge(self, ids: list[str] | None) -> list[str]:
         return dlq.purge(self.db, ids)
 
+    # --- retention -------------------------------------------------------------------
+
+    def prune(self, retain: dict[str, float | None], now: datetime | None = None) -> dict[str, int]:
+        """Delete finished jobs older than `retain` gives for their kind (seconds, or
+        None to keep; a kind left out follows its retain-* config key), batch after
+        batch until none is left (see store/retention.py); how many of each kind."""
+        now = now or utcnow()
+        total = dict.fromkeys(retention.KINDS, 0)
+        with self.db.read() as conn:
+            cfg = config.load(conn)
+        seconds = {kind: retain[kind] if kind in retain else cfg[key] for kind, key in retention.CONFIG_KEYS.items()}
+        cut = retention.cutoffs(seconds, now)
+        while True:
+            with self.db.begin() as conn:
+                pruned = retention.prune_batch(conn, self.db.dialect, cut, wait=True)
+            assert pruned is not None  # wait=True
+            for kind, count in pruned.items():
+                total[kind] += count
+            if sum(pruned.values()) < retention.BATCH:
+                return total
+
+    def prune_batch(self, cfg: dict, now: datetime | None = None) -> dict[str, int] | None:
+        """A supervisor's pass: one batch (at most retention.BATCH jobs) past the
+        retain-* keys of `cfg`; None if another pruner is at work."""
+        cut = retention.configured(cfg, now or utcnow())
+        if all(before is None for before in cut.values()):
+            return dict.fromkeys(retention.KINDS, 0)
+        with self.db.begin() as conn:
+            return retention.prune_batch(conn, self.db.dialect, cut, wait=False)
+
     # --- config ----------------------------------------------------------------------
 
     def config(self) -> dict:
@@ -199,11 +230,11 @@ class Store:
         with self.db.read() as conn:
             return config.get(conn, name)
 
-    def set_config(self, name: str, value: str) -> tuple[str, int | float]:
+    def set_config(self, name: str, value: str) -> tuple[str, int | float | None]:
         with self.db.begin() as conn:
             return config.set_value(conn, name, value)
 
-    def unset_config(self, name: str) -> tuple[str, int | float]:
+    def unset_config(self, name: str) -> tuple[str, int | float | None]:
         """Back to its default: (key, default value)."""
         with self.db.begin() as conn:
             key = config.unset(conn, name)

@@ -13,7 +13,7 @@ def _stored(conn) -> dict[str, str]:
     return dict(conn.execute(query).all())
 
 
-def load(conn) -> dict[str, int | float]:
+def load(conn) -> dict[str, int | float | None]:
     """Every key's typed value: the stored one, else its default."""
     stored = _stored(conn)
     return {key: config.typed(key, stored.get(key)) for key in config.KEYS}
@@ -32,12 +32,12 @@ def describe(conn) -> list[dict]:
     ]
 
 
-def get(conn, name: str) -> int | float:
+def get(conn, name: str) -> int | float | None:
     key = config.canonical_key(name)
     return load(conn)[key]
 
 
-def set_value(conn, name: str, value: str) -> tuple[str, int | float]:
+def set_value(conn, name: str, value: str) -> tuple[str, int | float | None]:
     key = config.canonical_key(name)
     stored = config.parse_value(key, value)
     change = update(CONFIG).where(CONFIG.c.key == key).values(value=stored)

@@ -20,14 +20,12 @@ from sqlalchemy import delete as delete_rows
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.states import WAITING, JobState
-from queuectl.store import attempts, dependencies
+from queuectl.states import ACTIVE, JobState
+from queuectl.store import attempts, dependencies, unique
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import RUNNING, cancel_waiting, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
-
-_ACTIVE = (*WAITING, RUNNING)
 
 
 def cancel(conn, ids: list[str] | None, *, queue: str | None, state: JobState | None, now: datetime) -> tuple[list[str], list[str]]:
@@ -36,9 +34,9 @@ def cancel(conn, ids: list[str] | None, *, queue: str | None, state: JobState | 
     if ids is not None:
         chosen = _named(conn, ids)
     else:
-        if state is not None and state.value not in _ACTIVE:
+        if state is not None and state.value not in ACTIVE:
             raise ValidationError(f"{state.value} jobs cannot be cancelled (only pending, failed, blocked or running ones)")
-        query = select(JOBS.c.id).where(state_in(*((state.value,) if state else _ACTIVE)))
+        query = select(JOBS.c.id).where(state_in(*((state.value,) if state else ACTIVE)))
         if queue is not None:
             query = query.where(JOBS.c.queue == queue)
         chosen = list(conn.execute(query.order_by(JOBS.c.seq)).scalars())
@@ -58,7 +56,7 @@ def _named(conn, ids: list[str]) -> list[str]:
     for job_id in wanted:
         if job_id not in states:
             raise NotFound(f"no job with id {job_id!r}")
-        if states[job_id] not in _ACTIVE:
+        if states[job_id] not in ACTIVE:
             raise NotFound(f"job {job_id!r} is {states[job_id]}: only pending, failed, blocked or running jobs can be cancelled")
     return wanted
 
@@ -112,16 +110,19 @@ def retry(conn, ids: list[str] | None, *, state: JobState | None, now: datetime,
     dependencies.recheck); with_dependents: the jobs cancelled because these ended
     dead or cancelled are blocked again (dependencies.reblock_dependents)."""
     live, dead = _lock_terminal(conn, ids, state, None)
+    # Active again, each must find its unique key free (KeyTaken names the holder).
+    unique.check_free(conn, unique.keys_of(conn, JOBS, live) + unique.keys_of(conn, DEAD_JOBS, dead))
     attempts.keep_outputs(conn, live)
     fresh = fresh_start(now)
-    for chunk in chunks(live):
-        done = conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), state_in(*_FINISHED_LIVE)).values(**fresh)).rowcount
-        if done != len(chunk):  # they are locked: anything else is a bug, and nothing is retried
-            raise RuntimeError(f"retrying {len(chunk)} jobs changed {done}")
-    move_jobs(conn, DEAD_JOBS, JOBS, dead, values=fresh)
-    dependencies.recheck(conn, live + dead, now=now)
-    if with_dependents:
-        dependencies.reblock_dependents(conn, live + dead, now=now, fresh=fresh)
+    with unique.guard():
+        for chunk in chunks(live):
+            done = conn.execute(update(JOBS).where(JOBS.c.id.in_(chunk), state_in(*_FINISHED_LIVE)).values(**fresh)).rowcount
+            if done != len(chunk):  # they are locked: anything else is a bug, and nothing is retried
+                raise RuntimeError(f"retrying {len(chunk)} jobs changed {done}")
+        move_jobs(conn, DEAD_JOBS, JOBS, dead, values=fresh)
+        dependencies.recheck(conn, live + dead, now=now)
+        if with_dependents:
+            dependencies.reblock_dependents(conn, live + dead, now=now, fresh=fresh)
     return sorted_by_request(ids, live + dead)
 
 
@@ -165,7 +166,7 @@ def outcomes(conn, ids: list[str]) -> dict[str, tuple[str, int | None, str | Non
 
 def active(conn, queue: str | None) -> list[str]:
     """Ids of the jobs not finished yet (pending, failed, blocked, running), in enqueue order."""
-    query = select(JOBS.c.id).where(state_in(*_ACTIVE))
+    query = select(JOBS.c.id).where(state_in(*ACTIVE))
     if queue is not None:
         query = query.where(JOBS.c.queue == queue)
     return list(conn.execute(query.order_by(JOBS.c.seq)).scalars())

@@ -37,6 +37,8 @@ _FLOCK_PATIENT_AFTER, _FLOCK_PATIENT_PAUSE = 1.0, 0.01
 NOTIFY_CHANNEL = "queuectl_jobs"
 # pg_advisory_lock key for migrations: an arbitrary constant ("qctl" in ASCII).
 PG_MIGRATION_LOCK = 0x7163746C
+# pg_advisory_xact_lock key for retention: one pruner at a time ("qprn" in ASCII).
+PG_PRUNE_LOCK = 0x7170726E
 
 
 class SQLiteDialect:
@@ -242,6 +244,11 @@ class SQLiteDialect:
         marks = ", ".join("?" * len(columns))
         conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    def prune_lock(self, conn: Connection, *, wait: bool) -> bool:
+        """One pruner at a time: this write transaction already holds the database's
+        only write lock (BEGIN IMMEDIATE), so another pruner waits for it to end."""
+        return True
+
     def notify(self, conn: Connection) -> None:
         """No server to notify; idle workers poll (see worker/waiter.py)."""
 
@@ -395,6 +402,15 @@ class PostgresDialect:
             # The error SQLAlchemy raises for a statement it runs (IntegrityError...),
             # which callers and Database.translate_errors expect.
             raise exc.DBAPIError.instance(statement, None, err, psycopg.Error) from err
+
+    def prune_lock(self, conn: Connection, *, wait: bool) -> bool:
+        """One pruner at a time across every host: an advisory lock that this
+        transaction holds until it ends. wait=False: False at once if another holds it
+        (a supervisor leaves the batch to that one); wait=True: queue behind it (`prune`)."""
+        if wait:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_PRUNE_LOCK})
+            return True
+        return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PG_PRUNE_LOCK}).scalar())
 
     def notify(self, conn: Connection) -> None:
         """Wake listening workers when the transaction commits."""

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, true
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.store import attempts, dependencies
+from queuectl.store import attempts, dependencies, unique
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
@@ -52,10 +52,13 @@ def retry(db, ids: list[str] | None, now=None, with_dependents: bool = False) ->
     fresh = fresh_start(now)
     with db.begin() as conn:
         chosen = _lock(conn, ids)
-        move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
-        dependencies.recheck(conn, chosen, now=now)
-        if with_dependents:
-            dependencies.reblock_dependents(conn, chosen, now=now, fresh=fresh)
+        # Active again, each must find its unique key free (KeyTaken names the holder).
+        unique.check_free(conn, unique.keys_of(conn, DEAD_JOBS, chosen))
+        with unique.guard():
+            move_jobs(conn, DEAD_JOBS, JOBS, chosen, values=fresh)
+            dependencies.recheck(conn, chosen, now=now)
+            if with_dependents:
+                dependencies.reblock_dependents(conn, chosen, now=now, fresh=fresh)
         dependencies.woke(conn)
         if chosen:
             db.dialect.notify(conn)

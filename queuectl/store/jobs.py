@@ -5,11 +5,11 @@ from operator import itemgetter
 
 from sqlalchemy import BigInteger, Text, cast, exc, select, union_all, update
 
-from queuectl.errors import DuplicateId, NotFound
+from queuectl.errors import DuplicateId, KeyTaken, NotFound
 from queuectl.jobspec import SPEC_KEYS, JobSpec, lookup_id
 from queuectl.states import JobState
 from queuectl.store import config as settings
-from queuectl.store import dependencies
+from queuectl.store import dependencies, unique
 from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.timeutil import after, iso, utcnow
 
@@ -61,7 +61,12 @@ def _existing_ids(conn, ids: list[str]) -> set[str]:
 
 
 def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
-    """Insert jobs in one transaction (all or nothing); returns their rows as dicts."""
+    """Insert jobs in one transaction (all or nothing); returns their rows as dicts.
+
+    A spec whose unique key an active job holds (or an earlier spec of the same call)
+    is refused (KeyTaken: nothing is written), or with on_conflict "skip" left out:
+    its place in the result is the holder's row, with "skipped": True.
+    """
     now = now or utcnow()
     named = [s.id for s in specs if s.id]
     if len(set(named)) != len(named):
@@ -70,23 +75,59 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
             if dup in seen:
                 raise DuplicateId(f"job id {dup!r} appears more than once", job_id=dup)
             seen.add(dup)
+    keyed = any(s.unique_key is not None for s in specs)
+    for _ in range(_KEY_RACE_TRIES):
+        try:
+            return _enqueue_once(db, specs, now, keyed)
+        except _KeyRace:
+            # Only a retry (which takes no counter lock) can race an enqueue to a key:
+            # looking again now finds its job.
+            continue
+    raise KeyTaken("a unique key of these jobs was taken by retried jobs again and again; nothing was enqueued", key="", holder=None)
+
+
+# Times an enqueue looks again after losing a race for a unique key to a retry.
+_KEY_RACE_TRIES = 3
+
+
+class _KeyRace(Exception):
+    """ix_jobs_unique_key refused an insert that the look before it allowed."""
+
+
+def _enqueue_once(db, specs: list[JobSpec], now, keyed: bool) -> list[dict]:
     with db.begin() as conn:
+        if keyed:
+            # Lock the counter row first (PostgreSQL; SQLite's write transaction holds
+            # the database's one write lock already): concurrent enqueues queue up
+            # here, so the look at the keys below sees the jobs of those before.
+            conn.execute(select(CONFIG.c.value).where(CONFIG.c.key == SEQ_KEY).with_for_update())
+            placed = _place_keys(conn, specs)
+        else:
+            placed = [None] * len(specs)
+        inserting = [spec for spec, holder in zip(specs, placed) if holder is None]
         # Bumping the counter first locks its row (PostgreSQL) until commit, so
         # concurrent enqueues queue up here and the check below sees their jobs.
-        first = _reserve_ids(conn, len(specs))
+        first = _reserve_ids(conn, len(inserting)) if inserting else 0
         defaults = settings.load(conn)
+        named = [s.id for s in inserting if s.id]
         if named:
             clash = _existing_ids(conn, named)
             if clash:
                 first_clash = next(i for i in named if i in clash)
                 raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
-        rows = []
+        rows: list[dict] = []
+        results: list[dict] = []
         pending, blocked = JobState.PENDING.value, JobState.BLOCKED.value
         blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
-        waits = _dependencies(conn, specs, first)
+        # A skipped spec takes no id: dependencies are those of the specs inserted.
+        waits = _dependencies(conn, inserting, first)
         in_file = waits.defined
-        for offset, spec in enumerate(specs):
-            seq = first + offset
+        for spec, holder in zip(specs, placed):
+            if holder is not None:
+                # The holder: a row of this call (placed before it), or one read.
+                results.append(dict(results[holder] if isinstance(holder, int) else holder, skipped=True))
+                continue
+            seq = first + len(rows)
             if spec.run_at is not None:
                 run_at = spec.run_at
             else:
@@ -109,9 +150,14 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 updated_at=now,
             )
             rows.append(row)
+            results.append(row)
+        if not rows:
+            return results  # every one skipped: nothing written
         try:
             _insert(db, conn, rows)
-        except exc.IntegrityError:
+        except exc.IntegrityError as err:
+            if keyed and unique.is_clash(err):
+                raise _KeyRace() from None
             # Only a unique id can clash (seq numbers come from the locked counter).
             if len(named) == 1:
                 raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
@@ -129,7 +175,40 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 elif row["id"] in cancelled:
                     row.update(state=JobState.CANCELLED.value, last_error=cancelled[row["id"]], finished_at=now)
         db.dialect.notify(conn)
-    return rows
+    return results
+
+
+def _place_keys(conn, specs: list[JobSpec]) -> list:
+    """For each spec, None (to insert), or what holds its unique key when it is to be
+    skipped: the index of an earlier spec, or the active job's row (a dict). KeyTaken
+    for the first spec whose key is held and whose on_conflict is "error"."""
+    held = unique.holders(conn, [s.unique_key for s in specs if s.unique_key is not None])
+    read: dict[str, dict] = {}
+    first_of: dict[str, int] = {}
+    placed: list = []
+    for index, spec in enumerate(specs):
+        key = spec.unique_key
+        if key is None:
+            placed.append(None)
+            continue
+        skip = spec.on_conflict == "skip"
+        if key in held:
+            holder, state = held[key]
+            if not skip:
+                raise KeyTaken(unique.held_message(key, holder, state), key=key, holder=holder, index=index)
+            if key not in read:
+                read[key] = dict(conn.execute(select(*JOBS.c).where(JOBS.c.id == holder)).one()._mapping)
+            placed.append(read[key])
+        elif key in first_of:
+            earlier = first_of[key]
+            if not skip:
+                raise KeyTaken(f"unique key {key!r} is that of an earlier job of the same load", key=key, holder=specs[earlier].id,
+                               index=index, holder_index=earlier)
+            placed.append(earlier)
+        else:
+            first_of[key] = index
+            placed.append(None)
+    return placed
 
 
 class _Waits(list):

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from queuectl.states import CLAIMABLE
+from queuectl.states import ACTIVE, CLAIMABLE
 
 
 class UTCDateTime(TypeDecorator):
@@ -65,9 +65,9 @@ class PartialIndex(Index):
 
     DIALECTS = ("sqlite", "postgresql")
 
-    def __init__(self, name: str, *expressions, where):
+    def __init__(self, name: str, *expressions, where, unique: bool = False):
         self.where = where
-        super().__init__(name, *expressions)
+        super().__init__(name, *expressions, unique=unique)
 
     # A classmethod in SQLAlchemy, an instance method here on purpose: the options need
     # this index's predicate, and SQLAlchemy looks them up through the instance.
@@ -126,6 +126,9 @@ class JobColumns:
     # ends it also settles them (store/dependencies.py). Returned by the completing
     # UPDATE, so the hot path does that work only for such jobs.
     has_dependents: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # `enqueue --unique-key`: at most one active job holds a key (ix_jobs_unique_key);
+    # a dead job keeps it in the DLQ, so that `dlq retry` can check it is free again.
+    unique_key: Mapped[str | None] = mapped_column(String(255))
 
 
 class Job(JobColumns, Base):
@@ -166,12 +169,20 @@ class JobDependency(Base):
     job_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     depends_on: Mapped[str] = mapped_column(String(128), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
+# At most one active job per unique key, across every process and host: the database
+# refuses a second one whatever the timing (store/unique.py checks first, to name the
+# holder). NULL keys never clash. Finished jobs are outside the index, so they free it.
+PartialIndex("ix_jobs_unique_key", Job.unique_key, unique=True, where=Job.state.in_(ACTIVE))
 
 
 class DeadJob(JobColumns, Base):
     __tablename__ = "dead_jobs"
 
     dead_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Retention (store/retention.py) takes the oldest dead jobs first, a bounded batch at a time.
+Index("ix_dead_jobs_dead_at", DeadJob.dead_at)
 
 
 class Attempt(Base):

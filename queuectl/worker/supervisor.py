@@ -24,7 +24,7 @@ from multiprocessing.process import BaseProcess
 
 from queuectl.errors import DatabaseError, DeclaredDead, QueuectlError
 from queuectl.states import Role, StopMode, WorkerState
-from queuectl.store import Store
+from queuectl.store import Store, retention
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity
 from queuectl.worker import worker as worker_mod
@@ -80,6 +80,7 @@ class Supervisor:
         self.interrupts = 0
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
+        self.next_prune = 0.0  # retention's next batch (see _prune)
         self.declared_dead = False
         # The fence runs on its own thread, so that it never waits on the database with
         # the main loop. This lock orders its kills with forks and reaping: it never
@@ -125,6 +126,8 @@ class Supervisor:
         if time.monotonic() >= self.next_beat:
             self._heartbeat()
             self.reap()
+        if time.monotonic() >= self.next_prune and not self.stop_mode:
+            self._prune()
         self._forward_stop()
 
     def shutdown(self) -> None:
@@ -300,6 +303,25 @@ class Supervisor:
         if recovered is None:
             return  # another reaper got there first, or it beat meanwhile
         log.warning("declared %s %s (host %s, pid %s) dead; recovered %d job(s)", row.role, row.id, row.host, row.pid, len(recovered))
+
+    # --- retention -------------------------------------------------------------------
+
+    def _prune(self) -> None:
+        """Delete one batch of finished jobs past their retention (store/retention.py).
+        A full batch means more are due: the next one comes at the next turn of the
+        loop (after its wait on the children, so workers still get the database);
+        otherwise after prune-interval. Another supervisor pruning: after prune-interval."""
+        interval = self.cfg["prune-interval"]
+        try:
+            pruned = self.store.prune_batch(self.cfg)
+        except DatabaseError as err:
+            log.warning("pruning failed (will retry): %s", err)
+            self.next_prune = time.monotonic() + interval
+            return
+        done = sum(pruned.values()) if pruned else 0
+        if done:
+            log.info("pruned %s", ", ".join(f"{count} {kind}" for kind, count in pruned.items() if count))  # type: ignore[union-attr]
+        self.next_prune = time.monotonic() + (0 if done >= retention.BATCH else interval)
 
     # --- stopping --------------------------------------------------------------------
 
