@@ -42,6 +42,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_dead_jobs_dead_at')
     with op.batch_alter_table('jobs') as batch_op:
         batch_op.drop_index('ix_jobs_unique_key', sqlite_where=ACTIVE, postgresql_where=ACTIVE)
+    # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35), not a batch rebuild of jobs, which
+    # recreated ix_jobs_claim without its DESC (tests/test_dependencies.py compares).
     for table in ("jobs", "dead_jobs"):
-        with op.batch_alter_table(table) as batch_op:
-            batch_op.drop_column('unique_key')
+        op.execute(f"ALTER TABLE {table} DROP COLUMN unique_key")
