@@ -126,8 +126,8 @@ MAX_DEPENDENCIES = 1000
 
 def check_ids(value, what: str) -> tuple[str, ...]:
     """Job ids to wait for: a list of ids (JSON), or a comma-separated string (a flag)."""
-    if isinstance(value, tuple):
-        return value
+    if isinstance(value, tuple) or value == []:  # [] in JSON: waits for nothing
+        return tuple(value)
     if isinstance(value, str):
         parts = [part.strip() for part in value.split(",")]
     elif isinstance(value, list) and all(isinstance(part, (str, int)) and not isinstance(part, bool) for part in value):

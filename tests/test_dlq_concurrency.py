@@ -137,7 +137,7 @@ def test_an_unexpected_database_error_is_one_line_without_its_sql(sqlite_url, mo
     """Whatever a database raises that no one foresaw: its driver's first line, never the statement."""
     from sqlalchemy import exc
 
-    def broken(db, ids, now=None):
+    def broken(db, ids, now=None, with_dependents=False):
         cause = Exception('duplicate key value violates unique constraint "pk_jobs"\nDETAIL:  Key (id)=(7) already exists.')
         raise exc.IntegrityError("INSERT INTO jobs (id, seq, command) SELECT dead_jobs.id FROM dead_jobs", {"id_1": "7"}, cause)
 
