@@ -17,7 +17,7 @@ class ValidationError(QueuectlError):
 
 
 class NotFound(QueuectlError):
-    """No such job."""
+    """No such job or schedule."""
 
 
 class DuplicateId(QueuectlError):
@@ -48,3 +48,7 @@ class StatementFailed(QueuectlError):
 
 class SchemaTooNew(DatabaseError):
     """The database was created by a newer queuectl; upgrade queuectl first."""
+
+
+class DuplicateSchedule(QueuectlError):
+    """A schedule with this name already exists."""

@@ -36,6 +36,11 @@ class JobState(str, enum.Enum):
 CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
 # States a job never leaves by itself.
 TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
+# States of a job not finished yet: waiting, awaiting a retry or running. A
+# schedule with --overlap skip fires no tick while one of its jobs is in one
+# (store/schedules.py); a state added later that is neither claimable nor
+# terminal (such as `blocked`) belongs here.
+ACTIVE = (*CLAIMABLE, JobState.RUNNING.value)
 
 
 class WorkerState(str, enum.Enum):

@@ -20,14 +20,14 @@ from sqlalchemy import delete as delete_rows
 
 from queuectl.errors import NotFound, ValidationError
 from queuectl.jobspec import lookup_id
-from queuectl.states import CLAIMABLE, JobState
+from queuectl.states import ACTIVE, JobState
 from queuectl.store import attempts
 from queuectl.store.chunks import chunks
 from queuectl.store.jobs import PURGED_KEY, bump_counter
 from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.store.transitions import RUNNING, cancel_waiting, fresh_start, lock_jobs, move_jobs, request_cancel, state_in
 
-_ACTIVE = (*CLAIMABLE, RUNNING)
+_ACTIVE = ACTIVE
 
 
 def cancel(conn, ids: list[str] | None, *, queue: str | None, state: JobState | None, now: datetime) -> tuple[list[str], list[str]]:

@@ -70,52 +70,62 @@ def enqueue(db, specs: list[JobSpec], now=None) -> list[dict]:
                 raise DuplicateId(f"job id {dup!r} appears more than once", job_id=dup)
             seen.add(dup)
     with db.begin() as conn:
-        # Bumping the counter first locks its row (PostgreSQL) until commit, so
-        # concurrent enqueues queue up here and the check below sees their jobs.
-        first = _reserve_ids(conn, len(specs))
-        defaults = settings.load(conn)
-        if named:
-            clash = _existing_ids(conn, named)
-            if clash:
-                first_clash = next(i for i in named if i in clash)
-                raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
-        rows = []
-        pending = JobState.PENDING.value
-        blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
-        for offset, spec in enumerate(specs):
-            seq = first + offset
-            if spec.run_at is not None:
-                run_at = spec.run_at
-            else:
-                run_at = after(now, spec.delay) if spec.delay else now
-            # An explicit timeout of 0 means none, whatever the configured default.
-            timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
-            row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
-            row.update(
-                id=spec.id or str(seq),
-                seq=seq,
-                state=pending,
-                attempts=0,
-                runs=0,
-                max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
-                run_at=run_at,
-                timeout=timeout,
-                created_at=now,
-                updated_at=now,
-            )
-            rows.append(row)
-        try:
-            _insert(db, conn, rows)
-        except exc.IntegrityError:
-            # Only a unique id can clash (seq numbers come from the locked counter).
-            if len(named) == 1:
-                raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
-            raise DuplicateId("a job with one of these ids already exists") from None
+        rows = add(conn, db.dialect, specs, now)
         db.dialect.notify(conn)
     return rows
 
 
-def _insert(db, conn, rows: list[dict]) -> None:
+def add(conn, dialect, specs: list[JobSpec], now, schedule: str | None = None) -> list[dict]:
+    """Insert jobs inside the caller's write transaction (enqueue's, or a schedule's
+    tick, store/schedules.py); `schedule`: the name of the schedule enqueueing them.
+    The caller notifies workers (dialect.notify) before it commits."""
+    named = [s.id for s in specs if s.id]
+    # Bumping the counter first locks its row (PostgreSQL) until commit, so
+    # concurrent enqueues queue up here and the check below sees their jobs.
+    first = _reserve_ids(conn, len(specs))
+    defaults = settings.load(conn)
+    if named:
+        clash = _existing_ids(conn, named)
+        if clash:
+            first_clash = next(i for i in named if i in clash)
+            raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
+    rows = []
+    pending = JobState.PENDING.value
+    blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
+    for offset, spec in enumerate(specs):
+        seq = first + offset
+        if spec.run_at is not None:
+            run_at = spec.run_at
+        else:
+            run_at = after(now, spec.delay) if spec.delay else now
+        # An explicit timeout of 0 means none, whatever the configured default.
+        timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
+        row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
+        row.update(
+            id=spec.id or str(seq),
+            seq=seq,
+            state=pending,
+            attempts=0,
+            runs=0,
+            max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
+            run_at=run_at,
+            timeout=timeout,
+            created_at=now,
+            updated_at=now,
+            schedule=schedule,
+        )
+        rows.append(row)
+    try:
+        _insert(dialect, conn, rows)
+    except exc.IntegrityError:
+        # Only a unique id can clash (seq numbers come from the locked counter).
+        if len(named) == 1:
+            raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
+        raise DuplicateId("a job with one of these ids already exists") from None
+    return rows
+
+
+def _insert(dialect, conn, rows: list[dict]) -> None:
     """Insert through the driver, each value bound as SQLAlchemy itself would bind it.
 
     SQLAlchemy runs its bind conversions (UTCDateTime, then the driver's format)
@@ -123,10 +133,10 @@ def _insert(db, conn, rows: list[dict]) -> None:
     columns that need one come last, and their values are converted once per
     distinct combination: a file's jobs share their timestamps.
     """
-    dialect = conn.dialect
+    sql_dialect = conn.dialect
     plain, processors = [], {}
     for column in JOBS.columns:
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        process = column.type.dialect_impl(sql_dialect).bind_processor(sql_dialect)
         if process is None:
             plain.append(column.name)
         else:
@@ -139,7 +149,7 @@ def _insert(db, conn, rows: list[dict]) -> None:
     # itemgetter of two names or more returns a tuple (the five timestamps need converting).
     get_plain, get_converted = itemgetter(*plain), itemgetter(*processors)
     driver_rows = [get_plain(row) + convert(get_converted(row)) for row in rows]
-    db.dialect.insert_rows(conn, JOBS.name, plain + list(processors), driver_rows)
+    dialect.insert_rows(conn, JOBS.name, plain + list(processors), driver_rows)
 
 
 def to_dict(row) -> dict:
@@ -177,8 +187,9 @@ def progress(conn, job_id: str):
 
 
 def listing(db, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
-            states: tuple[JobState, ...] | None = None, since=None, last: int | None = None):
+            states: tuple[JobState, ...] | None = None, since=None, last: int | None = None, schedule: str | None = None):
     """Jobs in enqueue order; without a state, live and dead jobs together.
+    `schedule`: only the jobs that schedule enqueued (along ix_jobs_schedule).
     `states`: any of several; `since`: created at or after it; `last`: the newest N
     (still returned oldest first), read backwards along seq's unique index.
     Rows have every field but `output` (see LISTED), so their size does not depend on it."""
@@ -197,6 +208,8 @@ def listing(db, state: JobState | None = None, queue: str | None = None, limit: 
             query = query.where(table.c.queue == queue)
         if since is not None:
             query = query.where(table.c.created_at >= since)
+        if schedule is not None:
+            query = query.where(table.c.schedule == schedule)
         parts.append(query)
     combined = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
     columns = [combined.c[name] for name in LISTED]
