@@ -216,10 +216,10 @@ def test_pause_resume_run_now_replace_and_remove(store):
 def test_the_tick_reads_due_schedules_along_the_index_and_overlap_probes_its_own(store, db):
     if db.engine.dialect.name != "sqlite":
         pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    from queuectl.states import ACTIVE
     from queuectl.store import schedules
     from queuectl.store.models import JOBS
     from queuectl.store.transitions import state_in
-    from queuectl.states import ACTIVE
 
     due = sa.select(SCHEDULES.c.name).where(SCHEDULES.c.paused_at.is_(None), SCHEDULES.c.next_run <= T0).order_by(SCHEDULES.c.next_run)
     overlap = sa.select(JOBS.c.id).where(JOBS.c.schedule == "s", state_in(*ACTIVE)).limit(1)
@@ -384,6 +384,7 @@ def test_a_supervisor_fires_catch_up_and_skips_overlapping_ticks(cli, db, superv
 
 def test_the_0009_migration_from_0005_with_data_both_ways(db):
     from test_migrations import test_migrations_build_exactly_the_models_schema
+
     from support import enqueue
 
     enqueue(db, "true", id="kept")

@@ -550,7 +550,8 @@ def run_schedule_add(args, session: Session) -> int:
     if args.json:
         _print_json(session.store().schedule(name))
         return 0
-    print(f"{'replaced' if replaced else 'added'} schedule {escape(name)}: {escape(expr)} ({escape(args.tz)}), next run {_iso(next_run)}, cmd={escape(command)}")
+    what = "replaced" if replaced else "added"
+    print(f"{what} schedule {escape(name)}: {escape(expr)} ({escape(args.tz)}), next run {_iso(next_run)}, cmd={escape(command)}")
     return 0
 
 
