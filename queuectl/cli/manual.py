@@ -25,6 +25,8 @@ EXAMPLES = (
     ("queuectl list --state failed,dead --since 2h", "The jobs that failed or died in the last two hours."),
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),
     ("queuectl dlq retry --all", "Give every dead job a fresh start."),
+    ("queuectl schedule add nightly --cron '30 2 * * *' --tz Europe/Berlin -- ./backup.sh",
+     "Enqueue ./backup.sh at 02:30 Berlin time every day; running supervisors fire it, once per tick across all hosts."),
     ("queuectl config set max-retries 5", "Change a setting for every process that uses this database."),
     ("queuectl worker stop", "Let running jobs finish, then stop the workers of this database."),
     ("queuectl completion bash > ~/.local/share/bash-completion/completions/queuectl", "Install tab completion for bash."),
