@@ -58,7 +58,7 @@ def test_spring_forward_a_fixed_time_in_the_skipped_hour_runs_once_when_clocks_j
     # Europe/Berlin, 2026-03-29: 02:00 CET becomes 03:00 CEST (01:00 UTC); 02:30 never exists.
     daily = ticks("30 2 * * *", "Europe/Berlin", utc(2026, 3, 27, 12), 3)
     assert daily == [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 0), utc(2026, 3, 30, 0, 30)]
-    # Every hour at :30: the wall-clock times that exist, so the UTC gap has no 01:30 CET... run.
+    # Every hour at :30: at each wall-clock :30 that exists (02:30 does not), so still one run an hour.
     hourly = ticks("30 * * * *", "Europe/Berlin", utc(2026, 3, 28, 23, 45), 3)
     assert hourly == [utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 29, 2, 30)]
 
