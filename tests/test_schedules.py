@@ -142,6 +142,18 @@ def test_a_due_tick_is_fired_once_and_its_job_carries_the_schedule(store):
     assert (shown["next_run"], shown["last_job"], shown["last_job_state"]) == ("2030-01-01T12:02:00.000Z", job["id"], "pending")
 
 
+def test_a_broken_schedule_is_logged_and_the_others_still_fire(store, db, caplog):
+    add(store, "a-broken")
+    add(store, "b-fine")
+    with db.begin() as conn:
+        conn.execute(sa.update(SCHEDULES).where(SCHEDULES.c.name == "a-broken").values(spec="{not json"))
+    scheduler = Scheduler(store)
+    at = utc(2030, 1, 1, 12, 1, 5)
+    assert [(name, what) for name, what, _ in scheduler.run_once(now=at)] == [("b-fine", "fired")]
+    assert "schedule a-broken could not be fired" in caplog.text
+    assert jobs_of(store, "a-broken") == []
+
+
 def test_the_guarded_advance_lets_one_of_two_readers_of_a_tick_fire_it(store):
     add(store)
     at = utc(2030, 1, 1, 12, 1, 5)

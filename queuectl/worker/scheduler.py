@@ -67,7 +67,15 @@ class Scheduler:
                 log.error("schedule %s cannot be fired on this host: %s", row.name, err)
                 self.broken.add(row.name)
             return None
-        outcome = self.store.fire_schedule(row.name, tick=row.next_run, next_run=next_run, run=run, missed=missed, now=now)
+        try:
+            outcome = self.store.fire_schedule(row.name, tick=row.next_run, next_run=next_run, run=run, missed=missed, now=now)
+        except DatabaseError:
+            raise  # the database is unusable: the pass ends, the next one retries
+        except Exception:  # a row edited by hand, a bug: this schedule only, never the supervisor
+            if row.name not in self.broken:
+                log.exception("schedule %s could not be fired", row.name)
+                self.broken.add(row.name)
+            return None
         if outcome is None:
             return None  # another supervisor fired it first
         what, job_id = outcome
