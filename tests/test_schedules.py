@@ -359,6 +359,35 @@ def test_three_supervisors_on_three_hosts_fire_each_tick_exactly_once(cli, db, s
         assert sup.wait() == 0, sup.log()
 
 
+def test_supervisors_sigkilled_while_firing_lose_no_tick_and_fire_none_twice(cli, db, supervisors):
+    import random
+
+    from worker_support import kill_all, tree
+
+    configure(db, **FAST)
+    store = Store(db)
+    names = [f"yearly-{i}" for i in range(10)]
+    for name in names:
+        add(store, name, "0 0 1 1 *", now=datetime.now(UTC), overlap="allow", command="true")
+    sups = {host: supervisors.start("--concurrency", "1", hostname=host) for host in HOSTS}
+    rng = random.Random(13)
+    rounds = 6
+    for round_ in range(rounds):
+        tick = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=round_ + 1)
+        force_due(db, names, tick)
+        # Kill a host's supervisor and worker as the ticks fall due: a tick it was
+        # firing is rolled back with it, and another supervisor fires it.
+        host = rng.choice(HOSTS)
+        victims = tree(sups[host].pid)
+        kill_all(victims)
+        sups[host].wait()
+        wait_until(lambda: all(run > datetime.now(UTC) for run in next_runs(db, names).values()), timeout=60,
+                   message=f"round {round_}: every forced tick fired")
+        sups[host] = supervisors.start("--concurrency", "1", hostname=host)
+    per_schedule = collections.Counter(job["schedule"] for job in store.list_jobs())
+    assert per_schedule == {name: rounds for name in names}, per_schedule
+
+
 def test_a_supervisor_fires_catch_up_and_skips_overlapping_ticks(cli, db, supervisors, tmp_path):
     configure(db, **FAST)
     store = Store(db)
