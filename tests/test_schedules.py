@@ -88,6 +88,18 @@ def test_unknown_zones_are_refused():
             cron.check("* * * * *", name, T0)
 
 
+def test_a_machine_without_a_time_zone_database_is_told_so(monkeypatch):
+    import zoneinfo
+
+    def missing(name):
+        raise zoneinfo.ZoneInfoNotFoundError(name)
+
+    monkeypatch.setattr(cron, "ZoneInfo", missing)
+    monkeypatch.setattr(cron, "available_timezones", set)
+    with pytest.raises(ValidationError, match="no time zone database.*tzdata"):
+        cron.check("* * * * *", "Europe/Berlin", T0)
+
+
 # --- catch-up (worker/scheduler.plan) ------------------------------------------------
 
 
