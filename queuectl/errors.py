@@ -17,7 +17,7 @@ class ValidationError(QueuectlError):
 
 
 class NotFound(QueuectlError):
-    """No such job."""
+    """No such job or schedule."""
 
 
 class DuplicateId(QueuectlError):
@@ -59,3 +59,7 @@ class KeyTaken(QueuectlError):
         self.holder = holder  # the active job holding the key (None: unknown, a race lost)
         self.index = index  # of an enqueue's specs: the one refused
         self.holder_index = holder_index  # of an enqueue's specs: the earlier one holding the key
+
+
+class DuplicateSchedule(QueuectlError):
+    """A schedule with this name already exists."""

@@ -49,6 +49,13 @@ def check_id(value) -> str:
     return value
 
 
+def check_schedule_name(value) -> str:
+    """A schedule's name: 1-128 of [A-Za-z0-9._:-]."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValidationError(f"invalid schedule name {value!r} (1-128 characters of A-Z a-z 0-9 . _ : -)")
+    return value
+
+
 def lookup_id(value: str) -> str:
     """An id typed to find a job: any auto id or any valid name."""
     # isascii(): str.isdigit() is also true of '²' and other digits int() refuses.

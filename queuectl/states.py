@@ -40,10 +40,11 @@ class JobState(str, enum.Enum):
 CLAIMABLE = (JobState.PENDING.value, JobState.FAILED.value)
 # States a job waits in without a worker (cancel takes them at once).
 WAITING = (*CLAIMABLE, JobState.BLOCKED.value)
-# States in which a job is not finished (cancel, wait), and holds its unique key (see
-# store/unique.py): at most one job per key is in one of them, enforced by the partial
-# unique index ix_jobs_unique_key. A new active state goes here, and the index's
-# migration with it.
+# States of a job not finished yet (cancel, wait): it holds its unique key (see
+# store/unique.py: at most one job per key is in one of them, enforced by the partial
+# unique index ix_jobs_unique_key), and a schedule with --overlap skip fires no tick
+# while one of its jobs is in one (store/schedules.py). A new active state goes here,
+# and the unique index's migration with it.
 ACTIVE = (*WAITING, JobState.RUNNING.value)
 # States a job never leaves by itself.
 TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)

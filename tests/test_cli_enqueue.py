@@ -21,7 +21,7 @@ from support import all_ids, config_value, dead_row, enqueue, error_line, job_ro
 JOB_KEYS = {
     "id", "command", "state", "attempts", "max_retries", "priority", "queue", "run_at", "timeout", "cwd",
     "created_at", "updated_at", "started_at", "finished_at", "exit_code", "last_error", "output", "worker_id", "cancel_requested_at", "unique_key",
-    "output_size", "runs", "has_dependents",
+    "output_size", "runs", "has_dependents", "schedule",
 }
 
 

@@ -217,27 +217,31 @@ def run_list(args, session: Session) -> int:
     states = _states(args.state) if args.state is not None else None
     queue = jobspec.check_queue(args.queue) if args.queue is not None else None
     since = _since(args.since) if args.since is not None else None
+    schedule = jobspec.check_schedule_name(args.schedule) if args.schedule is not None else None
     store = session.store()
     last = args.last
-    unfiltered = states is None and queue is None and since is None and args.limit is None and last is None
+    unfiltered = states is None and queue is None and since is None and schedule is None and args.limit is None and last is None
     if unfiltered and not args.json and render.is_terminal():
         # A person at a terminal: the newest page, not a million lines.
         total = store.job_total()
         if total > TERMINAL_LIST:
             last = TERMINAL_LIST
             print(f"showing the newest {TERMINAL_LIST} of {total} jobs; use --last N, a filter, or --json for more", file=sys.stderr)
-    rows = store.list_jobs(states=states, queue=queue, since=since, limit=args.limit, last=last)
+    rows = store.list_jobs(states=states, queue=queue, since=since, limit=args.limit, last=last, schedule=schedule)
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         print("no jobs")
         return 0
+    # A SCHEDULE column when a schedule enqueued any of them.
+    scheduled = any(r["schedule"] for r in rows)
+    extra = (lambda r: [r["schedule"] or "-"]) if scheduled else (lambda r: [])
     _table(
-        [[r["id"], r["state"], r["runs"], r["attempts"], r["priority"], r["queue"], r["run_at"], r["command"]] for r in rows],
-        ["ID", "STATE", "RUNS", "FAILED", "PRIO", "QUEUE", "RUN_AT", "COMMAND"],
+        [[r["id"], r["state"], r["runs"], r["attempts"], r["priority"], r["queue"], *extra(r), r["run_at"], r["command"]] for r in rows],
+        ["ID", "STATE", "RUNS", "FAILED", "PRIO", "QUEUE", *(["SCHEDULE"] if scheduled else []), "RUN_AT", "COMMAND"],
         colour=_colour(args),
-        fit=7,
+        fit=8 if scheduled else 7,
     )
     return 0
 
@@ -567,6 +571,121 @@ def run_config_unset(args, session: Session) -> int:
     key = config.canonical_key(args.key)
     key, value = session.store().unset_config(key)
     print(f"{key} = {config.display(value)} (default)")
+    return 0
+
+
+# --- schedules -----------------------------------------------------------------------
+
+
+def run_schedule_add(args, session: Session) -> int:
+    from queuectl import cron
+    from queuectl.timeutil import utcnow
+
+    name = jobspec.check_schedule_name(args.name or "")
+    if args.cron is None:
+        raise ValidationError("schedule add needs --cron EXPR (5 fields, or @hourly, @daily, @weekly, @monthly, @yearly)")
+    expr, next_run = cron.check(args.cron, args.tz, utcnow())
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        raise ValidationError("the command is empty (give NAME, then the COMMAND)")
+    command = args.command[0] if len(args.command) == 1 else shlex.join(args.command)
+    options = {key: getattr(args, key) for key in ("max_retries", "priority", "timeout", "queue", "cwd")}
+    spec = jobspec.build(command, **options)
+    replaced = session.store().add_schedule(name, cron=expr, tz=args.tz, catch_up=args.catch_up, overlap=args.overlap, spec=spec,
+                                            next_run=next_run, replace=args.replace)
+    if args.json:
+        _print_json(session.store().schedule(name))
+        return 0
+    what = "replaced" if replaced else "added"
+    print(f"{what} schedule {escape(name)}: {escape(expr)} ({escape(args.tz)}), next run {_iso(next_run)}, cmd={escape(command)}")
+    return 0
+
+
+def _iso(value) -> str:
+    from queuectl.timeutil import iso
+
+    return iso(value) or "-"
+
+
+def _schedule_name(args) -> str:
+    return jobspec.check_schedule_name(args.name)
+
+
+def run_schedule_list(args, session: Session) -> int:
+    rows = session.store().schedules()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no schedules")
+        return 0
+    _table(
+        [[r["name"], r["cron"], r["tz"], "paused" if r["paused"] else r["next_run"], r["last_run"] or "-", r["last_job"] or "-",
+          r["last_job_state"] or ("-" if r["last_job"] is None else "deleted"), r["skipped"], r["command"]] for r in rows],
+        ["NAME", "CRON", "ZONE", "NEXT_RUN", "LAST_RUN", "LAST_JOB", "STATE", "SKIPPED", "COMMAND"],
+        colour=_colour(args),
+        fit=8,
+    )
+    return 0
+
+
+# `schedule show` lists this many of the schedule's newest jobs.
+SHOW_SCHEDULE_JOBS = 10
+
+
+def run_schedule_show(args, session: Session) -> int:
+    name = _schedule_name(args)
+    store = session.store()
+    schedule = store.schedule(name)
+    recent = store.list_jobs(schedule=name, last=SHOW_SCHEDULE_JOBS)
+    if args.json:
+        _print_json(dict(schedule, jobs=recent))
+        return 0
+    for key, value in schedule.items():
+        if key == "next_run" and schedule["paused"]:
+            value = "- (paused)"
+        print(f"{key + ':':15} {'' if value is None else escape(str(value))}")
+    if recent:
+        print(f"jobs (the newest {SHOW_SCHEDULE_JOBS}; all: queuectl list --schedule {escape(name)}):")
+        _table([[r["id"], r["state"], r["created_at"], r["finished_at"] or "-"] for r in recent],
+               ["ID", "STATE", "ENQUEUED", "FINISHED"], colour=_colour(args))
+    return 0
+
+
+def run_schedule_remove(args, session: Session) -> int:
+    name = _schedule_name(args)
+    session.store().remove_schedule(name)
+    print(f"removed schedule {escape(name)} (its jobs stay)")
+    return 0
+
+
+def run_schedule_pause(args, session: Session) -> int:
+    name = _schedule_name(args)
+    changed = session.store().pause_schedule(name)
+    print(f"paused schedule {escape(name)}" if changed else f"schedule {escape(name)} was already paused")
+    return 0
+
+
+def run_schedule_resume(args, session: Session) -> int:
+    name = _schedule_name(args)
+    store = session.store()
+    changed = store.resume_schedule(name)
+    if changed:
+        print(f"resumed schedule {escape(name)}, next run {store.schedule(name)['next_run']}")
+    else:
+        print(f"schedule {escape(name)} was not paused")
+    return 0
+
+
+def run_schedule_run(args, session: Session) -> int:
+    name = _schedule_name(args)
+    store = session.store()
+    job_id = store.run_schedule(name)
+    if args.json:
+        _print_json(store.job(job_id))
+        return 0
+    print(f"enqueued id={escape(job_id)} for schedule {escape(name)}")
     return 0
 
 

@@ -27,6 +27,8 @@ EXAMPLES = (
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),
     ("queuectl dlq retry --all", "Give every dead job a fresh start."),
     ("queuectl prune --completed-older-than 1d", "Delete completed jobs that ended more than a day ago (and cancelled ones past retain-cancelled)."),
+    ("queuectl schedule add nightly --cron '30 2 * * *' --tz Europe/Berlin -- ./backup.sh",
+     "Enqueue ./backup.sh at 02:30 Berlin time every day; running supervisors fire it, once per tick across all hosts."),
     ("queuectl config set max-retries 5", "Change a setting for every process that uses this database."),
     ("queuectl worker stop", "Let running jobs finish, then stop the workers of this database."),
     ("queuectl completion bash > ~/.local/share/bash-completion/completions/queuectl", "Install tab completion for bash."),

@@ -57,9 +57,11 @@ class _Parser(argparse.ArgumentParser):
     with this parser's usage: argparse would hand them up to the top level, whose
     usage says nothing about the subcommand."""
 
-    def __init__(self, *args, global_flags: bool = True, **kwargs):
+    def __init__(self, *args, global_flags: bool = True, name_first: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self._sub = global_flags
+        # `schedule add NAME [options] COMMAND`: see parse_known_args.
+        self._name_first = name_first
         if global_flags:
             _completes("file", self.add_argument(
                 "--db", default=argparse.SUPPRESS, metavar="URL_OR_PATH", help="the database, as queuectl --db (" + GLOBAL_AFTER_HELP + ")",
@@ -68,6 +70,14 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
+        if self._name_first and namespace.name is None and namespace.command and namespace.command[0] != "--":
+            # The words after the options are NAME and the COMMAND. argparse gives a
+            # positional before a REMAINDER only what precedes the first option, so
+            # NAME is taken here and the options after it are parsed in a second pass
+            # (those given before NAME stay: argparse only fills in what is missing).
+            namespace.name, rest = namespace.command[0], namespace.command[1:]
+            del namespace.command
+            namespace, extras = super().parse_known_args(rest, namespace)
         if self._sub and extras:
             self.error("unrecognized arguments: " + " ".join(extras))
         return namespace, extras
@@ -137,6 +147,7 @@ def _list(sub) -> None:
         ))
         p.add_argument("--state", metavar="STATE[,STATE...]", help=f"only jobs in these states, comma-separated ({STATES})")
         p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+        p.add_argument("--schedule", metavar="NAME", help="only jobs enqueued by this schedule")
         p.add_argument("--since", metavar="DURATION|TIMESTAMP", help="only jobs created since then: a DURATION ago (90s, 5m, 2h, 1d) or an ISO 8601 TIMESTAMP")
         p.add_argument("--last", type=_positive_int, metavar="N", help="the newest N jobs (still shown oldest first)")
         p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N jobs (the oldest)")
@@ -290,6 +301,57 @@ def _dlq(sub) -> None:
         ap.set_defaults(command_name=f"dlq {action}")
 
 
+SCHEDULE_CATCH_UP = ("one", "none")
+SCHEDULE_OVERLAP = ("skip", "allow")
+
+
+def _schedule(sub) -> None:
+    p = sub.add_parser("schedule", help="recurring jobs (cron)", description=(
+        "Recurring jobs: a cron expression in a time zone and the job it enqueues at every tick. "
+        "Running supervisors (worker start) fire the ticks, each exactly once across all of them and all hosts, "
+        "within poll-interval (at least 0.25 s, at most 1 s) of its time."
+    ))
+    ssub = p.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)
+    ap = ssub.add_parser("add", name_first=True, help="define a schedule", description=(
+        "Define a schedule NAME (1-128 of A-Z a-z 0-9 . _ : -) that enqueues COMMAND at every tick of --cron. "
+        "EXPR: 5 fields (minute hour day-of-month month day-of-week, as in crontab(5)) or @hourly, @daily, @midnight, "
+        "@weekly, @monthly, @yearly, @annually. As with enqueue, everything from the first word after NAME that is "
+        "not an option is the command; `--` also ends the options. The job's options are those of enqueue "
+        "(--queue, --priority, --max-retries, --timeout, --cwd); its jobs carry the schedule's name (list --schedule NAME)."
+    ))
+    ap.add_argument("command", nargs=argparse.REMAINDER, metavar="NAME [--] COMMAND ...", help="the schedule's name, then its command")
+    ap.add_argument("--cron", metavar="EXPR", help="when: a cron expression (required)")
+    ap.add_argument("--tz", default="UTC", metavar="ZONE", help="the IANA time zone of EXPR, e.g. Europe/Berlin (default UTC); DST as Debian's cron")
+    ap.add_argument("--catch-up", dest="catch_up", choices=SCHEDULE_CATCH_UP, default="one", help=(
+        "ticks missed while no supervisor ran: one enqueues a single run for all of them (default), none skips to the next tick"))
+    ap.add_argument("--overlap", choices=SCHEDULE_OVERLAP, default="skip", help=(
+        "a tick while a job of this schedule is still pending, failed or running: skip it and count it skipped (default), or allow it"))
+    ap.add_argument("--replace", action="store_true", help="redefine the schedule if it exists (keeping its history and pause)")
+    ap.add_argument("--max-retries", "--retries", dest="max_retries", metavar="N", help="the job's retries (default: config max-retries)")
+    ap.add_argument("--priority", metavar="N", help="the job's priority (default 0)")
+    ap.add_argument("--timeout", metavar="DURATION", help="kill an attempt after DURATION (default: config job-timeout)")
+    ap.add_argument("--queue", metavar="NAME", help="the job's queue (default 'default')")
+    _completes("directory", ap.add_argument("--cwd", metavar="DIR", help="directory the job runs in (default: the current directory)"))
+    _add_json(ap)
+    ap.set_defaults(command_name="schedule add", name=None)
+    lp = ssub.add_parser("list", help="every schedule", description=(
+        "Every schedule: its expression and zone, next and last run, its last job and that job's state, and whether it is paused."))
+    _add_json(lp)
+    lp.set_defaults(command_name="schedule list")
+    for action, text in (
+        ("show", "one schedule with every field, its skipped and missed tick counts and its recent jobs"),
+        ("remove", "delete a schedule (its jobs stay, with its name)"),
+        ("pause", "stop firing a schedule's ticks"),
+        ("resume", "fire a paused schedule again, from its next tick (the ticks of the pause are not run)"),
+        ("run", "enqueue one run of a schedule now (whatever its pause or overlap policy; its ticks are unchanged)"),
+    ):
+        xp = ssub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        xp.add_argument("name", metavar="NAME")
+        if action in ("show", "run"):
+            _add_json(xp)
+        xp.set_defaults(command_name=f"schedule {action}")
+
+
 def _config(sub) -> None:
     p = sub.add_parser("config", help="show or change configuration", description="Configuration lives in the database, shared by every process.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -386,6 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _config, _worker, _db, _completion):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _schedule, _config, _worker, _db, _completion):
         add(sub)
     return parser

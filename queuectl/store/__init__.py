@@ -12,6 +12,7 @@ statements, each taking a connection:
 - `transitions`: the job state machine (claim, complete, fail, recover, moves).
 - `jobs`: enqueueing and reading jobs; `dlq`: retry and purge of dead jobs.
 - `unique`: unique keys of active jobs; `retention`: pruning finished jobs by age.
+- `schedules`: recurring jobs, and firing their ticks exactly once.
 - `counts`: the numbers of `status`, and the jobs that ended last; `config`: the
   config table; `workers`: the workers table (registration, heartbeats, declaring
   processes dead).
@@ -24,13 +25,28 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, retention, schema, transitions, workers
+from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, transitions, workers
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
 __all__ = ["Database", "Store", "job_dict", "open_database", "resolve_url", "usable_url", "worker_log_path"]
 
 job_dict = jobs.to_dict  # a job row (as enqueue returns them) as the JSON object the CLI prints
+
+
+def schedule_dict(row) -> dict:
+    """A schedule row as the JSON object the CLI prints: its job spec's fields flat,
+    `paused` a boolean, and no next_run while it is paused."""
+    data = jobs.to_dict(row)
+    spec = schedules.spec_of(data.pop("spec"))
+    data["paused"] = row.paused_at is not None
+    if data["paused"]:
+        data["next_run"] = None
+    ordered = {key: data.pop(key) for key in ("name", "cron", "tz", "next_run", "last_run", "last_job", "last_job_state", "paused")}
+    ordered.update(command=spec.command, queue=spec.queue, priority=spec.priority, max_retries=spec.max_retries,
+                   timeout=spec.timeout, cwd=spec.cwd)
+    ordered.update(data)
+    return ordered
 
 
 def open_database(db: str | None = None, *, durable: bool = True) -> Database:
@@ -124,9 +140,10 @@ class Store:
             return jobs.progress(conn, job_id)
 
     def list_jobs(self, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
-                  states: tuple[JobState, ...] | None = None, since: datetime | None = None, last: int | None = None) -> list[dict]:
+                  states: tuple[JobState, ...] | None = None, since: datetime | None = None, last: int | None = None,
+                  schedule: str | None = None) -> list[dict]:
         """Jobs in enqueue order, without their output (see jobs.listing for the filters)."""
-        rows = jobs.listing(self.db, state=state, queue=queue, limit=limit, states=states, since=since, last=last)
+        rows = jobs.listing(self.db, state=state, queue=queue, limit=limit, states=states, since=since, last=last, schedule=schedule)
         return [jobs.to_dict(row) for row in rows]
 
     def job_total(self) -> int:
@@ -214,6 +231,56 @@ class Store:
             return dict.fromkeys(retention.KINDS, 0)
         with self.db.begin() as conn:
             return retention.prune_batch(conn, self.db.dialect, cut, wait=False)
+    # --- schedules -------------------------------------------------------------------
+
+    def add_schedule(self, name: str, *, cron: str, tz: str, catch_up: str, overlap: str, spec, next_run: datetime,
+                     replace: bool = False) -> bool:
+        """Define (or with `replace` redefine) a schedule; whether it replaced one."""
+        with self.db.begin() as conn:
+            return schedules.add(conn, name=name, cron=cron, tz=tz, catch_up=catch_up, overlap=overlap, spec=spec,
+                                 next_run=next_run, now=utcnow(), replace=replace)
+
+    def schedules(self) -> list[dict]:
+        """Every schedule, by name, as the JSON object the CLI prints."""
+        with self.db.read() as conn:
+            return [schedule_dict(row) for row in schedules.listing(conn)]
+
+    def schedule(self, name: str) -> dict:
+        with self.db.read() as conn:
+            return schedule_dict(schedules.get(conn, name))
+
+    def remove_schedule(self, name: str) -> None:
+        with self.db.begin() as conn:
+            schedules.remove(conn, name)
+
+    def pause_schedule(self, name: str) -> bool:
+        with self.db.begin() as conn:
+            return schedules.pause(conn, name, utcnow())
+
+    def resume_schedule(self, name: str, now: datetime | None = None) -> bool:
+        """Resume from its first tick after now (the ticks of the pause are not run)."""
+        from queuectl import cron
+
+        now = now or utcnow()
+        with self.db.begin() as conn:
+            row = schedules.get(conn, name)
+            return schedules.resume(conn, name, cron.next_tick(row.cron, row.tz, now))
+
+    def run_schedule(self, name: str, now: datetime | None = None) -> str:
+        """Enqueue one run of a schedule now; the job's id."""
+        with self.db.begin() as conn:
+            return schedules.run_now(conn, self.db.dialect, name, now or utcnow())
+
+    def due_schedules(self, now: datetime, limit: int) -> list:
+        """Schedules whose next tick is at or before `now` (name, cron, tz, catch_up, next_run)."""
+        with self.db.read() as conn:
+            return schedules.due(conn, now, limit)
+
+    def fire_schedule(self, name: str, *, tick: datetime, next_run: datetime, run: bool, missed: int,
+                      now: datetime | None = None) -> tuple[str, str | None] | None:
+        """Fire one tick, exactly once across supervisors (see schedules.fire)."""
+        with self.db.begin() as conn:
+            return schedules.fire(conn, self.db.dialect, name, tick=tick, next_run=next_run, run=run, missed=missed, now=now or utcnow())
 
     # --- config ----------------------------------------------------------------------
 

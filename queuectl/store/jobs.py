@@ -96,85 +96,98 @@ class _KeyRace(Exception):
 
 def _enqueue_once(db, specs: list[JobSpec], now, keyed: bool) -> list[dict]:
     with db.begin() as conn:
-        if keyed:
-            # Lock the counter row first (PostgreSQL; SQLite's write transaction holds
-            # the database's one write lock already): concurrent enqueues queue up
-            # here, so the look at the keys below sees the jobs of those before.
-            conn.execute(select(CONFIG.c.value).where(CONFIG.c.key == SEQ_KEY).with_for_update())
-            placed = _place_keys(conn, specs)
-        else:
-            placed = [None] * len(specs)
-        inserting = [spec for spec, holder in zip(specs, placed) if holder is None]
-        # Bumping the counter first locks its row (PostgreSQL) until commit, so
-        # concurrent enqueues queue up here and the check below sees their jobs.
-        first = _reserve_ids(conn, len(inserting)) if inserting else 0
-        defaults = settings.load(conn)
-        named = [s.id for s in inserting if s.id]
-        if named:
-            clash = _existing_ids(conn, named)
-            if clash:
-                first_clash = next(i for i in named if i in clash)
-                raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
-        rows: list[dict] = []
-        results: list[dict] = []
-        pending, blocked = JobState.PENDING.value, JobState.BLOCKED.value
-        blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
-        # A skipped spec takes no id: dependencies are those of the specs inserted.
-        waits = _dependencies(conn, inserting, first)
-        in_file = waits.defined
-        for spec, holder in zip(specs, placed):
-            if holder is not None:
-                # The holder: a row of this call (placed before it), or one read.
-                results.append(dict(results[holder] if isinstance(holder, int) else holder, skipped=True))
-                continue
-            seq = first + len(rows)
-            if spec.run_at is not None:
-                run_at = spec.run_at
-            else:
-                run_at = after(now, spec.delay) if spec.delay else now
-            # An explicit timeout of 0 means none, whatever the configured default.
-            timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
-            row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
-            job_id = spec.id or str(seq)
-            row.update(
-                id=job_id,
-                seq=seq,
-                state=blocked if spec.after or spec.after_any else pending,
-                has_dependents=job_id in in_file,
-                attempts=0,
-                runs=0,
-                max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
-                run_at=run_at,
-                timeout=timeout,
-                created_at=now,
-                updated_at=now,
-            )
-            rows.append(row)
-            results.append(row)
-        if not rows:
-            return results  # every one skipped: nothing written
-        try:
-            _insert(db, conn, rows)
-        except exc.IntegrityError as err:
-            if keyed and unique.is_clash(err):
-                raise _KeyRace() from None
-            # Only a unique id can clash (seq numbers come from the locked counter).
-            if len(named) == 1:
-                raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
-            raise DuplicateId("a job with one of these ids already exists") from None
-        if waits:
-            dependencies.add(conn, list(waits))
-            # Dependencies that ended already: unblocked or cancelled right away.
-            waiting = [row["id"] for row in rows if row["state"] == blocked]
-            unblocked, cancelled = dependencies.evaluate(conn, waiting, now=now)
-            dependencies.woke(conn)
-            ready = set(unblocked)
-            for row in rows:
-                if row["id"] in ready:
-                    row["state"] = pending
-                elif row["id"] in cancelled:
-                    row.update(state=JobState.CANCELLED.value, last_error=cancelled[row["id"]], finished_at=now)
+        results = add(conn, db.dialect, specs, now, keyed=keyed)
         db.dialect.notify(conn)
+    return results
+
+
+def add(conn, dialect, specs: list[JobSpec], now, *, keyed: bool | None = None, schedule: str | None = None) -> list[dict]:
+    """Insert jobs inside the caller's write transaction (enqueue's, or a schedule's
+    tick, store/schedules.py); `schedule`: the name of the schedule enqueueing them.
+    The result and KeyTaken as for enqueue; _KeyRace if the unique index refused a
+    key that the look allowed (a retry took it meanwhile). The caller notifies
+    workers (dialect.notify) before it commits."""
+    if keyed is None:
+        keyed = any(s.unique_key is not None for s in specs)
+    if keyed:
+        # Lock the counter row first (PostgreSQL; SQLite's write transaction holds
+        # the database's one write lock already): concurrent enqueues queue up
+        # here, so the look at the keys below sees the jobs of those before.
+        conn.execute(select(CONFIG.c.value).where(CONFIG.c.key == SEQ_KEY).with_for_update())
+        placed = _place_keys(conn, specs)
+    else:
+        placed = [None] * len(specs)
+    inserting = [spec for spec, holder in zip(specs, placed) if holder is None]
+    # Bumping the counter first locks its row (PostgreSQL) until commit, so
+    # concurrent enqueues queue up here and the check below sees their jobs.
+    first = _reserve_ids(conn, len(inserting)) if inserting else 0
+    defaults = settings.load(conn)
+    named = [s.id for s in inserting if s.id]
+    if named:
+        clash = _existing_ids(conn, named)
+        if clash:
+            first_clash = next(i for i in named if i in clash)
+            raise DuplicateId(f"a job with id {first_clash!r} already exists", job_id=first_clash)
+    rows: list[dict] = []
+    results: list[dict] = []
+    pending, blocked = JobState.PENDING.value, JobState.BLOCKED.value
+    blank = dict.fromkeys(_COLUMNS)  # what a job has not done yet: no output, no worker...
+    # A skipped spec takes no id: dependencies are those of the specs inserted.
+    waits = _dependencies(conn, inserting, first)
+    in_file = waits.defined
+    for spec, holder in zip(specs, placed):
+        if holder is not None:
+            # The holder: a row of this call (placed before it), or one read.
+            results.append(dict(results[holder] if isinstance(holder, int) else holder, skipped=True))
+            continue
+        seq = first + len(rows)
+        if spec.run_at is not None:
+            run_at = spec.run_at
+        else:
+            run_at = after(now, spec.delay) if spec.delay else now
+        # An explicit timeout of 0 means none, whatever the configured default.
+        timeout = (spec.timeout if spec.timeout is not None else defaults["job-timeout"]) or None
+        row = dict(blank, **{name: getattr(spec, name) for name in _AS_GIVEN})
+        job_id = spec.id or str(seq)
+        row.update(
+            id=job_id,
+            seq=seq,
+            state=blocked if spec.after or spec.after_any else pending,
+            has_dependents=job_id in in_file,
+            attempts=0,
+            runs=0,
+            max_retries=spec.max_retries if spec.max_retries is not None else defaults["max-retries"],
+            run_at=run_at,
+            timeout=timeout,
+            created_at=now,
+            updated_at=now,
+            schedule=schedule,
+        )
+        rows.append(row)
+        results.append(row)
+    if not rows:
+        return results  # every one skipped: nothing written
+    try:
+        _insert(dialect, conn, rows)
+    except exc.IntegrityError as err:
+        if keyed and unique.is_clash(err):
+            raise _KeyRace() from None
+        # Only a unique id can clash (seq numbers come from the locked counter).
+        if len(named) == 1:
+            raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
+        raise DuplicateId("a job with one of these ids already exists") from None
+    if waits:
+        dependencies.add(conn, list(waits))
+        # Dependencies that ended already: unblocked or cancelled right away.
+        waiting = [row["id"] for row in rows if row["state"] == blocked]
+        unblocked, cancelled = dependencies.evaluate(conn, waiting, now=now)
+        dependencies.woke(conn)
+        ready = set(unblocked)
+        for row in rows:
+            if row["id"] in ready:
+                row["state"] = pending
+            elif row["id"] in cancelled:
+                row.update(state=JobState.CANCELLED.value, last_error=cancelled[row["id"]], finished_at=now)
     return results
 
 
@@ -258,7 +271,7 @@ def _dependencies(conn, specs: list[JobSpec], first: int) -> _Waits:
     return unique
 
 
-def _insert(db, conn, rows: list[dict]) -> None:
+def _insert(dialect, conn, rows: list[dict]) -> None:
     """Insert through the driver, each value bound as SQLAlchemy itself would bind it.
 
     SQLAlchemy runs its bind conversions (UTCDateTime, then the driver's format)
@@ -266,10 +279,10 @@ def _insert(db, conn, rows: list[dict]) -> None:
     columns that need one come last, and their values are converted once per
     distinct combination: a file's jobs share their timestamps.
     """
-    dialect = conn.dialect
+    sql_dialect = conn.dialect
     plain, processors = [], {}
     for column in JOBS.columns:
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        process = column.type.dialect_impl(sql_dialect).bind_processor(sql_dialect)
         if process is None:
             plain.append(column.name)
         else:
@@ -282,7 +295,7 @@ def _insert(db, conn, rows: list[dict]) -> None:
     # itemgetter of two names or more returns a tuple (the five timestamps need converting).
     get_plain, get_converted = itemgetter(*plain), itemgetter(*processors)
     driver_rows = [get_plain(row) + convert(get_converted(row)) for row in rows]
-    db.dialect.insert_rows(conn, JOBS.name, plain + list(processors), driver_rows)
+    dialect.insert_rows(conn, JOBS.name, plain + list(processors), driver_rows)
 
 
 def to_dict(row) -> dict:
@@ -320,8 +333,9 @@ def progress(conn, job_id: str):
 
 
 def listing(db, state: JobState | None = None, queue: str | None = None, limit: int | None = None, *,
-            states: tuple[JobState, ...] | None = None, since=None, last: int | None = None):
+            states: tuple[JobState, ...] | None = None, since=None, last: int | None = None, schedule: str | None = None):
     """Jobs in enqueue order; without a state, live and dead jobs together.
+    `schedule`: only the jobs that schedule enqueued (along ix_jobs_schedule).
     `states`: any of several; `since`: created at or after it; `last`: the newest N
     (still returned oldest first), read backwards along seq's unique index.
     Rows have every field but `output` (see LISTED), so their size does not depend on it."""
@@ -340,6 +354,8 @@ def listing(db, state: JobState | None = None, queue: str | None = None, limit: 
             query = query.where(table.c.queue == queue)
         if since is not None:
             query = query.where(table.c.created_at >= since)
+        if schedule is not None:
+            query = query.where(table.c.schedule == schedule)
         parts.append(query)
     combined = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery()
     columns = [combined.c[name] for name in LISTED]

@@ -129,6 +129,9 @@ class JobColumns:
     # `enqueue --unique-key`: at most one active job holds a key (ix_jobs_unique_key);
     # a dead job keeps it in the DLQ, so that `dlq retry` can check it is free again.
     unique_key: Mapped[str | None] = mapped_column(String(255))
+    # The schedule that enqueued it (store/schedules.py), if one did; kept when the
+    # schedule is removed.
+    schedule: Mapped[str | None] = mapped_column(String(128))
 
 
 class Job(JobColumns, Base):
@@ -151,6 +154,10 @@ PartialIndex("ix_jobs_cancelled", Job.seq, where=Job.state == "cancelled")
 # and without it, within noise (alternating runs, SQLite and PostgreSQL).
 SETTLED = ("completed", "cancelled")
 PartialIndex("ix_jobs_finished", Job.finished_at, where=Job.state.in_(SETTLED))
+# A schedule's jobs by state: the overlap check of each tick (is one still active?)
+# and `list --schedule`. Only scheduled jobs are in it, so the jobs enqueued by hand
+# pay nothing; its predicate names no state, so a new state needs no migration.
+PartialIndex("ix_jobs_schedule", Job.schedule, Job.state, where=Job.schedule.is_not(None))
 
 
 # Blocked jobs (waiting for their dependencies), counted by `status` through this index.
@@ -205,6 +212,39 @@ class Attempt(Base):
     output_size: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class Schedule(Base):
+    """A recurring job (store/schedules.py): a cron expression in a time zone, the
+    job spec it enqueues, and the next tick to fire."""
+
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cron: Mapped[str] = mapped_column(String(255))
+    tz: Mapped[str] = mapped_column(String(64))
+    catch_up: Mapped[str] = mapped_column(String(8))  # 'one' or 'none'
+    overlap: Mapped[str] = mapped_column(String(8))  # 'skip' or 'allow'
+    # The job spec (JSON: command, queue, priority, max_retries, timeout, cwd).
+    spec: Mapped[str] = mapped_column(Text)
+    # The tick to fire next. Supervisors fire it by moving it on with a guarded
+    # UPDATE (... WHERE next_run = the tick they read): one of them wins each tick.
+    next_run: Mapped[datetime] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it last enqueued a job
+    last_job: Mapped[str | None] = mapped_column(String(128))
+    # Ticks not fired because a job of the schedule was still active (--overlap skip).
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    last_skipped: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Ticks passed while no supervisor ran and not fired (all but one with --catch-up
+    # one, all with none).
+    missed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The supervisors' tick: the due schedules, read along this index (paused ones are
+# not in it), so 1,000 schedules cost one short index range scan a second.
+PartialIndex("ix_schedules_due", Schedule.next_run, where=Schedule.paused_at.is_(None))
+
+
 class ConfigEntry(Base):
     __tablename__ = "config"
 
@@ -249,3 +289,4 @@ CONFIG = cast(Table, ConfigEntry.__table__)
 WORKERS = cast(Table, Worker.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 DEPENDENCIES = cast(Table, JobDependency.__table__)
+SCHEDULES = cast(Table, Schedule.__table__)

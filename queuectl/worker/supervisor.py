@@ -31,11 +31,15 @@ from queuectl.worker import worker as worker_mod
 from queuectl.worker.jobgroup import JobGroup, kill_orphaned
 from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
+from queuectl.worker.scheduler import Scheduler
 
 log = logging.getLogger("queuectl.supervisor")
 # How often the supervisor looks at its children: a dead worker is noticed this fast.
 CHILD_CHECK = 0.25
 GRACEFUL, NOW = StopMode.GRACEFUL, StopMode.NOW
+# How often due schedules are looked for: poll-interval, within these bounds (a tick
+# is enqueued at most this late, plus the time to fire it).
+SCHEDULE_CHECK = (0.25, 1.0)
 # Blocked across each fork; the worker unblocks them once its own handlers are set
 # (see worker.Worker.initialize).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
@@ -81,6 +85,7 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("fork")
         self.next_beat = 0.0
         self.next_prune = 0.0  # retention's next batch (see _prune)
+        self.next_schedules = 0.0
         self.declared_dead = False
         # The fence runs on its own thread, so that it never waits on the database with
         # the main loop. This lock orders its kills with forks and reaping: it never
@@ -100,6 +105,7 @@ class Supervisor:
         self.cfg = self.store.register(id=self.id, role=Role.SUPERVISOR, host=self.hostname, pid_started=identity.start_time(), queues=self.queues)
         # Whatever a previous crashed run on this host left behind is recovered first.
         self.reap()
+        self.scheduler = Scheduler(self.store)
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
@@ -119,7 +125,8 @@ class Supervisor:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None and not s.done]
         if sentinels:
             # Not past the next heartbeat: that is also when dead workers are reaped.
-            wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, self.next_beat - time.monotonic())))
+            # Not past the next look at the schedules either.
+            wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, min(self.next_beat, self.next_schedules) - time.monotonic())))
         for slot in self.slots:
             if self._reap_child(slot):
                 self._child_exited(slot)
@@ -128,6 +135,10 @@ class Supervisor:
             self.reap()
         if time.monotonic() >= self.next_prune and not self.stop_mode:
             self._prune()
+        if not self.stop_mode and time.monotonic() >= self.next_schedules:
+            self.scheduler.run_once()
+            low, high = SCHEDULE_CHECK
+            self.next_schedules = time.monotonic() + min(high, max(low, self.cfg["poll-interval"]))
         self._forward_stop()
 
     def shutdown(self) -> None:
