@@ -380,7 +380,7 @@ _COLUMNS = (
 # x: 1..n; the last `pending` rows are pending (the newest jobs), the rest completed history.
 _SELECT = """
     {id}, x, 'true',
-    CASE WHEN x > :done THEN 'pending' ELSE 'completed' END,
+    CASE WHEN x > :done THEN 'pending' ELSE :history END,
     CASE WHEN x > :done THEN 0 ELSE 1 END,
     3, 0, 'default', :ts, NULL, :cwd, :ts, :ts,
     CASE WHEN x > :done THEN NULL ELSE :ts END,
@@ -392,14 +392,15 @@ _SELECT = """
 """
 
 
-def build_table(backend, url: str, total: int, pending: int, cwd: str) -> float:
-    """Fill `jobs` with `total` rows (total - pending completed, then pending) through
-    the real schema, and set the `_seq` counter to the highest seq. Returns seconds."""
+def build_table(backend, url: str, total: int, pending: int, cwd: str, history: str = "completed") -> float:
+    """Fill `jobs` with `total` rows (total - pending in state `history`, completed by
+    default, then pending) through the real schema, and set the `_seq` counter to the
+    highest seq. Returns seconds."""
     from sqlalchemy import create_engine, text
 
     start = time.perf_counter()
     ts = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
-    params = {"n": total, "done": total - pending, "cwd": cwd}
+    params = {"n": total, "done": total - pending, "cwd": cwd, "history": history}
     if backend.name == "sqlite":
         import sqlite3
 
@@ -514,4 +515,107 @@ def scale(ctx, backend, small: int, big: int, pending: int, cycles: int, status_
     result["claim_ratio"] = result["big"]["claim_cycle_mean_s"] / result["small"]["claim_cycle_mean_s"]
     result["status_ratio"] = result["big"]["status_median_s"] / result["small"]["status_median_s"]
     result["idle_poll_ratio"] = result["big"]["idle_poll_median_s"] / result["small"]["idle_poll_median_s"]
+    return result
+
+
+# --- 8: flow control: blocked jobs and schedules ---------------------------------------------
+
+
+def flow(ctx, backend, blocked: int, schedules: int, pending: int, cycles: int, passes: int) -> dict:
+    """Claim+complete cycles against three databases, alternating: `pending` ready jobs
+    alone ("empty"), the same beside `blocked` blocked jobs that all wait for one job
+    not yet due (each with its job_dependencies row), and beside `schedules` schedules
+    (none due). Also a supervisor's scheduler pass over those schedules."""
+    from sqlalchemy import create_engine, insert, text
+
+    from queuectl import cron, jobspec
+    from queuectl.store import Store, transitions
+    from queuectl.store import schedules as schedule_rows
+    from queuectl.store.database import Database
+    from queuectl.store.models import JOBS
+    from queuectl.timeutil import utcnow
+    from queuectl.worker.scheduler import Scheduler
+
+    kinds = ("empty", "blocked", "schedules")
+    urls, dbs, build_s = {}, {}, {}
+    try:
+        for key in kinds:
+            urls[key] = backend.fresh(f"flow{key}")
+            total = pending + (blocked if key == "blocked" else 0)
+            t0 = time.perf_counter()
+            build_table(backend, urls[key], total, pending, str(ctx.work), history="blocked")
+            engine = create_engine(urls[key])
+            with engine.begin() as conn:
+                now = utcnow()
+                if key == "blocked":
+                    # The job they all wait for: pending, due in a year (never claimed here).
+                    conn.execute(insert(JOBS).values(
+                        id="gate", seq=total + 1, command="true", state="pending", attempts=0, max_retries=3, priority=0,
+                        queue="default", run_at=now + timedelta(days=365), cwd=str(ctx.work), created_at=now, updated_at=now,
+                        runs=0, has_dependents=True,
+                    ))
+                    conn.execute(text("UPDATE config SET value = :n WHERE key = '_seq'"), {"n": str(total + 1)})
+                    conn.execute(text(
+                        "INSERT INTO job_dependencies (job_id, depends_on, kind) SELECT id, 'gate', 'after' FROM jobs WHERE state = 'blocked'"
+                    ))
+                if key == "schedules":
+                    spec = jobspec.build("true")
+                    for n in range(schedules):
+                        expr = f"{n % 60} {n % 24} * * *"
+                        schedule_rows.add(conn, name=f"s{n}", cron=expr, tz="UTC", catch_up="one", overlap="skip", spec=spec,
+                                          next_run=cron.next_tick(expr, "UTC", now + timedelta(days=1)), now=now, replace=False)
+            if backend.name == "postgresql":
+                with create_engine(urls[key], isolation_level="AUTOCOMMIT").connect() as conn:
+                    conn.execute(text("VACUUM ANALYZE"))
+            engine.dispose()
+            build_s[key] = time.perf_counter() - t0
+            dbs[key] = Database(urls[key], durable=False)  # as a worker opens it
+            print(f"    flow: built {key} in {build_s[key]:.1f}s", flush=True)
+
+        def cycle(db):
+            t0 = time.perf_counter()
+            with db.begin() as conn:
+                job = transitions.claim(conn, "w-bench", None, utcnow())
+            if job is None:
+                raise RuntimeError("flow: nothing left to claim")
+            with db.begin() as conn:
+                if not transitions.complete(conn, job.id, "w-bench", exit_code=0, output="", now=utcnow()):
+                    raise RuntimeError("flow: lost the claimed job")
+            return time.perf_counter() - t0
+
+        scheduler = Scheduler(Store(dbs["schedules"]))
+
+        def scheduler_pass():
+            t0 = time.perf_counter()
+            if scheduler.run_once():
+                raise RuntimeError("flow: a schedule fired")
+            return time.perf_counter() - t0
+
+        claim_t: dict[str, list[float]] = {key: [] for key in kinds}
+        for key in kinds:  # warm-up
+            for _ in range(5):
+                cycle(dbs[key])
+        scheduler_pass()
+        blocks = 8
+        for b in range(blocks):
+            for key in (kinds if b % 2 == 0 else tuple(reversed(kinds))):
+                claim_t[key] += [cycle(dbs[key]) for _ in range(cycles // blocks)]
+        pass_t = [scheduler_pass() for _ in range(passes)]
+        with dbs["blocked"].read() as conn:
+            still_blocked = conn.execute(text("SELECT COUNT(*) FROM jobs WHERE state = 'blocked'")).scalar()
+        if still_blocked != blocked:
+            raise RuntimeError(f"flow: {still_blocked} blocked jobs left of {blocked}")
+    finally:
+        for db in dbs.values():
+            db.dispose()
+        for url in urls.values():
+            backend.drop(url)
+    result: dict = {"blocked": blocked, "schedules": schedules, "pending": pending, "build_s": build_s,
+                    "cycles": len(claim_t["empty"])}
+    for key in kinds:
+        result[key] = {"claim_cycle_mean_s": mean(claim_t[key]), "claim_cycle_s": claim_t[key]}
+    result["blocked_ratio"] = result["blocked"]["claim_cycle_mean_s"] / result["empty"]["claim_cycle_mean_s"]
+    result["schedules_ratio"] = result["schedules"]["claim_cycle_mean_s"] / result["empty"]["claim_cycle_mean_s"]
+    result["scheduler_pass_median_s"] = median(pass_t)
+    result["scheduler_pass_s"] = pass_t
     return result

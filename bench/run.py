@@ -33,9 +33,11 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 FULL = dict(
     drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5,
+    flow_blocked=1_000_000, flow_schedules=1_000, flow_passes=20,
 )
 QUICK = dict(
     drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3,
+    flow_blocked=50_000, flow_schedules=1_000, flow_passes=5,
 )
 
 # Targets: (description, test on the figure)
@@ -47,6 +49,7 @@ TARGETS = {
     "pickup_sqlite": ("median < 50 ms", lambda v: v < 0.050),
     "pickup_pg_listen": ("median < 10 ms", lambda v: v < 0.010),
     "scale": ("1M/1k <= 1.5x", lambda v: v <= 1.5),
+    "flow": ("<= 1.5x the empty case", lambda v: v <= 1.5),
     "worker_rss": ("each < 60 MB", lambda kb: kb < 60 * 1024),
 }
 
@@ -61,7 +64,7 @@ def parse_args(argv=None):
         default=os.environ.get("QUEUECTL_BENCH_PG_URL") or os.environ.get("PG_URL") or DEFAULT_PG_URL,
         help="a PostgreSQL URL whose role may CREATE DATABASE (scratch qbench_* databases are created and dropped)",
     )
-    parser.add_argument("--only", action="append", choices=("drain", "bulk", "single", "pickup", "scale"), help="run only these sections (repeatable)")
+    parser.add_argument("--only", action="append", choices=("drain", "bulk", "single", "pickup", "scale", "flow"), help="run only these sections (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -93,7 +96,7 @@ def warm_up(ctx: Context, backend) -> None:
 
 def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
     out: dict = {}
-    sections = only or ("drain", "bulk", "single", "pickup", "scale")
+    sections = only or ("drain", "bulk", "single", "pickup", "scale", "flow")
     timings = out["section_s"] = {}
 
     def section(name, fn):
@@ -124,6 +127,7 @@ def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
 
     section("pickup", pickups)
     section("scale", lambda: measures.scale(ctx, backend, p["small"], p["big"], p["pending"], p["cycles"], p["status_runs"]))
+    section("flow", lambda: measures.flow(ctx, backend, p["flow_blocked"], p["flow_schedules"], p["pending"], p["cycles"], p["flow_passes"]))
     return out
 
 
@@ -256,6 +260,16 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row(f"status.report(), {big}", lambda r: r["scale"]["big"]["status_median_s"], _ms)
     row("status big / small", lambda r: r["scale"]["status_ratio"], lambda v: f"{v:.2f}x", "scale")
     row("idle worker's poll (Waiter.work_may_exist), big / small", lambda r: r["scale"]["idle_poll_ratio"], lambda v: f"{v:.2f}x")
+
+    blocked, schedules = f"{p['flow_blocked']:,}", f"{p['flow_schedules']:,}"
+    sep("flow", f"Flow control: {p['pending']} ready jobs alone, beside {blocked} blocked jobs, beside {schedules} schedules")
+    row(f"claim+complete cycle, ready jobs alone (mean of {p['cycles']})", lambda r: r["flow"]["empty"]["claim_cycle_mean_s"], _ms)
+    row(f"claim+complete cycle, beside {blocked} blocked", lambda r: r["flow"]["blocked"]["claim_cycle_mean_s"], _ms)
+    row("claim cost blocked / alone", lambda r: r["flow"]["blocked_ratio"], lambda v: f"{v:.2f}x", "flow")
+    row(f"claim+complete cycle, beside {schedules} schedules", lambda r: r["flow"]["schedules"]["claim_cycle_mean_s"], _ms)
+    row("claim cost schedules / alone", lambda r: r["flow"]["schedules_ratio"], lambda v: f"{v:.2f}x", "flow")
+    row(f"a supervisor's scheduler pass, {schedules} schedules, none due (median of {p['flow_passes']})",
+        lambda r: r["flow"]["scheduler_pass_median_s"], _ms)
     sep("drain", "Memory: peak RSS (VmHWM) of each process during the W=2 drains, read as it exits")
     row("supervisor", lambda r: sampled(r["drain"]["widths"]["2"], "supervisor_peak_kb"), _mb)
     row("each worker (the largest)", lambda r: sampled(r["drain"]["widths"]["2"], "worker_peak_kb"), _mb, "worker_rss")

@@ -12,7 +12,14 @@ Then it checks, from the database and from a side log every job appends to:
   all its attempts and says why;
 - `status` never showed a negative count, and at the end its counts are the real ones;
 - every supervisor exits after a `worker stop`, stalled or not; `dlq` commands never fail;
-- no job process survives; no "database is locked" anywhere.
+- no job process survives; no "database is locked" anywhere;
+- dependency chains (`enqueue --after`): no job started before the job it waits for
+  completed (its first start comes after that job's last successful end in the side
+  log), and a chain job is cancelled only when the job it waits for is dead or
+  cancelled, naming it, without ever starting;
+- a schedule fires each tick exactly once: the driver moves its next run into the
+  past again and again (a yearly cron, so no tick comes by itself), and the
+  schedule's jobs number exactly the ticks it was given, killed supervisors or not.
 
 The driver never blocks on chaos it caused: SIGCONTs and the lock's release fall due
 in `tick`, which also runs while the driver waits for a command or a supervisor.
@@ -42,6 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SUPERVISORS = 2
+# The schedule the driver gives ticks to (see give_tick).
+SCHEDULE = "soak-ticks"
 WORKERS_EACH = 3
 # The soak's heartbeat-timeout (T). A worker's job is fenced after T/2 without a
 # heartbeat, an idle hung worker after T, and other processes declare it dead after T.
@@ -134,6 +143,10 @@ class Soak:
         self.next_status = 0.0
         self.forced_left: list[str] = []
         self.log_of: dict[int, str] = {}  # supervisor pid -> its log's name
+        self.chains: dict[str, str] = {}  # chain job id -> the id it waits for (--after)
+        self.chain_count = 0
+        self.ticks_given = 0  # next runs of SCHEDULE moved into the past, each to fire once
+        self.store_db = None  # an open queuectl database, for the schedule's ticks
 
     # --- commands --------------------------------------------------------------------
 
@@ -325,9 +338,9 @@ class Soak:
 
     # --- jobs ------------------------------------------------------------------------
 
-    def job_command(self) -> tuple[str, dict]:
+    def job_command(self, kind: str | None = None) -> tuple[str, dict]:
         """A random job: quick, slow, flaky, failing, timing out or output-heavy."""
-        kind = self.rng.choices(["quick", "slow", "flaky", "fail", "timeout", "output"], [40, 20, 15, 8, 7, 10])[0]
+        kind = kind or self.rng.choices(["quick", "slow", "flaky", "fail", "timeout", "output"], [40, 20, 15, 8, 7, 10])[0]
         body = {
             "quick": "true",
             "slow": f"sleep {self.rng.choice([0.3, 0.8, 1.5])}",
@@ -364,6 +377,55 @@ class Soak:
             raise RuntimeError(f"unexpected enqueue output: {result.stdout!r}")
         self.enqueued_ids.update(str(i) for i in range(int(taken[2]), int(taken[3]) + 1))
         self.enqueued += count
+
+    def enqueue_chain(self) -> None:
+        """A pipeline of 2-4 jobs, each --after the one before, in one `enqueue --file`
+        (later lines name the ids of earlier ones); random kinds, so some fail for good
+        and cancel the rest of their chain."""
+        self.chain_count += 1
+        ids = [f"c{self.chain_count}-{n}" for n in range(self.rng.randint(2, 4))]
+        lines = []
+        for n, job_id in enumerate(ids):
+            command, spec = self.job_command()
+            spec = {"id": job_id, "command": command, **spec}
+            if n:
+                spec["after"] = [ids[n - 1]]
+                self.chains[job_id] = ids[n - 1]
+            lines.append(json.dumps(spec))
+        path = self.work / f"chain-{self.chain_count}.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        self.cli("enqueue", "--file", str(path))
+        self.enqueued_ids.update(ids)
+        self.enqueued += len(ids)
+
+    def give_tick(self) -> None:
+        """Move the schedule's next run into the past if its last one was fired: some
+        supervisor must fire it, once. Not while the driver holds the SQLite lock."""
+        from sqlalchemy import update
+
+        from queuectl.store.models import SCHEDULES
+        from queuectl.timeutil import utcnow
+
+        if self.lock_hold is not None:
+            return
+        now = utcnow()
+        with self.store_db.begin() as conn:
+            moved = conn.execute(
+                update(SCHEDULES).where(SCHEDULES.c.name == SCHEDULE, SCHEDULES.c.next_run > now).values(next_run=now)
+            ).rowcount
+        if moved:
+            self.ticks_given += 1
+            self.note(f"tick {self.ticks_given} given to schedule {SCHEDULE}")
+
+    def ticks_pending(self) -> bool:
+        from sqlalchemy import select
+
+        from queuectl.store.models import SCHEDULES
+        from queuectl.timeutil import utcnow
+
+        with self.store_db.read() as conn:
+            next_run = conn.execute(select(SCHEDULES.c.next_run).where(SCHEDULES.c.name == SCHEDULE)).scalar()
+        return next_run <= utcnow()
 
     # --- dlq and status --------------------------------------------------------------
 
@@ -419,6 +481,7 @@ class Soak:
             weights = {
                 "kill_worker": 30, "kill_supervisor": 10, "enqueue": 18, "dlq_retry": 8, "config": 12, "stop": 7,
                 "stop_worker": 10, "stop_supervisor": 5, "hold_lock": 6 if self.sqlite else 0, "dlq_race": 6,
+                "chain": 10,
             }
             action = self.rng.choices(list(weights), list(weights.values()))[0]
         self.actions[action] += 1
@@ -438,6 +501,8 @@ class Soak:
             self.start_supervisor(slot)
         elif action == "enqueue":
             self.enqueue_batch(self.rng.randint(5, 30))
+        elif action == "chain":
+            self.enqueue_chain()
         elif action == "dlq_retry":
             self.dlq_done(self.cli("dlq", "retry", "--all", check=False))
         elif action == "config":
@@ -461,6 +526,13 @@ class Soak:
         config = {"heartbeat-interval": "0.2", "heartbeat-timeout": str(HEARTBEAT_TIMEOUT), "backoff-base": "1.5", "backoff-max": "2", "poll-interval": "0.05"}
         for key, value in config.items():
             self.cli("config", "set", key, value)
+        from queuectl.store import open_database
+
+        self.store_db = open_database(self.db_url)
+        # A yearly cron: every tick of the soak is one the driver gives (give_tick).
+        self.cli("schedule", "add", SCHEDULE, "--cron", "0 0 1 1 *", "--overlap", "allow", "--", self.job_command(kind="quick")[0])
+        for _ in range(3):
+            self.enqueue_chain()
         first = min(jobs, max(50, jobs // 2))
         self.enqueue_batch(first)
         for slot in range(SUPERVISORS):
@@ -485,6 +557,7 @@ class Soak:
             if time.monotonic() >= self.next_status:
                 self.check_status()
                 self.next_status = time.monotonic() + STATUS_EVERY
+            self.give_tick()
             if forced:
                 action, seconds = forced.pop(0)
                 self.chaos_step(action, seconds)
@@ -506,6 +579,9 @@ class Soak:
         """Stop the chaos: let burst supervisors drain everything, then check."""
         self.calm()
         self.note("settle")
+        deadline = time.monotonic() + 60
+        while self.ticks_pending() and time.monotonic() < deadline:
+            self.pause(0.1)
         self.ready()
         self.cli("worker", "stop", "--timeout", "120", check=False, timeout=150)
         for slot in range(SUPERVISORS):
@@ -546,7 +622,7 @@ class Soak:
                 overlaps.append(line)
             elif parts[0] in ("start", "end"):
                 events[parts[1]].append(parts)
-        not_final = [r["id"] for r in rows if r["state"] not in ("completed", "dead")]
+        not_final = [r["id"] for r in rows if r["state"] not in ("completed", "dead") and not (r["state"] == "cancelled" and r["id"] in self.chains)]
         no_success = [r["id"] for r in rows if r["state"] == "completed" and not any(e[0] == "end" and e[3] == "0" for e in events[r["id"]])]
         bad_dead = [r["id"] for r in rows if r["state"] == "dead" and (r["attempts"] != r["max_retries"] + 1 or not r["last_error"])]
         # Purged jobs leave the database, and the soak cannot know every purged id:
@@ -558,6 +634,11 @@ class Soak:
         # is a lost job, fewer a purge counted twice, which made `status` show a
         # negative Completed in #10), the counter must equal that number, and every
         # id a purge listed must be gone and listed once.
+        # The schedule's jobs: one per tick given, never more (a tick fired twice) or fewer.
+        scheduled = [r["id"] for r in rows if r.get("schedule") == SCHEDULE]
+        self.enqueued_ids.update(scheduled)
+        ticks = [] if len(scheduled) == self.ticks_given else [f"{self.ticks_given} ticks given, {len(scheduled)} jobs enqueued"]
+        chain_problems = self.check_chains(rows)
         present = {r["id"] for r in rows}
         gone = self.enqueued_ids - present
         purge_problems = []
@@ -573,7 +654,7 @@ class Soak:
         if set(listed) & present:
             purge_problems.append(f"purged but present: {sorted(set(listed) & present)[:20]}")
         final_counts = self.check_status()
-        real_counts = {state: states.get(state, 0) for state in ("pending", "running", "failed", "completed", "dead", "cancelled")}
+        real_counts = {state: states.get(state, 0) for state in (final_counts or {})}
         survivors = []
         for proc in psutil.process_iter(["cmdline"]):
             try:
@@ -602,6 +683,10 @@ class Soak:
             "completed_without_success": no_success[:20],
             "bad_dead": bad_dead[:20],
             "purge_accounting": purge_problems,
+            "chains": self.chain_count,
+            "ticks_given": self.ticks_given,
+            "ticks": ticks,
+            "chain_order": chain_problems[:20],
             "negative_counts": self.negative_counts[:20],
             "final_status_counts": final_counts,
             "status_mismatch": [] if final_counts == real_counts else [{"status": final_counts, "real": real_counts}],
@@ -611,7 +696,39 @@ class Soak:
             "database_is_locked_in": locked,
         }
 
+    def check_chains(self, rows: list[dict]) -> list[str]:
+        """Each chain job against the job it waits for, from the side log's order: a
+        job's first start must follow that job's last successful end; a cancelled one
+        never started and names it."""
+        by_id = {r["id"]: r for r in rows}
+        first_start: dict[str, int] = {}
+        last_ok: dict[str, int] = {}
+        lines = self.side_log.read_text().splitlines() if self.side_log.exists() else []
+        for n, line in enumerate(lines):
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "start":
+                first_start.setdefault(parts[1], n)
+            elif len(parts) == 4 and parts[0] == "end" and parts[3] == "0":
+                last_ok[parts[1]] = n
+        problems = []
+        for job_id, dep in self.chains.items():
+            job = by_id.get(job_id)
+            if job is None:
+                continue  # purged from the DLQ
+            if job["state"] == "cancelled":
+                if job_id in first_start:
+                    problems.append(f"{job_id}: cancelled by its dependency after it started")
+                if dep not in (job["last_error"] or ""):
+                    problems.append(f"{job_id}: cancelled, but last_error {job['last_error']!r} does not name {dep}")
+            if job_id in first_start and not (dep in last_ok and last_ok[dep] < first_start[job_id]):
+                problems.append(f"{job_id}: started before {dep} completed")
+            if job["state"] == "completed" and by_id.get(dep, {}).get("state") != "completed":
+                problems.append(f"{job_id}: completed, but {dep} is {by_id.get(dep, {}).get('state')}")
+        return problems
+
     def cleanup(self) -> None:
+        if self.store_db is not None:
+            self.store_db.dispose()
         self.calm()
         for sup in self.sups:
             if sup is not None and sup.poll() is None:
@@ -631,7 +748,7 @@ class Soak:
 VIOLATIONS = (
     "not_final", "overlaps", "completed_without_success", "bad_dead", "purge_accounting", "negative_counts",
     "status_mismatch", "failed_commands", "outlived_stop", "forced_not_done", "surviving_job_processes",
-    "database_is_locked_in",
+    "database_is_locked_in", "ticks", "chain_order",
 )
 
 
