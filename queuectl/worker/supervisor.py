@@ -99,6 +99,9 @@ class Supervisor:
         self.cfg = self.store.register(id=self.id, role=Role.SUPERVISOR, host=self.hostname, pid_started=identity.start_time(), queues=self.queues)
         # Whatever a previous crashed run on this host left behind is recovered first.
         self.reap()
+        # Running counters of limited queues drift only if something went wrong (a
+        # job claimed just as its queue got its first control); set them right.
+        self.store.recount_queues()
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
