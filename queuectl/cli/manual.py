@@ -24,6 +24,7 @@ EXAMPLES = (
     ("queuectl status", "Job counts per state, the queues and the workers."),
     ("queuectl list --state failed,dead --since 2h", "The jobs that failed or died in the last two hours."),
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),
+    ("queuectl queue limit media 2", "At most two jobs of queue media run at once, across all hosts (queue pause media: none)."),
     ("queuectl dlq retry --all", "Give every dead job a fresh start."),
     ("queuectl config set max-retries 5", "Change a setting for every process that uses this database."),
     ("queuectl worker stop", "Let running jobs finish, then stop the workers of this database."),
