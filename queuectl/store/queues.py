@@ -17,7 +17,7 @@ start, after a dead worker's jobs are recovered, and after every control change.
 
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, delete, exists, false, func, insert, or_, select, true, update
 
 from queuectl.jobspec import check_queue
 from queuectl.states import JobState
@@ -34,6 +34,13 @@ def closed():
 def controlled():
     """The names of every queue with controls (a claim beside the end of a run skips them)."""
     return select(QUEUES.c.name)
+
+
+def has_controls(queue):
+    """Whether `queue` (a job's column) has a row, as a column `controlled`: what a
+    transition returns, so that only the runs of controlled queues cost a second
+    statement (take_slot, free_slot)."""
+    return exists(select(QUEUES.c.name).where(QUEUES.c.name == queue)).label("controlled")
 
 
 def open_slot(queue):

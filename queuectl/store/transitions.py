@@ -97,7 +97,7 @@ def claim_statement(queues: tuple[str, ...] | None, *, after_ending: bool = Fals
             output=None,
             output_size=None,
         )
-        .returning(*CLAIM_COLUMNS)
+        .returning(*CLAIM_COLUMNS, *(() if slot_in_statement or after_ending else (controls.has_controls(JOBS.c.queue),)))
     )
 
 
@@ -139,7 +139,7 @@ def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime, *
     one-statement form (dialect.claim)."""
     statement = claim_statement(tuple(queues) if queues else None, slot_in_statement=slot_in_statement)
     job = conn.execute(statement, {"now": now, "claimer": worker_id}).first()
-    if job is not None and not slot_in_statement:
+    if job is not None and not slot_in_statement and job.controlled:
         controls.take_slot(conn, job.queue)
     return job
 
@@ -170,7 +170,7 @@ _COMPLETE = (
         runs=_ONE_MORE_RUN,
         last_error=None,
     )
-    .returning(*attempts.ENDED, JOBS.c.queue)
+    .returning(*attempts.ENDED, JOBS.c.queue, controls.has_controls(JOBS.c.queue))
 )
 
 
@@ -191,7 +191,8 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
     ended = conn.execute(_COMPLETE, params).first()
     if ended is None:
         return False
-    controls.free_slot(conn, ended.queue)
+    if ended.controlled:
+        controls.free_slot(conn, ended.queue)
     # The output stays the job's alone (see models.Attempt.output).
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
     return True
@@ -252,11 +253,13 @@ def fail(
     Returns the new state, or None if this worker no longer owns the job.
     """
     row = conn.execute(
-        select(JOBS.c.attempts, JOBS.c.max_retries, JOBS.c.queue, *attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()
+        select(JOBS.c.attempts, JOBS.c.max_retries, JOBS.c.queue, controls.has_controls(JOBS.c.queue), *attempts.ENDED)
+        .where(_owned(job_id, worker_id)).with_for_update()
     ).first()
     if row is None:
         return None
-    controls.free_slot(conn, row.queue)
+    if row.controlled:
+        controls.free_slot(conn, row.queue)
     failed = row.attempts + 1
     output_size = size_of(output, output_size)
     outcome = dict(attempts=failed, runs=row.runs + 1, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error,
@@ -322,11 +325,12 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
         .where(_owned(job_id, worker_id))
         .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output,
                 output_size=output_size, runs=_ONE_MORE_RUN, last_error=CANCELLED)
-        .returning(JOBS.c.queue, *attempts.ENDED)
+        .returning(JOBS.c.queue, controls.has_controls(JOBS.c.queue), *attempts.ENDED)
     ).first()
     if ended is None:
         return False
-    controls.free_slot(conn, ended.queue)
+    if ended.controlled:
+        controls.free_slot(conn, ended.queue)
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
     return True
 
@@ -364,10 +368,13 @@ def release(conn, job_id: str, worker_id: str, *, now: datetime, ran: dict | Non
     values = dict(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
     if before is not None and ran is not None:
         values.update(runs=before.runs + 1, output=ran["output"], output_size=ran["output_size"])
-    queue = conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(**values).returning(JOBS.c.queue)).scalar()
-    if queue is None:
+    given_back = conn.execute(
+        update(JOBS).where(_owned(job_id, worker_id)).values(**values).returning(JOBS.c.queue, controls.has_controls(JOBS.c.queue))
+    ).first()
+    if given_back is None:
         return False
-    controls.free_slot(conn, queue)
+    if given_back.controlled:
+        controls.free_slot(conn, given_back.queue)
     if before is not None and ran is not None:
         ended = _Ended(before, runs=before.runs + 1, output_size=ran["output_size"])
         attempts.record(conn, ended, finished_at=now, exit_code=ran["exit_code"], error=STOPPED, output=ran["output"])
