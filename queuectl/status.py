@@ -79,17 +79,20 @@ def queue_entries(per_queue: dict[str, dict], now) -> list[dict]:
             **{key: figures[key] for key in ("ready", "scheduled", "running", "failed", "dead", "cancelled")},
             "oldest_ready_at": iso(oldest),
             "oldest_ready_age": None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3),
+            "paused": figures["paused"],
+            "max_running": figures["max_running"],
         })
     return entries
 
 
 def unserved(queues: list[dict], workers: list[dict]) -> list[dict]:
-    """Queues with ready jobs that no live worker takes (a worker without --queue takes all)."""
+    """Queues with ready jobs that no live worker takes (a worker without --queue takes
+    all); a paused queue is not unserved: it waits for `queue resume`."""
     live = [w for w in workers if w["state"] in LIVE_WORKER_STATES]
     if any(w["queues"] is None for w in live):
         return []
     served = {q for w in live for q in w["queues"]}
-    return [{"queue": q["queue"], "ready": q["ready"]} for q in queues if q["ready"] and q["queue"] not in served]
+    return [{"queue": q["queue"], "ready": q["ready"]} for q in queues if q["ready"] and not q["paused"] and q["queue"] not in served]
 
 
 def _local_process_stats(row, hostname: str) -> dict:

@@ -118,10 +118,11 @@ def test_status_text_and_json(cli, db, populated):
     assert report["pending"] == {"ready": 1, "scheduled": 1}  # "nightly" is due in 2h
     default, other = report["queues"]
     shown = {k: v for k, v in default.items() if not k.startswith("oldest")}
-    assert shown == {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 1, "dead": 1, "cancelled": 0}
+    assert shown == {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 1, "dead": 1, "cancelled": 0, "paused": False,
+                     "max_running": None}
     assert default["oldest_ready_at"] == populated.strftime("%Y-%m-%dT%H:%M:%S.000Z") and default["oldest_ready_age"] >= 0
     assert other == {"queue": "other", "ready": 0, "scheduled": 1, "running": 0, "failed": 0, "dead": 0, "cancelled": 0,
-                     "oldest_ready_at": None, "oldest_ready_age": None}
+                     "oldest_ready_at": None, "oldest_ready_age": None, "paused": False, "max_running": None}
     assert report["unserved"] == []  # worker-busy takes default and other
     retry_at = (now + timedelta(hours=1, seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert report["next_scheduled"] == {"id": "4", "run_at": retry_at}
@@ -145,9 +146,9 @@ def test_status_text_and_json(cli, db, populated):
         "",
     ]
     assert lines[12] == "=== Queues ==="
-    assert lines[13].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"]
+    assert lines[13].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY", "CONTROLS"]
     assert lines[14].split()[:7] == ["default", "1", "0", "1", "1", "1", "0"] and re.fullmatch(r"\d+s", lines[14].split()[7])
-    assert lines[15].split() == ["other", "0", "1", "0", "0", "0", "0", "-"]
+    assert lines[15].split() == ["other", "0", "1", "0", "0", "0", "0", "-", "-"]
     assert lines[16:18] == ["", "=== Workers ==="]
     assert lines[18].split() == ["WORKER", "HOST", "PID", "STATE", "JOB", "HEARTBEAT", "CPU", "RSS", "RAN", "FAILED", "QUEUES"]
     assert lines[19].split()[:5] == ["worker-busy", "elsewhere.example", "4242", "busy", "2"]

@@ -82,13 +82,17 @@ def test_status_flags_queues_with_ready_jobs_no_live_worker_takes(cli, db):
     assert "no live worker" not in cli.ok("status").stdout
 
 
+EMPTY_FIGURES = {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None,
+                 "paused": False, "max_running": None}
+
+
 def brute_force_per_queue(db, now):
     with db.read() as conn:
         figures = {}
         for row in conn.execute(select(JOBS.c.queue, JOBS.c.state, JOBS.c.run_at)):
             if row.state == "completed":
                 continue
-            entry = figures.setdefault(row.queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})
+            entry = figures.setdefault(row.queue, dict(EMPTY_FIGURES))
             if row.state == "pending" and row.run_at <= now:
                 entry["ready"] += 1
                 entry["oldest_ready"] = min(filter(None, [entry["oldest_ready"], row.run_at]))
@@ -97,7 +101,7 @@ def brute_force_per_queue(db, now):
             elif row.state in ("running", "failed", "cancelled"):
                 entry[row.state] += 1
         for queue, count in conn.execute(select(DEAD_JOBS.c.queue, func.count()).group_by(DEAD_JOBS.c.queue)):
-            figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})["dead"] = count
+            figures.setdefault(queue, dict(EMPTY_FIGURES))["dead"] = count
     return dict(sorted(figures.items()))
 
 
@@ -165,14 +169,14 @@ def test_queue_list_text_and_json(cli, db):
     assert [dict(e, oldest_ready_age=None) for e in cli.json("queue")] == [dict(e, oldest_ready_age=None) for e in entries]
     figures = [{k: v for k, v in e.items() if not k.startswith("oldest")} for e in entries]
     assert figures == [
-        {"queue": "batch", "ready": 0, "scheduled": 1, "running": 0, "failed": 1, "dead": 1, "cancelled": 1},
-        {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 0, "dead": 0, "cancelled": 0},
+        {"queue": "batch", "ready": 0, "scheduled": 1, "running": 0, "failed": 1, "dead": 1, "cancelled": 1, "paused": False, "max_running": None},
+        {"queue": "default", "ready": 1, "scheduled": 0, "running": 1, "failed": 0, "dead": 0, "cancelled": 0, "paused": False, "max_running": None},
     ]
     assert entries[0]["oldest_ready_age"] is None and 300 <= entries[1]["oldest_ready_age"] < 400
     lines = cli.ok("queue", "list").stdout.splitlines()
-    assert lines[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"]
-    assert lines[1].split() == ["batch", "0", "1", "0", "1", "1", "1", "-"]
-    assert lines[2].split() == ["default", "1", "0", "1", "0", "0", "0", "5m"]
+    assert lines[0].split() == ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY", "CONTROLS"]
+    assert lines[1].split() == ["batch", "0", "1", "0", "1", "1", "1", "-", "-"]
+    assert lines[2].split() == ["default", "1", "0", "1", "0", "0", "0", "5m", "-"]
     assert len(lines) == 3
 
 

@@ -386,6 +386,48 @@ def run_queue_list(args, session: Session) -> int:
     return 0
 
 
+# The highest `queue limit` (more would be no limit).
+MAX_QUEUE_LIMIT = 1_000_000
+
+
+def parse_queue_limit(text: str) -> int | None:
+    """`queue limit`'s N: a whole number from 1, or none (no limit)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_QUEUE_LIMIT:
+        raise ValidationError(f"invalid limit {text!r} (a whole number from 1 to {MAX_QUEUE_LIMIT}, or none)")
+    return value
+
+
+def run_queue_pause(args, session: Session) -> int:
+    name = jobspec.check_queue(args.name)
+    before = session.store().pause_queue(name, True)
+    print(f"queue {escape(name)} {'was already' if before else 'is now'} paused: no worker claims its jobs (running ones finish)")
+    return 0
+
+
+def run_queue_resume(args, session: Session) -> int:
+    name = jobspec.check_queue(args.name)
+    before = session.store().pause_queue(name, False)
+    print(f"queue {escape(name)} {'resumed' if before else 'was not paused'}")
+    return 0
+
+
+def run_queue_limit(args, session: Session) -> int:
+    name = jobspec.check_queue(args.name)
+    limit = parse_queue_limit(args.limit)
+    session.store().limit_queue(name, limit)
+    if limit is None:
+        print(f"queue {escape(name)}: no limit")
+    else:
+        print(f"queue {escape(name)}: at most {limit} running {'job' if limit == 1 else 'jobs'} at once, across all hosts")
+    return 0
+
+
 # --- waiting -------------------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ EXAMPLES = (
     ("queuectl status", "Job counts per state, the queues and the workers."),
     ("queuectl list --state failed,dead --since 2h", "The jobs that failed or died in the last two hours."),
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),
+    ("queuectl queue limit media 2", "At most two jobs of queue media run at once, across all hosts (queue pause media: none)."),
     ("queuectl dlq retry --all", "Give every dead job a fresh start."),
     ("queuectl prune --completed-older-than 1d", "Delete completed jobs that ended more than a day ago (and cancelled ones past retain-cancelled)."),
     ("queuectl schedule add nightly --cron '30 2 * * *' --tz Europe/Berlin -- ./backup.sh",

@@ -271,7 +271,10 @@ def _queue(sub) -> None:
     p = sub.add_parser(
         "queue",
         help="the queues and their jobs",
-        description="Figures per queue: ready, scheduled, running, failed and dead jobs, and how long the oldest ready job has waited.",
+        description=(
+            "Figures per queue: ready, scheduled, running, failed and dead jobs, how long the oldest ready job has waited, "
+            "and the queue's controls (PAUSED, limit=N); pause, resume and limit a queue on every host."
+        ),
     )
     _add_json(p)
     p.set_defaults(command_name="queue list")
@@ -279,6 +282,20 @@ def _queue(sub) -> None:
     lp = qsub.add_parser("list", help="figures per queue", description="Figures per queue (queues with no live or dead jobs are left out).")
     _add_json(lp, default=argparse.SUPPRESS)
     lp.set_defaults(command_name="queue list")
+    for action, text in (
+        ("pause", "stop every worker on every host from claiming the queue's jobs (running ones finish; enqueue still works)"),
+        ("resume", "let workers claim the queue's jobs again"),
+    ):
+        ap = qsub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        ap.add_argument("name", metavar="QUEUE")
+        ap.set_defaults(command_name=f"queue {action}")
+    mp = qsub.add_parser(
+        "limit", help="run at most N of the queue's jobs at once, across all hosts",
+        description="Let at most N jobs of QUEUE run at once across all hosts (enforced in the claim); none removes the limit.",
+    )
+    mp.add_argument("name", metavar="QUEUE")
+    mp.add_argument("limit", metavar="N", help="a whole number from 1, or none")
+    mp.set_defaults(command_name="queue limit")
 
 
 def _dlq(sub) -> None:

@@ -37,10 +37,17 @@ def queue_lines(entries: list[dict]) -> list[str]:
     if not entries:
         return ["no pending, running, failed, dead or cancelled jobs"]
     return render.table(
-        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], e["cancelled"], age(e["oldest_ready_age"])]
+        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], e["cancelled"], age(e["oldest_ready_age"]),
+          controls(e)]
          for e in entries],
-        ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY"],
+        ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY", "CONTROLS"],
     )
+
+
+def controls(entry: dict) -> str:
+    """A queue's controls (`queue pause`, `queue limit`): PAUSED, limit=N, both, or -."""
+    shown = (["PAUSED"] if entry.get("paused") else []) + ([f"limit={entry['max_running']}"] if entry.get("max_running") else [])
+    return ",".join(shown) or "-"
 
 
 def _worker_lines(workers: list[dict]) -> list[str]:

@@ -26,10 +26,15 @@ from datetime import datetime
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
 from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, transitions, workers
+from queuectl.store import queues as queue_controls
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
 __all__ = ["Database", "Store", "job_dict", "open_database", "resolve_url", "usable_url", "worker_log_path"]
+
+# How often a PostgreSQL claim is tried at once when it lost a queue's last slot to
+# another claim while work is still due (see Store.claim).
+_CLAIM_TRIES = 3
 
 job_dict = jobs.to_dict  # a job row (as enqueue returns them) as the JSON object the CLI prints
 
@@ -318,7 +323,8 @@ class Store:
                     counts.per_queue(conn, now), counts.recently_finished(conn, finished) if finished else [])
 
     def queues(self, now: datetime) -> dict[str, dict]:
-        """Per queue: ready, scheduled, running, failed, dead, oldest_ready (see counts.per_queue)."""
+        """Per queue: ready, scheduled, running, failed, dead, oldest_ready, paused,
+        max_running (see counts.per_queue)."""
         with self.db.read() as conn:
             return counts.per_queue(conn, now)
 
@@ -346,8 +352,16 @@ class Store:
 
     def claim(self, worker_id: str, queues: tuple[str, ...], now: datetime | None = None):
         """The next due job, now running under `worker_id`, or None."""
-        with self.db.write_one() as conn:  # the claim is one statement
-            return transitions.claim(conn, worker_id, queues or None, now or utcnow())
+        in_statement = self.db.dialect.slot_in_claim
+        for _ in range(_CLAIM_TRIES):
+            with self.db.write_one() as conn:  # on PostgreSQL one statement
+                job = transitions.claim(conn, worker_id, queues or None, now or utcnow(), slot_in_statement=in_statement)
+            # On PostgreSQL a claim picks from its snapshot and may then lose a queue's
+            # last slot to another host's claim: it claims nothing, while other work may
+            # be due. Try again at once, rather than idle for a poll-interval.
+            if job is not None or not in_statement or not self.work_due(queues, now):
+                return job
+        return None
 
     def complete_and_claim(self, job_id: str, worker_id: str, *, output: str | None, queues: tuple[str, ...], now: datetime | None = None,
                            output_size: int | None = None):
@@ -368,7 +382,7 @@ class Store:
                 cancelled=cancelled, output_size=output_size,
             )
             self._wake(conn)
-            return state, transitions.claim(conn, worker_id, queues or None, now) if claim_next else None
+            return state, transitions.claim_after_ending(conn, worker_id, queues or None, now) if claim_next else None
 
     def stream_output(self, job_id: str, worker_id: str, *, output: str, output_size: int) -> bool:
         """A running job's output so far, from its owner; False if it owns it no more."""
@@ -419,7 +433,9 @@ class Store:
             workers.end(conn, process_id, state, now)
             recovered = transitions.recover(conn, process_id, now=now, cfg=cfg, **({"error": error} if error else {}))
             self._wake(conn)
-            return recovered
+        if recovered:
+            self.recount_queues()
+        return recovered
 
     def suspects(self, host: str, stale_before: datetime) -> list:
         """Live rows that may be dead: on `host` (pids to check) or silent since `stale_before`."""
@@ -439,7 +455,37 @@ class Store:
                 return None
             recovered = transitions.recover(conn, process_id, now=now, cfg=cfg)
             self._wake(conn)
-            return recovered
+        if recovered:
+            self.recount_queues()  # after the recovery: see queues.py on lock order
+        return recovered
+
+    # --- queue controls ---------------------------------------------------------------
+
+    def pause_queue(self, name: str, paused: bool) -> bool:
+        """Pause (or resume) a queue on every host; whether it was paused before."""
+        with self.db.begin() as conn:
+            before = queue_controls.set_paused(conn, name, paused, utcnow())
+            if not paused and before:
+                self.db.dialect.notify(conn)  # idle workers may claim from it again
+            return before
+
+    def limit_queue(self, name: str, limit: int | None) -> int | None:
+        """Set (None: clear) a queue's limit of running jobs across all hosts; the old limit."""
+        with self.db.begin() as conn:
+            before = queue_controls.set_limit(conn, name, limit, utcnow())
+            self.db.dialect.notify(conn)
+        self.recount_queues([name])
+        return before
+
+    def recount_queues(self, names: list[str] | None = None) -> None:
+        """Repair the running counters of controlled queues (see queues.recount): its
+        own transaction, after what it must see has committed."""
+        with self.db.begin() as conn:
+            queue_controls.recount(conn, names)
+
+    def queue_controls(self) -> dict[str, dict]:
+        with self.db.read() as conn:
+            return queue_controls.controls(conn)
 
     def live_supervisors(self) -> list:
         with self.db.read() as conn:

@@ -6,7 +6,7 @@ from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from queuectl.states import CLAIMABLE, JobState
 from queuectl.store.jobs import PURGED_KEY, SEQ_KEY
-from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS, SETTLED
+from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS, QUEUES, SETTLED
 from queuectl.store.transitions import state_in
 
 
@@ -61,7 +61,9 @@ def job_counts(conn, now: datetime | None = None) -> dict[str, int]:
 
 def per_queue(conn, now: datetime) -> dict[str, dict]:
     """Per queue: ready (pending, due by `now`), scheduled (pending, later), running,
-    failed, dead, cancelled, and the run_at of the longest-waiting ready job.
+    failed, dead, cancelled, the run_at of the longest-waiting ready job, and its
+    controls (paused, max_running; store/queues.py). A paused or limited queue is
+    listed even with no jobs.
 
     The live states are grouped through their partial indexes (ix_jobs_claim,
     ix_jobs_running, ix_jobs_cancelled), so completed jobs are never read; dead ones
@@ -71,7 +73,8 @@ def per_queue(conn, now: datetime) -> dict[str, dict]:
     figures: dict[str, dict] = {}
 
     def entry(queue: str) -> dict:
-        return figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None})
+        return figures.setdefault(queue, {"ready": 0, "scheduled": 0, "running": 0, "failed": 0, "dead": 0, "cancelled": 0, "oldest_ready": None,
+                                          "paused": False, "max_running": None})
 
     due = (JOBS.c.run_at <= now).label("due")
     claimable = conn.execute(
@@ -95,6 +98,8 @@ def per_queue(conn, now: datetime) -> dict[str, dict]:
     cancelled = JobState.CANCELLED.value
     for queue, count in conn.execute(select(JOBS.c.queue, func.count()).where(state_in(cancelled)).group_by(JOBS.c.queue)):
         entry(queue)["cancelled"] = count
+    for name, paused, max_running in conn.execute(select(QUEUES.c.name, QUEUES.c.paused, QUEUES.c.max_running)):
+        entry(name).update(paused=bool(paused), max_running=max_running)
     return dict(sorted(figures.items()))
 
 

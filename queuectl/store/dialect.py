@@ -44,6 +44,9 @@ PG_PRUNE_LOCK = 0x7170726E
 class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
+    # No DML in a CTE: a claim takes its queue's slot (store/queues.py) with a second
+    # statement, in the same write transaction, which holds the only write lock.
+    slot_in_claim = False
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -235,8 +238,7 @@ class SQLiteDialect:
 
         with db.begin() as conn:
             owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=output_size, now=now)
-            return owned, transitions.claim(conn, worker_id, queues, now)
-        # No notify for jobs the completion unblocked: idle SQLite workers poll.
+            return owned, transitions.claim_after_ending(conn, worker_id, queues, now)
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Rows already in the driver's types, through its executemany: SQLAlchemy's
@@ -301,6 +303,10 @@ def _open_lock_file(path: str) -> int | None:
 class PostgresDialect:
     name = "postgresql"
     supports_listen = True
+    # A claim takes its queue's slot (store/queues.py) in the claiming statement, a
+    # data-modifying CTE that locks the queue's row: one round trip, and no two hosts
+    # take the last slot.
+    slot_in_claim = True
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -376,7 +382,7 @@ class PostgresDialect:
         with db.begin() as conn:
             owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
             if claimed is None and owned:
-                claimed = transitions.claim(conn, worker_id, queues, now)
+                claimed = transitions.claim_after_ending(conn, worker_id, queues, now)
             if dependencies.woke(conn):
                 self.notify(conn)
         return owned, claimed

@@ -281,6 +281,22 @@ class Worker(Base):
     stop_request: Mapped[str | None] = mapped_column(String(16))
 
 
+class QueueControl(Base):
+    """A queue's controls, honoured by every claim on every host (store/queues.py).
+    Only queues someone paused or limited have a row; the rest cost a claim nothing."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # At most this many of the queue's jobs run at once, across all hosts; NULL: no limit.
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    # How many of its jobs run now: taken by the claim that starts one (while below
+    # max_running), given back by every transition that ends a run (transitions.py).
+    running: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The tables, for the Core statements of store/ (the ORM classes above declare them;
 # DeclarativeBase types __table__ as any FromClause, a declared class's is a Table).
 JOBS = cast(Table, Job.__table__)
@@ -290,3 +306,4 @@ WORKERS = cast(Table, Worker.__table__)
 ATTEMPTS = cast(Table, Attempt.__table__)
 DEPENDENCIES = cast(Table, JobDependency.__table__)
 SCHEDULES = cast(Table, Schedule.__table__)
+QUEUES = cast(Table, QueueControl.__table__)

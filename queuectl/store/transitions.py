@@ -16,8 +16,9 @@ from sqlalchemy import Integer, and_, bindparam, delete, exists, false, func, in
 
 from queuectl.states import CLAIMABLE, WAITING, JobState
 from queuectl.store import attempts, dependencies
+from queuectl.store import queues as controls
 from queuectl.store.chunks import chunks
-from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS
+from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS, QUEUES
 from queuectl.timeutil import after
 
 RUNNING = JobState.RUNNING.value
@@ -45,29 +46,46 @@ def _claimable():
     return state_in(*CLAIMABLE)
 
 
-@functools.lru_cache(maxsize=64)
-def claim_statement(queues: tuple[str, ...] | None):
-    """Take the next runnable job atomically: UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING.
-
-    This is the one claim query for both databases. On PostgreSQL the subquery
-    renders FOR UPDATE SKIP LOCKED, so concurrent claimers skip each other's rows
-    instead of waiting; SQLAlchemy's SQLite compiler drops that clause, and SQLite
-    needs none: the write transaction (BEGIN IMMEDIATE) already holds the database's
-    only write lock while it picks and updates the row. Built once per queue set,
-    with the time and worker as parameters; its ORDER BY is ix_jobs_claim's order.
-    """
-    pick = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"))
+def _pick(queues: tuple[str, ...] | None, *, skipping):
+    """The next runnable job's row, in ix_jobs_claim's order, of a queue not in `skipping`."""
+    pick = select(JOBS.c.id, JOBS.c.queue).where(_claimable(), JOBS.c.run_at <= bindparam("now"), JOBS.c.queue.not_in(skipping))
     if queues:
         pick = pick.where(JOBS.c.queue.in_(queues))
-    picked = (
-        pick.order_by(JOBS.c.priority.desc(), JOBS.c.run_at, JOBS.c.seq)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    return pick.order_by(JOBS.c.priority.desc(), JOBS.c.run_at, JOBS.c.seq).limit(1).with_for_update(skip_locked=True)
+
+
+@functools.lru_cache(maxsize=64)
+def claim_statement(queues: tuple[str, ...] | None, *, after_ending: bool = False, slot_in_statement: bool = False):
+    """Take the next runnable job atomically: UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING.
+
+    On PostgreSQL the subquery renders FOR UPDATE SKIP LOCKED, so concurrent claimers
+    skip each other's rows instead of waiting; SQLAlchemy's SQLite compiler drops that
+    clause, and SQLite needs none: the write transaction (BEGIN IMMEDIATE) already
+    holds the database's only write lock while it picks and updates the row. Built
+    once per queue set, with the time and worker as parameters; its ORDER BY is
+    ix_jobs_claim's order.
+
+    Queue controls (store/queues.py): the pick skips paused and full queues. The
+    claimed job's slot is then taken by the caller in the same transaction (SQLite:
+    take_slot), or with slot_in_statement (PostgreSQL) here: a data-modifying CTE
+    takes it, locking the queue's row and checking the limit again on its newest
+    version, and the job is claimed only if its queue has no row or the slot was
+    taken. after_ending: the claim beside the end of a run skips every controlled
+    queue, so that no transaction holds two queue rows (no lock cycle) and the
+    PostgreSQL hot path never updates one row twice in one statement.
+    """
+    skipping = controls.controlled() if after_ending else controls.closed()
+    if not slot_in_statement or after_ending:
+        picked = _pick(queues, skipping=skipping).with_only_columns(JOBS.c.id).scalar_subquery()
+        where = [JOBS.c.id == picked, _claimable()]
+    else:
+        pick = _pick(queues, skipping=skipping).cte("picked")
+        slot = controls.open_slot(select(pick.c.queue).scalar_subquery()).returning(QUEUES.c.name).cte("slot")
+        uncontrolled = ~exists(select(QUEUES.c.name).where(QUEUES.c.name == JOBS.c.queue))
+        where = [JOBS.c.id == select(pick.c.id).scalar_subquery(), _claimable(), or_(exists(select(slot.c.name)), uncontrolled)]
     return (
         update(JOBS)
-        .where(JOBS.c.id == picked, _claimable())
+        .where(*where)
         .values(
             state=RUNNING,
             worker_id=bindparam("claimer"),
@@ -79,13 +97,13 @@ def claim_statement(queues: tuple[str, ...] | None):
             output=None,
             output_size=None,
         )
-        .returning(*CLAIM_COLUMNS)
+        .returning(*CLAIM_COLUMNS, *(() if slot_in_statement or after_ending else (controls.has_controls(JOBS.c.queue),)))
     )
 
 
 @functools.lru_cache(maxsize=64)
 def _due_statement(queues: tuple[str, ...] | None):
-    due = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"))
+    due = select(JOBS.c.id).where(_claimable(), JOBS.c.run_at <= bindparam("now"), JOBS.c.queue.not_in(controls.closed()))
     if queues:
         due = due.where(JOBS.c.queue.in_(queues))
     return select(exists(due))
@@ -93,16 +111,20 @@ def _due_statement(queues: tuple[str, ...] | None):
 
 def work_due(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
     """Whether a claim would find a job: the claim's read-only twin, through the same
-    index, so an idle pool looks without taking the write lock."""
+    index, so an idle pool looks without taking the write lock. Paused and full
+    queues are skipped, as the claim skips them: their jobs wake nobody."""
     return bool(conn.execute(_due_statement(tuple(queues) if queues else None), {"now": now}).scalar())
 
 
 def drained(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
     """Nothing pending now, running, or failed awaiting a retry (burst mode's end).
-    Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan."""
+    Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan.
+    Jobs waiting in a paused queue do not hold a burst worker (nothing may take
+    them); those of a full queue do not either, but its running jobs do."""
     waiting = select(JOBS.c.id).where(
         state_in(JobState.PENDING.value, JobState.FAILED.value),
         or_(JOBS.c.state == JobState.FAILED.value, JOBS.c.run_at <= now),
+        JOBS.c.queue.not_in(controls.closed()),
     )
     running = select(JOBS.c.id).where(state_in(RUNNING))
     if queues:
@@ -111,9 +133,21 @@ def drained(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
     return not conn.execute(select(or_(exists(waiting), exists(running)))).scalar()
 
 
-def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
-    """The claimed job's row (CLAIM_COLUMNS) or None."""
-    return conn.execute(claim_statement(tuple(queues) if queues else None), {"now": now, "claimer": worker_id}).first()
+def claim(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime, *, slot_in_statement: bool = False):
+    """The claimed job's row (CLAIM_COLUMNS) or None, from a queue neither paused
+    nor full; its slot taken (see claim_statement). slot_in_statement: PostgreSQL's
+    one-statement form (dialect.claim)."""
+    statement = claim_statement(tuple(queues) if queues else None, slot_in_statement=slot_in_statement)
+    job = conn.execute(statement, {"now": now, "claimer": worker_id}).first()
+    if job is not None and not slot_in_statement and job.controlled:
+        controls.take_slot(conn, job.queue)
+    return job
+
+
+def claim_after_ending(conn, worker_id: str, queues: tuple[str, ...] | None, now: datetime):
+    """The claim in the transaction that ended a run: only from queues without controls
+    (see claim_statement), so it takes no slot."""
+    return conn.execute(claim_statement(tuple(queues) if queues else None, after_ending=True), {"now": now, "claimer": worker_id}).first()
 
 
 def _owned(job_id: str, worker_id: str):
@@ -136,7 +170,7 @@ _COMPLETE = (
         runs=_ONE_MORE_RUN,
         last_error=None,
     )
-    .returning(*attempts.ENDED, JOBS.c.has_dependents)
+    .returning(*attempts.ENDED, JOBS.c.has_dependents, JOBS.c.queue, controls.has_controls(JOBS.c.queue))
 )
 
 
@@ -157,6 +191,8 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
     ended = conn.execute(_COMPLETE, params).first()
     if ended is None:
         return False
+    if ended.controlled:
+        controls.free_slot(conn, ended.queue)
     # The output stays the job's alone (see models.Attempt.output).
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
     if ended.has_dependents:
@@ -183,10 +219,13 @@ def complete_and_claim_statement(queues: tuple[str, ...] | None):
         done, finished_at=bindparam("now", type_=ATTEMPTS.c.finished_at.type), exit_code=bindparam("result_code", type_=Integer()),
         error=null(), output=null(),
     ).returning(ATTEMPTS.c.number).cte("recorded")
-    claimed = claim_statement(queues).cte("claimed")
+    # The finished job's slot back (a queue with controls), and a claim from queues
+    # without any: see claim_statement's after_ending.
+    freed = controls.free_statement(select(done.c.queue).scalar_subquery()).cte("freed")
+    claimed = claim_statement(queues, after_ending=True).cte("claimed")
     owned = select(func.count()).select_from(recorded).scalar_subquery().label("owned")
     one_row = select(literal(1).label("one")).subquery("one_row")
-    return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true()))
+    return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true())).add_cte(freed)
 
 
 def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:
@@ -221,10 +260,13 @@ def fail(
     Returns the new state, or None if this worker no longer owns the job.
     """
     row = conn.execute(
-        select(JOBS.c.attempts, JOBS.c.max_retries, JOBS.c.has_dependents, *attempts.ENDED).where(_owned(job_id, worker_id)).with_for_update()
+        select(JOBS.c.attempts, JOBS.c.max_retries, JOBS.c.has_dependents, JOBS.c.queue, controls.has_controls(JOBS.c.queue), *attempts.ENDED)
+        .where(_owned(job_id, worker_id)).with_for_update()
     ).first()
     if row is None:
         return None
+    if row.controlled:
+        controls.free_slot(conn, row.queue)
     failed = row.attempts + 1
     output_size = size_of(output, output_size)
     outcome = dict(attempts=failed, runs=row.runs + 1, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error,
@@ -297,10 +339,12 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
         .where(_owned(job_id, worker_id))
         .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, exit_code=exit_code, output=output,
                 output_size=output_size, runs=_ONE_MORE_RUN, last_error=CANCELLED)
-        .returning(*attempts.ENDED, JOBS.c.has_dependents)
+        .returning(JOBS.c.queue, controls.has_controls(JOBS.c.queue), JOBS.c.has_dependents, *attempts.ENDED)
     ).first()
     if ended is None:
         return False
+    if ended.controlled:
+        controls.free_slot(conn, ended.queue)
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
@@ -340,8 +384,13 @@ def release(conn, job_id: str, worker_id: str, *, now: datetime, ran: dict | Non
     values = dict(state=JobState.PENDING.value, started_at=None, updated_at=now, worker_id=None)
     if before is not None and ran is not None:
         values.update(runs=before.runs + 1, output=ran["output"], output_size=ran["output_size"])
-    if conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(**values)).rowcount != 1:
+    given_back = conn.execute(
+        update(JOBS).where(_owned(job_id, worker_id)).values(**values).returning(JOBS.c.queue, controls.has_controls(JOBS.c.queue))
+    ).first()
+    if given_back is None:
         return False
+    if given_back.controlled:
+        controls.free_slot(conn, given_back.queue)
     if before is not None and ran is not None:
         ended = _Ended(before, runs=before.runs + 1, output_size=ran["output_size"])
         attempts.record(conn, ended, finished_at=now, exit_code=ran["exit_code"], error=STOPPED, output=ran["output"])
@@ -367,8 +416,11 @@ def record(conn, job_id: str, worker_id: str, *, stopped: bool, error: str | Non
 
 
 def held(conn, worker_id: str) -> list[str]:
-    """The ids of the jobs a worker is running (normally one)."""
-    return conn.execute(select(JOBS.c.id).where(state_in(RUNNING), JOBS.c.worker_id == worker_id)).scalars().all()
+    """The ids of the jobs a worker is running (normally one), by queue: recovering
+    them frees their queues' slots in name order, the order recount locks them in."""
+    return conn.execute(
+        select(JOBS.c.id).where(state_in(RUNNING), JOBS.c.worker_id == worker_id).order_by(JOBS.c.queue, JOBS.c.id)
+    ).scalars().all()
 
 
 def recover(conn, worker_id: str, *, now: datetime, cfg: dict, error: str = WORKER_LOST) -> list[tuple[str, str]]:

@@ -106,6 +106,9 @@ class Supervisor:
         # Whatever a previous crashed run on this host left behind is recovered first.
         self.reap()
         self.scheduler = Scheduler(self.store)
+        # Running counters of limited queues drift only if something went wrong (a
+        # job claimed just as its queue got its first control); set them right.
+        self.store.recount_queues()
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
