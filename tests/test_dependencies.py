@@ -5,6 +5,7 @@ migration from 0005 with data, its indexes intact both ways."""
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -139,7 +140,11 @@ def test_dependencies_that_ended_before_the_enqueue_are_settled_at_once(cli, db)
 def test_unknown_or_invalid_ids_write_nothing(cli, db):
     enqueue(db, "true", id="known")
     before = config_value(db, "_seq")
-    error_line(cli("enqueue", "--after", "known,nope", "true"), 1, "'nope'", "no job with that id")
+    # The job was never written, so the error does not name the id it would have had.
+    error_line(cli("enqueue", "--after", "known,nope", "true"), 1, "the job waits for 'nope'", "no job with that id")
+    unnamed = Path(cli.cwd) / "unnamed.jsonl"
+    unnamed.write_text('true\n{"command": "true", "after": ["nope"]}\n')
+    error_line(cli("enqueue", "--file", unnamed), 1, "the job of line 2 waits for 'nope'")
     error_line(cli("enqueue", "--after-any", "nope", "true"), 1, "'nope'")
     error_line(cli("enqueue", "--id", "me", "--after", "me", "true"), 1, "cannot wait for itself")
     error_line(cli("enqueue", "--after", "", "true"), 2, "after")

@@ -258,7 +258,10 @@ def _dependencies(conn, specs: list[JobSpec], first: int) -> _Waits:
             if dep not in found:
                 waiter = next(j for j, d, _ in waits if d == dep)
                 later = " (a job may only wait for jobs enqueued before it, on earlier lines of a --file)" if dep in everyone else ""
-                raise NotFound(f"job {waiter!r} waits for {dep!r}, and there is no job with that id{later}")
+                # A job without an id of its own is named by its line: it was never written.
+                offset = next(n for n, spec in enumerate(specs) if (spec.id or str(first + n)) == waiter)
+                who = repr(waiter) if specs[offset].id else ("the job" if len(specs) == 1 else f"the job of line {offset + 1}")
+                raise NotFound(f"{who} waits for {dep!r}, and there is no job with that id{later}")
     seen: set[tuple[str, str]] = set()
     unique = _Waits()
     unique.defined = waits.defined
