@@ -150,7 +150,7 @@ def test_per_queue_figures_read_only_the_live_indexes_and_the_dlq(sqlite_db):
     for plan in plans:
         for step in plan.split(" / "):
             if step.startswith("SCAN jobs") or step.startswith("SEARCH jobs"):
-                assert any(index in step for index in ("ix_jobs_claim", "ix_jobs_running", "ix_jobs_cancelled")), plan
+                assert any(index in step for index in ("ix_jobs_claim", "ix_jobs_running", "ix_jobs_cancelled", "ix_jobs_blocked")), plan
 
 
 # --- 2. queue list ------------------------------------------------------------------------
