@@ -400,13 +400,15 @@ class Soak:
 
     def give_tick(self) -> None:
         """Move the schedule's next run into the past if its last one was fired: some
-        supervisor must fire it, once. Not while the driver holds the SQLite lock."""
+        supervisor must fire it, once. Not while the driver holds the SQLite lock or a
+        process is stopped: that process may hold the write lock, and only the driver,
+        blocked here, would let it go on."""
         from sqlalchemy import update
 
         from queuectl.store.models import SCHEDULES
         from queuectl.timeutil import utcnow
 
-        if self.lock_hold is not None:
+        if self.lock_hold is not None or self.stalled:
             return
         now = utcnow()
         with self.store_db.begin() as conn:
@@ -531,7 +533,7 @@ class Soak:
         self.store_db = open_database(self.db_url)
         # A yearly cron: every tick of the soak is one the driver gives (give_tick).
         self.cli("schedule", "add", SCHEDULE, "--cron", "0 0 1 1 *", "--overlap", "allow", "--", self.job_command(kind="quick")[0])
-        for _ in range(3):
+        for _ in range(8):
             self.enqueue_chain()
         first = min(jobs, max(50, jobs // 2))
         self.enqueue_batch(first)
