@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A regular (non-editable) install: proves the package builds, with its migrations and man page.
-	$(PY) -m pip install -q '.[postgres,test]'
+	$(PY) -m pip install -q '.[postgres,test,web]'
 	touch $@
 
 install: $(VENV)/.installed
