@@ -25,6 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import dashboard
+
 import exit_peaks
 import measures
 from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers
@@ -33,11 +35,11 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 FULL = dict(
     drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5,
-    flow_blocked=1_000_000, flow_schedules=1_000, flow_passes=20,
+    flow_blocked=1_000_000, flow_schedules=1_000, flow_passes=20, web_jobs=1_000_000, web_rounds=40,
 )
 QUICK = dict(
     drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3,
-    flow_blocked=50_000, flow_schedules=1_000, flow_passes=5,
+    flow_blocked=50_000, flow_schedules=1_000, flow_passes=5, web_jobs=50_000, web_rounds=10,
 )
 
 # Targets: (description, test on the figure)
@@ -51,7 +53,11 @@ TARGETS = {
     "scale": ("1M/1k <= 1.5x", lambda v: v <= 1.5),
     "flow": ("<= 1.5x the empty case", lambda v: v <= 1.5),
     "worker_rss": ("each < 60 MB", lambda kb: kb < 60 * 1024),
+    "web": ("p95 < 100 ms", lambda v: v < 0.100),
 }
+
+
+SECTIONS = ("drain", "bulk", "single", "pickup", "scale", "flow", "web")
 
 
 def parse_args(argv=None):
@@ -64,7 +70,7 @@ def parse_args(argv=None):
         default=os.environ.get("QUEUECTL_BENCH_PG_URL") or os.environ.get("PG_URL") or DEFAULT_PG_URL,
         help="a PostgreSQL URL whose role may CREATE DATABASE (scratch qbench_* databases are created and dropped)",
     )
-    parser.add_argument("--only", action="append", choices=("drain", "bulk", "single", "pickup", "scale", "flow"), help="run only these sections (repeatable)")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -96,7 +102,7 @@ def warm_up(ctx: Context, backend) -> None:
 
 def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
     out: dict = {}
-    sections = only or ("drain", "bulk", "single", "pickup", "scale", "flow")
+    sections = only or SECTIONS
     timings = out["section_s"] = {}
 
     def section(name, fn):
@@ -128,6 +134,7 @@ def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
     section("pickup", pickups)
     section("scale", lambda: measures.scale(ctx, backend, p["small"], p["big"], p["pending"], p["cycles"], p["status_runs"]))
     section("flow", lambda: measures.flow(ctx, backend, p["flow_blocked"], p["flow_schedules"], p["pending"], p["cycles"], p["flow_passes"]))
+    section("web", lambda: dashboard.measure(ctx, backend, p["web_jobs"], p["web_rounds"]))
     return out
 
 
@@ -270,6 +277,13 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row("claim cost schedules / alone", lambda r: r["flow"]["schedules_ratio"], lambda v: f"{v:.2f}x", "flow")
     row(f"a supervisor's scheduler pass, {schedules} schedules, none due (median of {p['flow_passes']})",
         lambda r: r["flow"]["scheduler_pass_median_s"], _ms)
+    sep("web", f"Dashboard (`queuectl web`, one keep-alive connection) with {p['web_jobs']:,} jobs: "
+               f"p95 of {p['web_rounds']} interleaved rounds, and SQL statements per request")
+    for label in [label for label, _ in dashboard.PAGES] + [dashboard.CURSOR_PAGE]:
+        page = lambda r, label=label: r["web"]["pages"][label]  # noqa: E731
+        row(f"{label}: p95", lambda r, page=page: page(r)["p95_s"], _ms, "web")
+        row(f"{label}: median, SQL statements", lambda r, page=page: (page(r)["median_s"], page(r)["queries"]),
+            lambda v: f"{v[0] * 1000:.1f} ms, {v[1]}")
     sep("drain", "Memory: peak RSS (VmHWM) of each process during the W=2 drains, read as it exits")
     row("supervisor", lambda r: sampled(r["drain"]["widths"]["2"], "supervisor_peak_kb"), _mb)
     row("each worker (the largest)", lambda r: sampled(r["drain"]["widths"]["2"], "worker_peak_kb"), _mb, "worker_rss")
