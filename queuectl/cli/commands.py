@@ -763,6 +763,33 @@ def run_worker_stop(args, session: Session) -> int:
     return 0
 
 
+# --- web -----------------------------------------------------------------------------
+
+WEB_TOKEN_ENV = "QUEUECTL_WEB_TOKEN"
+WEB_EXTRA_MISSING = "queuectl web needs the [web] extra: pip install 'queuectl[web]'"
+
+
+def run_web(args, session: Session) -> int:
+    """Serve the dashboard until Ctrl-C (see queuectl/web/)."""
+    import os
+
+    from queuectl.timeutil import parse_duration
+
+    token = args.token if args.token is not None else os.environ.get(WEB_TOKEN_ENV)
+    token = token if token and token.strip() else None
+    refresh = parse_duration(args.refresh, "--refresh")
+    if not 0.5 <= refresh <= 3600:
+        raise ValidationError(f"--refresh {args.refresh!r} is out of range (0.5s..1h)")
+    try:
+        from queuectl.web import security, serve
+    except ImportError:
+        print(WEB_EXTRA_MISSING, file=sys.stderr)
+        return 1
+    if token is None and not security.is_loopback(args.host):
+        raise ValidationError(f"--host {args.host} is not a loopback address: set --token (or ${WEB_TOKEN_ENV}) so that every request needs it")
+    return serve.run(session.url(), host=args.host, port=args.port, read_only=args.read_only, token=token, refresh=refresh)
+
+
 # --- db ------------------------------------------------------------------------------
 
 
