@@ -15,10 +15,10 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from queuectl.errors import QueuectlError
-from queuectl.web import common, dlq, jobs, login, overview, prometheus, security
+from queuectl.web import common, dlq, jobs, login, overview, prometheus, queues, schedules, security, workers
 
 # Every page module, in the order their routes are tried.
-PAGE_MODULES = (login, overview, jobs, dlq, prometheus)
+PAGE_MODULES = (login, overview, jobs, dlq, workers, queues, schedules, prometheus)
 
 # How often the overview refreshes itself by default (seconds).
 DEFAULT_REFRESH = 5.0
