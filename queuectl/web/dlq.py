@@ -23,7 +23,8 @@ def dlq_page(request: Request) -> Response:
     f = replace(jobs.parse_filter(request.query_params.getlist), states=jobs.DEAD)
     before = jobs.cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=jobs.PAGE)
-    links = jobs.page_links(request, f, before, next_cursor, "/dlq")
+    # The links carry no state: the page fixes it.
+    links = jobs.page_links(request, replace(f, states=()), before, next_cursor, "/dlq")
     return common.render(request, "dlq.html", rows=rows, filter=f, **links)
 
 
