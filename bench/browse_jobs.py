@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import p95  # noqa: E402
+from bench.common import p95
 
 N = 1_000_000
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

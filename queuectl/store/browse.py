@@ -119,7 +119,8 @@ def _statements(conn, f: JobFilter, columns, before: int | None, limit: int) -> 
     newest first, which finds a page of them at once.
     """
     parts = []
-    for state in sorted(set(f.states)) or [None, JobState.DEAD.value]:
+    states: list[str | None] = [*sorted(set(f.states))] or [None, JobState.DEAD.value]  # None: every live state
+    for state in states:
         table = DEAD_JOBS if state == JobState.DEAD.value else JOBS
         condition = [] if table is DEAD_JOBS else _state_condition(state)
         sort_few = table is JOBS and (state in _SORTED_STATES or f.schedule is not None)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from queuectl.store.browse import JobFilter
+from queuectl.store import JobFilter
 from queuectl.web import common, jobs
 
 DEAD_ONLY = JobFilter(states=jobs.DEAD)

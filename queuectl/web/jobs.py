@@ -15,8 +15,8 @@ action takes), each batch one transaction, and say how many they did.
 """
 
 import json
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from starlette.requests import Request
@@ -26,10 +26,12 @@ from starlette.routing import Route
 from queuectl import jobspec
 from queuectl.errors import NotFound, QueuectlError, ValidationError
 from queuectl.states import ACTIVE, TERMINAL, JobState
-from queuectl.store.browse import STATES, JobFilter
+from queuectl.store import JobFilter
 from queuectl.timeutil import parse_timestamp
 from queuectl.web import common, security
 
+# Every state, in the order the filter form offers them.
+STATES = tuple(s.value for s in JobState)
 # Rows per page; the API accepts up to MAX_LIMIT.
 PAGE = 50
 MAX_LIMIT = 500
