@@ -61,6 +61,7 @@ def test_each_filter(store, history):
     # ...or an id, exact or its beginning.
     assert browse_ids(store, text="named-7") == [ids[7]]
     assert browse_ids(store, text="named") == [ids[7]]
+    assert browse_ids(store, text="NAMED-7") == []  # ids keep their case
     assert browse_ids(store, text="1") == [ids[12], ids[11], ids[10], ids[6], ids[5], ids[1]]
     # created_at: from inclusive, to exclusive.
     assert browse_ids(store, created_from=T0 + seconds(10)) == [ids[12], ids[11], ids[10]]

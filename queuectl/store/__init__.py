@@ -157,7 +157,7 @@ class Store:
         """A page of jobs matching `filters`, newest first, without their output, and the
         cursor of the next (older) page, None on the last (see store/browse.py)."""
         with self.db.read() as conn:
-            rows, cursor = browse.page(conn, filters, before=before, limit=limit)
+            rows, cursor = browse.page(conn, self.db.dialect, filters, before=before, limit=limit)
         return [jobs.to_dict(row) for row in rows], cursor
 
     def matching_ids(self, filters: JobFilter, limit: int = 1000, *, before: int | None = None) -> tuple[list[str], int | None]:
@@ -165,7 +165,7 @@ class Store:
         `before`, and the cursor of the rest (None: no more): bulk actions act on a
         filter's matches a batch at a time through retry, cancel, delete, dlq_*."""
         with self.db.read() as conn:
-            return browse.matching_ids(conn, filters, before=before, limit=limit)
+            return browse.matching_ids(conn, self.db.dialect, filters, before=before, limit=limit)
 
     def job_total(self) -> int:
         """How many jobs the database holds, live and dead, from the counters (no scan)."""

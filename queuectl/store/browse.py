@@ -65,7 +65,7 @@ def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _where(table, f: JobFilter, before, *, schedule_indexed: bool = True) -> list:
+def _where(dialect, table, f: JobFilter, before, *, schedule_indexed: bool = True) -> list:
     """The conditions of `f` (states aside) on `table`, below the cursor `before`
     (a SQL expression of seq: see _statements)."""
     where = []
@@ -81,14 +81,13 @@ def _where(table, f: JobFilter, before, *, schedule_indexed: bool = True) -> lis
     if f.created_to is not None:
         where.append(table.c.created_at < f.created_to)
     if f.text:
-        # LIKE with escaped wildcards: the text is matched as typed. SQLite's LIKE
-        # ignores the case of ASCII letters and PostgreSQL's does not: ilike makes
-        # them agree (lower() on both sides on SQLite, ILIKE on PostgreSQL).
+        # LIKE with escaped wildcards: the text is matched as typed, in any case.
         escaped = _like_escaped(f.text)
         where.append(or_(
-            table.c.command.ilike(f"%{escaped}%", escape="\\"),
+            dialect.like_any_case(table.c.command, f"%{escaped}%"),
             table.c.id == f.text,
-            table.c.id.like(f"{escaped}%", escape="\\"),
+            # The beginning of an id, in its case on both backends (SQLite's LIKE has none).
+            func.substr(table.c.id, 1, len(f.text)) == f.text,
         ))
     return where
 
@@ -108,7 +107,7 @@ def _few(conn, conditions: list) -> bool:
     return conn.execute(select(func.count()).select_from(probe)).scalar_one() < FEW
 
 
-def _statements(conn, f: JobFilter, columns, before: int | None, limit: int) -> list:
+def _statements(conn, dialect, f: JobFilter, columns, before: int | None, limit: int) -> list:
     """One statement per state to read (see the module docstring), each newest first
     and at most `limit` rows.
 
@@ -126,12 +125,12 @@ def _statements(conn, f: JobFilter, columns, before: int | None, limit: int) -> 
         sort_few = table is JOBS and (state in _SORTED_STATES or f.schedule is not None)
         if sort_few and _few(conn, condition + ([JOBS.c.schedule == f.schedule] if f.schedule is not None else [])):
             seq = table.c.seq + 0
-            where = condition + _where(table, f, None if before is None else seq < before)
+            where = condition + _where(dialect, table, f, None if before is None else seq < before)
         else:
             seq = table.c.seq
             if state in CLAIMABLE:
                 condition = [state_in(state)]  # not ix_jobs_claim: along seq
-            where = condition + _where(table, f, None if before is None else seq < before, schedule_indexed=False)
+            where = condition + _where(dialect, table, f, None if before is None else seq < before, schedule_indexed=False)
         parts.append(select(*columns(table)).where(*where).order_by(seq.desc()).limit(limit))
     return parts
 
@@ -144,11 +143,11 @@ def _ids(table):
     return [table.c.id, table.c.seq]
 
 
-def _newest(conn, f: JobFilter, columns, before: int | None, limit: int) -> tuple[list, int | None]:
+def _newest(conn, dialect, f: JobFilter, columns, before: int | None, limit: int) -> tuple[list, int | None]:
     """The `limit` newest rows matching `f` below `before`, and the cursor of the next
     page (None: this is the last). Each statement reads at most limit + 1 rows."""
     rows = []
-    for statement in _statements(conn, f, columns, before, limit + 1):
+    for statement in _statements(conn, dialect, f, columns, before, limit + 1):
         rows.extend(conn.execute(statement).all())
     rows.sort(key=lambda row: row.seq, reverse=True)
     more = len(rows) > limit
@@ -156,14 +155,14 @@ def _newest(conn, f: JobFilter, columns, before: int | None, limit: int) -> tupl
     return rows, (rows[-1].seq if more and rows else None)
 
 
-def page(conn, f: JobFilter, *, before: int | None, limit: int) -> tuple[list, int | None]:
+def page(conn, dialect, f: JobFilter, *, before: int | None, limit: int) -> tuple[list, int | None]:
     """A page of jobs (every field but the output, see jobs.LISTED, with seq), newest
     first, and the cursor of the next page (the `before` of the older page) or None."""
-    return _newest(conn, f, _listed, before, limit)
+    return _newest(conn, dialect, f, _listed, before, limit)
 
 
-def matching_ids(conn, f: JobFilter, *, before: int | None, limit: int) -> tuple[list[str], int | None]:
+def matching_ids(conn, dialect, f: JobFilter, *, before: int | None, limit: int) -> tuple[list[str], int | None]:
     """Ids of the `limit` newest jobs matching `f` below `before`, and the cursor of
     the rest (None: no more): a bulk action walks the matches batch by batch."""
-    rows, cursor = _newest(conn, f, _ids, before, limit)
+    rows, cursor = _newest(conn, dialect, f, _ids, before, limit)
     return [row.id for row in rows], cursor
