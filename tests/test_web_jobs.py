@@ -121,10 +121,10 @@ def test_actions_on_every_match_confirm_then_act_in_batches(db, client, jobs, mo
     from queuectl.web import jobs as web_jobs
 
     monkeypatch.setattr(web_jobs, "BATCH", 1)  # one transaction per job: the loop is exercised
-    confirm = client.get("/jobs/confirm?action=retry&queue=default")
+    confirm = client.get("/jobs?confirm=retry&queue=default")
     assert "Up to 3 job(s) will be retried" in confirm.text  # 1, 2 completed and 3 dead; not 5 (pending)
     assert 'name="scope" value="matching"' in confirm.text and 'name="queue" value="default"' in confirm.text
-    assert "this filter selects no job that can be cancelled" in client.get("/jobs/confirm?action=cancel&state=completed").text
+    assert "this filter selects no job that can be cancelled" in client.get("/jobs?confirm=cancel&state=completed").text
     done = post(client, "/jobs/bulk", action="retry", scope="matching", queue="default")
     assert flash(done) == "retried 3 job(s) matching the filter"
     assert flash(post(client, "/jobs/bulk", action="cancel", scope="matching", state="pending", text="echo")) == "cancelled 5 job(s) matching the filter"
@@ -133,7 +133,7 @@ def test_actions_on_every_match_confirm_then_act_in_batches(db, client, jobs, mo
     monkeypatch.setattr(web_jobs, "COUNT_CAP", 2)
     for n in range(3):
         enqueue(db, f"echo {n}")
-    assert "More than 2 jobs match" in client.get("/jobs/confirm?action=cancel").text
+    assert "More than 2 jobs match" in client.get("/jobs?confirm=cancel").text
 
 
 def test_job_page(db, client, jobs):
@@ -151,6 +151,10 @@ def test_job_page(db, client, jobs):
     dead = client.get("/jobs/3")
     assert dead.text.count("<tr><td class=\"num\">") == 0 or "exit code 3 &lt;script&gt;" in dead.text
     assert "exit code 3 &lt;script&gt;" in dead.text
+    # Ids that look like the pages' own words are jobs' pages all the same.
+    for job_id in ("confirm", "bulk"):
+        enqueue(db, "true", id=job_id)
+        assert f"<h1>Job <span class=\"mono\">{job_id}</span>" in client.get(f"/jobs/{job_id}").text
     missing = client.get("/jobs/404")
     assert missing.status_code == 404 and "no job with id &#39;404&#39;" in missing.text
 
@@ -167,7 +171,7 @@ def test_dlq_page_and_its_actions(db, client, jobs):
     assert flash(post(client, "/dlq/bulk", one=f"purge:{more[0]}")) == f"purged 1 job(s): {more[0]}"
     assert flash(post(client, "/dlq/bulk", one="purge:1")) == "no dead job with id &#39;1&#39; (it is completed)"
     assert flash(post(client, "/dlq/bulk", action="retry", scope="selected", id=[more[1]])) == f"retried 1 job(s): {more[1]}"
-    assert "Up to 1 job(s) will be purged" in client.get("/dlq/confirm?action=purge").text
+    assert "Up to 1 job(s) will be purged" in client.get("/dlq?confirm=purge").text
     assert flash(post(client, "/dlq/bulk", action="purge", scope="matching", text="more")) == "purged 1 job(s) matching the filter"
     assert "The dead-letter queue is empty" in client.get("/dlq").text
     assert Store(db).job("3")["state"] == "pending"
@@ -211,8 +215,8 @@ def test_csrf_and_read_only(db, client, jobs):
     with make_client(db, read_only=True) as ro:
         for path in ("/jobs", "/dlq", "/jobs/1"):
             page = ro.get(path)
-            assert page.status_code == 200 and "/jobs/bulk" not in page.text and "/dlq/bulk" not in page.text and "confirm" not in page.text
-        assert ro.get("/jobs/confirm?action=retry").status_code == 403
+            assert page.status_code == 200 and "/jobs/bulk" not in page.text and "/dlq/bulk" not in page.text and 'name="confirm"' not in page.text
+        assert ro.get("/jobs?confirm=retry").status_code == 403
         for path, body in (("/jobs/bulk", {"action": "retry", "scope": "selected", "id": "1"}), ("/dlq/bulk", {"one": "purge:3"})):
             assert ro.post(path, data=dict(body, csrf=csrf(ro))).status_code == 403
         assert ro.post("/api/dlq/purge", json={"ids": ["3"]}, headers={"X-CSRF-Token": csrf(ro)}).status_code == 403

@@ -20,6 +20,9 @@ DEAD_ONLY = JobFilter(states=jobs.DEAD)
 
 
 def dlq_page(request: Request) -> Response:
+    """The DLQ; with ?confirm=ACTION, the confirm step of ACTION on every match."""
+    if "confirm" in request.query_params:
+        return jobs.confirm_page(request, jobs.DLQ_ACTIONS, "/dlq", fixed=DEAD_ONLY)
     f = replace(jobs.parse_filter(request.query_params.getlist), states=jobs.DEAD)
     before = jobs.cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=jobs.PAGE)
@@ -28,17 +31,12 @@ def dlq_page(request: Request) -> Response:
     return common.render(request, "dlq.html", rows=rows, filter=f, **links)
 
 
-def _confirm(request: Request) -> Response:
-    return jobs.confirm_page(request, jobs.DLQ_ACTIONS, "/dlq", fixed=DEAD_ONLY)
-
-
 def _api_dlq(request: Request) -> Response:
     return jobs.api_jobs(request, fixed=DEAD_ONLY)
 
 
 routes = [
     Route("/dlq", dlq_page, methods=["GET"]),
-    Route("/dlq/confirm", _confirm, methods=["GET"]),
     Route("/dlq/bulk", common.action(jobs.bulk_change(jobs.DLQ_ACTIONS, fixed=DEAD_ONLY)), methods=["POST"]),
     Route("/api/dlq", _api_dlq, methods=["GET"]),
     Route("/api/dlq/{action}", jobs.api_action(jobs.DLQ_ACTIONS, fixed=DEAD_ONLY), methods=["POST"]),

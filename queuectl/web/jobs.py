@@ -282,7 +282,7 @@ def confirm_page(request: Request, actions: dict, template_base: str, fixed: Job
     """The confirm step of an action on every match: how many (up to COUNT_CAP)."""
     if common.read_only(request):
         return common.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
-    chosen = chosen_action(actions, request.query_params.get("action"))
+    chosen = chosen_action(actions, request.query_params.get("confirm"))
     f = _query_filter(request)
     if fixed is not None:
         f = replace(f, states=fixed.states)
@@ -307,6 +307,10 @@ def page_links(request: Request, f: JobFilter, before: int | None, next_cursor: 
 
 
 def jobs_page(request: Request) -> Response:
+    """The list; with ?confirm=ACTION, the confirm step of ACTION on every match (a
+    query field, not a path under /jobs/, which a job id could name)."""
+    if "confirm" in request.query_params:
+        return confirm_page(request, JOB_ACTIONS, "/jobs")
     f = _query_filter(request)
     before = cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=PAGE)
@@ -386,13 +390,8 @@ def api_action(actions: dict, fixed: JobFilter | None = None):
     return endpoint
 
 
-def _jobs_confirm(request: Request) -> Response:
-    return confirm_page(request, JOB_ACTIONS, "/jobs")
-
-
 routes = [
     Route("/jobs", jobs_page, methods=["GET"]),
-    Route("/jobs/confirm", _jobs_confirm, methods=["GET"]),
     Route("/jobs/bulk", common.action(bulk_change(JOB_ACTIONS)), methods=["POST"]),
     Route("/jobs/{job_id}", job_page, methods=["GET"]),
     Route("/api/jobs", api_jobs, methods=["GET"]),
