@@ -439,6 +439,9 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
 
         page = wait_until(fetched, timeout=30, message="the dashboard answers")
         assert page.status_code == 200 and "Overview" in page.text
+        taken = subprocess.run([sys.executable, "-m", "queuectl", "web", "--port", str(port)], capture_output=True, text=True, env=env, timeout=30)
+        assert (taken.returncode, taken.stdout) == (1, "")
+        assert taken.stderr.splitlines() == [f"queuectl: error: cannot listen on http://127.0.0.1:{port}/: Address already in use"]
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
