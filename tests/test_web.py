@@ -315,7 +315,8 @@ def test_with_a_token_every_request_needs_it(url):
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", path
             assert http.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
             assert http.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 503), path
-        assert http.post("/queues/pause", data={"name": "x"}).status_code == 401
+        assert http.post("/queues/pause", data={"name": "x"}).headers["location"] == "/login"
+        assert http.post("/api/queues/pause", data={"name": "x"}).status_code == 401
         assert http.get("/static/style.css").status_code == 200  # the login page's CSS
         # A bearer request needs no CSRF token (a browser never adds that header itself).
         api = http.post("/api/queues/pause", data={"name": "nosuch"}, headers={"Authorization": "Bearer s3cret-token"})
