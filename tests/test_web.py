@@ -324,6 +324,7 @@ def test_with_a_token_every_request_needs_it(url):
         # The login form.
         form = http.get("/login?next=/workers")
         assert form.status_code == 200 and 'name="next" value="/workers"' in form.text
+        assert "sqlite:" not in form.text and "postgresql" not in form.text and "log out" not in form.text  # nothing before logging in
         token = CSRF.search(form.text).group(1)
         assert http.post("/login", data={"token": "s3cret-token", "next": "/"}).status_code == 403  # CSRF
         wrong = http.post("/login", data={"csrf": token, "token": "nope", "next": "/"})

@@ -121,6 +121,9 @@ def render(request: Request, template: str, status_code: int = 200, *, fragment:
         csrf_field=security.CSRF_FIELD,
         read_only=state.read_only,
         login_required=state.token is not None,
+        # The login form (and a 404 under /static/) is seen before logging in: no
+        # navigation and no database name there.
+        signed_in=security.authenticated(request, state.token),
         database=state.store.display_url,
         **context,
     )
