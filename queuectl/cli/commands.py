@@ -386,21 +386,7 @@ def run_queue_list(args, session: Session) -> int:
     return 0
 
 
-# The highest `queue limit` (more would be no limit).
-MAX_QUEUE_LIMIT = 1_000_000
-
-
-def parse_queue_limit(text: str) -> int | None:
-    """`queue limit`'s N: a whole number from 1, or none (no limit)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_QUEUE_LIMIT:
-        raise ValidationError(f"invalid limit {text!r} (a whole number from 1 to {MAX_QUEUE_LIMIT}, or none)")
-    return value
+parse_queue_limit = jobspec.parse_queue_limit  # `queue limit`'s N (the dashboard's too)
 
 
 def run_queue_pause(args, session: Session) -> int:

@@ -105,11 +105,13 @@ def _environment() -> jinja2.Environment:
 TEMPLATES = _environment()
 
 
-def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, *, fragment: bool = False, **context) -> HTMLResponse:
     """A page: `template` with `context`, plus what the layout needs (nav, flash,
-    the CSRF token for forms, read-only, the database shown without its password)."""
+    the CSRF token for forms, read-only, the database shown without its password).
+    fragment: a part of a page (a live refresh), which leaves the flash message to
+    the next whole page."""
     state = request.app.state
-    flash = _take_flash(request)
+    flash = None if fragment else _take_flash(request)
     html = TEMPLATES.get_template(template).render(
         request=request,
         nav=NAV,
@@ -119,6 +121,9 @@ def render(request: Request, template: str, status_code: int = 200, **context) -
         csrf_field=security.CSRF_FIELD,
         read_only=state.read_only,
         login_required=state.token is not None,
+        # The login form (and a 404 under /static/) is seen before logging in: no
+        # navigation and no database name there.
+        signed_in=security.authenticated(request, state.token),
         database=state.store.display_url,
         **context,
     )

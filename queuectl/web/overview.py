@@ -66,7 +66,7 @@ def page(request: Request) -> Response:
 
 def live(request: Request) -> Response:
     """The part of the overview that refreshes itself."""
-    return common.render(request, "overview_live.html", **_context(request))
+    return common.render(request, "overview_live.html", fragment=True, **_context(request))
 
 
 def api_overview(request: Request) -> Response:

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from queuectl import jobspec, status
-from queuectl.cli.commands import parse_queue_limit
 from queuectl.errors import NotFound
 from queuectl.timeutil import utcnow
 from queuectl.web import common
@@ -45,7 +44,7 @@ def resume(request: Request, form: FormData) -> str:
 
 def limit(request: Request, form: FormData) -> str:
     name = _known_queue(request, form)
-    value = parse_queue_limit(common.form_text(form, "limit", "the limit (a whole number from 1, or none)"))
+    value = jobspec.parse_queue_limit(common.form_text(form, "limit", "the limit (a whole number from 1, or none)"))
     common.store(request).limit_queue(name, value)
     if value is None:
         return f"queue {name}: no limit"

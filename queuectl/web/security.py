@@ -152,10 +152,12 @@ class SecurityMiddleware:
     def refusal(self, request: Request) -> Response | None:
         path = request.url.path
         if not path.startswith(OPEN_PATHS) and not authenticated(request, self.token):
-            if wants_json(path) or request.method not in ("GET", "HEAD"):
+            if wants_json(path):
                 return JSONResponse({"error": "authentication required: log in, or send Authorization: Bearer <token>"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
-            return RedirectResponse("/login?next=" + _quoted_path(request), status_code=303)
+            # After logging in, back to the page asked for (not to a form's POST target).
+            target = "/login?next=" + _quoted_path(request) if request.method in ("GET", "HEAD") else "/login"
+            return RedirectResponse(target, status_code=303)
         if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
             return JSONResponse({"error": "this dashboard is read-only (queuectl web --read-only)"}, status_code=403)
         return None
