@@ -8,17 +8,18 @@ jobs enqueued meanwhile neither shift nor repeat the rows of older pages.
 Each state is read by its own statement, each along the index that fits it (see
 docs/design.md §16), and the pages merged here by seq:
 
-- pending, failed: ix_jobs_claim (its predicate is repeated in the statement, since
-  SQLite uses a partial index only when the WHERE visibly implies the index's);
-- running: ix_jobs_running; cancelled: ix_jobs_cancelled; blocked: ix_jobs_blocked
-  (both on seq, read backwards);
 - completed, and no state at all: the unique index on seq, read backwards, the
   filters checked on each row until the page is full;
-- dead: dead_jobs's unique index on seq, read backwards.
+- dead: dead_jobs's unique index on seq, read backwards;
+- cancelled, blocked: ix_jobs_cancelled, ix_jobs_blocked (on seq), read backwards;
+- pending, failed (ix_jobs_claim, its predicate repeated in the statement, since
+  SQLite uses a partial index only when the WHERE visibly implies the index's),
+  running (ix_jobs_running) and a schedule's jobs (ix_jobs_schedule): along that
+  index and sorted when they are few, along seq when they are many (_statements).
 
-A schedule name reads ix_jobs_schedule. A filter that matches few rows of a state
-with many (text in the command, a queue or time range that few completed jobs
-match) reads rows until it has a page or has read them all: that is its limit.
+A filter that matches few rows of a state with many (text in the command, a queue
+or time range that few completed jobs match) reads rows until it has a page or has
+read them all: that is its limit.
 """
 
 from __future__ import annotations
