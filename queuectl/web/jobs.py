@@ -81,6 +81,9 @@ def parse_filter(values: Callable[[str], list]) -> JobFilter:
     queue, text, schedule = one("queue"), one("text"), one("schedule")
     if text is not None and len(text) > MAX_TEXT:
         raise ValidationError(f"the text to search is too long (at most {MAX_TEXT} characters)")
+    if text is not None and ("\x00" in text or not jobspec.is_utf8(text)):
+        # PostgreSQL refuses NUL in text; no command holds one (enqueue refuses them).
+        raise ValidationError("the text to search holds a NUL character or undecodable bytes")
     start, end = one("from"), one("to")
     return JobFilter(
         states=tuple(s for s in STATES if s in states),
@@ -138,7 +141,8 @@ def cursor(text: str | None) -> int | None:
     """The `before` of a page link: a positive integer, or none."""
     if text is None or text == "":
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+    # 18 digits: every cursor a BIGINT holds, and no SQLite integer overflow.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ValidationError(f"invalid page cursor {text!r} (follow the page links)")
     return int(text)
 
