@@ -79,7 +79,8 @@ def test_filters(client, jobs):
     page = client.get("/jobs?state=completed&queue=default&text=echo")
     assert 'value="completed" checked' in page.text and 'name="text" value="echo"' in page.text
     for bad, words in (("state=nope", "unknown state &#39;nope&#39;"), ("queue=a b", "invalid queue name"), ("from=yesterday", "invalid timestamp"),
-                       ("before=x", "invalid page cursor"), ("before=99999999999999999999", "invalid page cursor"), ("text=a%00b", "NUL"), ("schedule=a/b", "invalid schedule name")):
+                       ("before=x", "invalid page cursor"),
+                       ("before=99999999999999999999", "invalid page cursor"), ("text=a%00b", "NUL"), ("schedule=a/b", "invalid schedule name")):
         response = client.get(f"/jobs?{bad}")
         assert response.status_code == 400 and words in response.text and "Traceback" not in response.text
 
