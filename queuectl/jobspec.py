@@ -115,6 +115,24 @@ def check_queue(value) -> str:
     return value
 
 
+# The highest `queue limit` (more would be no limit).
+MAX_QUEUE_LIMIT = 1_000_000
+
+
+def parse_queue_limit(text: str) -> int | None:
+    """A queue's limit of running jobs as typed (`queue limit`, the dashboard): a
+    whole number from 1, or none (no limit)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_QUEUE_LIMIT:
+        raise ValidationError(f"invalid limit {text!r} (a whole number from 1 to {MAX_QUEUE_LIMIT}, or none)")
+    return value
+
+
 def check_cwd(value) -> str:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValidationError(f"invalid working directory {value!r}")

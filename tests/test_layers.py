@@ -13,7 +13,7 @@ LAYERS = [
     ("errors", "timeutil", "states", "config", "jobspec", "cron"),
     ("store",),
     ("worker", "status", "waiting", "following"),
-    ("cli", "__main__"),
+    ("cli", "__main__", "web"),
 ]
 
 

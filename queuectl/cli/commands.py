@@ -386,21 +386,7 @@ def run_queue_list(args, session: Session) -> int:
     return 0
 
 
-# The highest `queue limit` (more would be no limit).
-MAX_QUEUE_LIMIT = 1_000_000
-
-
-def parse_queue_limit(text: str) -> int | None:
-    """`queue limit`'s N: a whole number from 1, or none (no limit)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_QUEUE_LIMIT:
-        raise ValidationError(f"invalid limit {text!r} (a whole number from 1 to {MAX_QUEUE_LIMIT}, or none)")
-    return value
+parse_queue_limit = jobspec.parse_queue_limit  # `queue limit`'s N (the dashboard's too)
 
 
 def run_queue_pause(args, session: Session) -> int:
@@ -761,6 +747,33 @@ def run_worker_stop(args, session: Session) -> int:
     timeout = None if args.timeout is None else parse_duration(args.timeout, "--timeout")
     print(stop.stop(session.store(), now=args.now, timeout=timeout, wait=args.wait))
     return 0
+
+
+# --- web -----------------------------------------------------------------------------
+
+WEB_TOKEN_ENV = "QUEUECTL_WEB_TOKEN"
+WEB_EXTRA_MISSING = "queuectl web needs the [web] extra: pip install 'queuectl[web]'"
+
+
+def run_web(args, session: Session) -> int:
+    """Serve the dashboard until Ctrl-C (see queuectl/web/)."""
+    import os
+
+    from queuectl.timeutil import parse_duration
+
+    token = args.token if args.token is not None else os.environ.get(WEB_TOKEN_ENV)
+    token = token if token and token.strip() else None
+    refresh = parse_duration(args.refresh, "--refresh")
+    if not 0.5 <= refresh <= 3600:
+        raise ValidationError(f"--refresh {args.refresh!r} is out of range (0.5s..1h)")
+    try:
+        from queuectl.web import security, serve
+    except ImportError:
+        print(WEB_EXTRA_MISSING, file=sys.stderr)
+        return 1
+    if token is None and not security.is_loopback(args.host):
+        raise ValidationError(f"--host {args.host} is not a loopback address: set --token (or ${WEB_TOKEN_ENV}) so that every request needs it")
+    return serve.run(session.url(), host=args.host, port=args.port, read_only=args.read_only, token=token, refresh=refresh)
 
 
 # --- db ------------------------------------------------------------------------------

@@ -39,6 +39,16 @@ GLOBAL_AFTER_HELP = "also accepted after the subcommand, where it wins over one 
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r} (1 to 65535)")
+    return value
+
+
 def _completes(kind: str, action: argparse.Action) -> argparse.Action:
     """Mark an option's value as a path for the completion scripts: kind is "file" or
     "directory". `complete` is shtab's attribute, and a plain string there names one of
@@ -427,6 +437,26 @@ def _db(sub) -> None:
     dp.set_defaults(command_name="db downgrade")
 
 
+def _web(sub) -> None:
+    p = sub.add_parser(
+        "web",
+        help="serve the web dashboard, its JSON API and /metrics",
+        description=(
+            "Serve the dashboard (overview, jobs, dead-letter queue, workers, queues, schedules), a JSON API under /api/ "
+            "and /metrics (Prometheus), from the same database as every other command, until Ctrl-C. Needs the [web] "
+            "extra (pip install 'queuectl[web]'). Without a token it listens on a loopback address only; with one, "
+            "every request needs it (the login form's cookie, or Authorization: Bearer TOKEN). Exit 2 for a non-loopback "
+            "--host without a token."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; another than loopback needs --token)")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+    p.add_argument("--read-only", action="store_true", help="show everything, change nothing: no action buttons, every POST refused (403)")
+    p.add_argument("--token", default=None, help="require this token of every request (env QUEUECTL_WEB_TOKEN)")
+    p.add_argument("--refresh", default="5s", metavar="INTERVAL", help="how often the overview refreshes itself, a DURATION (default 5s)")
+    p.set_defaults(command_name="web")
+
+
 def _completion(sub) -> None:
     p = sub.add_parser(
         "completion",
@@ -465,6 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _schedule, _config, _worker, _db, _completion):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _schedule, _config, _worker, _db, _web, _completion):
         add(sub)
     return parser

@@ -11,6 +11,7 @@ statements, each taking a connection:
 - `schema`: migrations (to head on open; `queuectl db ...`).
 - `transitions`: the job state machine (claim, complete, fail, recover, moves).
 - `jobs`: enqueueing and reading jobs; `dlq`: retry and purge of dead jobs.
+- `browse`: the dashboard's pages of jobs, newest first, by keyset on seq.
 - `unique`: unique keys of active jobs; `retention`: pruning finished jobs by age.
 - `schedules`: recurring jobs, and firing their ticks exactly once.
 - `counts`: the numbers of `status`, and the jobs that ended last; `config`: the
@@ -25,12 +26,13 @@ from datetime import datetime
 
 from queuectl.errors import DeclaredDead
 from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import attempts, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, transitions, workers
+from queuectl.store import attempts, browse, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, transitions, workers
 from queuectl.store import queues as queue_controls
+from queuectl.store.browse import JobFilter
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
 from queuectl.timeutil import utcnow
 
-__all__ = ["Database", "Store", "job_dict", "open_database", "resolve_url", "usable_url", "worker_log_path"]
+__all__ = ["Database", "JobFilter", "Store", "job_dict", "open_database", "resolve_url", "usable_url", "worker_log_path"]
 
 # How often a PostgreSQL claim is tried at once when it lost a queue's last slot to
 # another claim while work is still due (see Store.claim).
@@ -150,6 +152,20 @@ class Store:
         """Jobs in enqueue order, without their output (see jobs.listing for the filters)."""
         rows = jobs.listing(self.db, state=state, queue=queue, limit=limit, states=states, since=since, last=last, schedule=schedule)
         return [jobs.to_dict(row) for row in rows]
+
+    def browse(self, filters: JobFilter, *, before: int | None = None, limit: int = 50) -> tuple[list[dict], int | None]:
+        """A page of jobs matching `filters`, newest first, without their output, and the
+        cursor of the next (older) page, None on the last (see store/browse.py)."""
+        with self.db.read() as conn:
+            rows, cursor = browse.page(conn, self.db.dialect, filters, before=before, limit=limit)
+        return [jobs.to_dict(row) for row in rows], cursor
+
+    def matching_ids(self, filters: JobFilter, limit: int = 1000, *, before: int | None = None) -> tuple[list[str], int | None]:
+        """Ids of up to `limit` jobs matching `filters`, newest first, below the cursor
+        `before`, and the cursor of the rest (None: no more): bulk actions act on a
+        filter's matches a batch at a time through retry, cancel, delete, dlq_*."""
+        with self.db.read() as conn:
+            return browse.matching_ids(conn, self.db.dialect, filters, before=before, limit=limit)
 
     def job_total(self) -> int:
         """How many jobs the database holds, live and dead, from the counters (no scan)."""

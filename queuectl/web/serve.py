@@ -1,0 +1,44 @@
+"""Running the dashboard: the app under uvicorn, in the foreground, until Ctrl-C."""
+
+import socket
+
+import uvicorn
+
+from queuectl.errors import QueuectlError
+from queuectl.web.app import create_app
+
+
+def url_of(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port. Bound here rather than by uvicorn, so that a port
+    in use or an unknown host is one line and exit 1 (uvicorn logs and exits 3), and
+    the URL is printed only once it is really served."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise QueuectlError(f"cannot listen on {host}: {err.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise QueuectlError(f"cannot listen on {url_of(host, port)}: {err.strerror or err}") from None
+    return sock
+
+
+def run(url: str, *, host: str, port: int, read_only: bool, token: str | None, refresh: float) -> int:
+    """Serve until interrupted (0)."""
+    sock = listen(host, port)
+    try:
+        app = create_app(url, read_only=read_only, token=token, refresh=refresh)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+        print(f"queuectl web: {url_of(host, port)}{' (read-only)' if read_only else ''} on {app.state.store.display_url}", flush=True)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
