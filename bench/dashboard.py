@@ -22,6 +22,8 @@ from measures import build_table
 # (label, path): the overview and its live refresh, the job browser with the
 # filters people use most, the DLQ and /metrics. Paths as the dashboard names them
 # (queuectl/web/); a cursor page is added once the first page gives its cursor.
+# The < 100 ms target is for every page but UNTARGETED: a text that matches a few
+# jobs reads the whole history (docs/design.md §16), measured to show its cost.
 PAGES = [
     ("overview", "/"),
     ("overview refresh (/api/overview)", "/api/overview"),
@@ -29,12 +31,13 @@ PAGES = [
     ("jobs, state=completed", "/jobs?state=completed"),
     ("jobs, queue=emails", "/jobs?queue=emails"),
     ("jobs, state=failed", "/jobs?state=failed"),
-    ("jobs, text 'sleep' (a rare match)", "/jobs?q=sleep"),
+    ("jobs, text 'sleep' (10 matches in the history)", "/jobs?text=sleep"),
     ("dead letter queue", "/dlq"),
     ("/metrics", "/metrics"),
 ]
 
 CURSOR_PAGE = "jobs, second page (keyset cursor)"
+UNTARGETED = {"jobs, text 'sleep' (10 matches in the history)"}
 
 _QUEUE_OF = "CASE seq % 10 WHEN 0 THEN 'emails' WHEN 1 THEN 'reports' ELSE 'default' END"
 

@@ -281,7 +281,7 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
                f"p95 of {p['web_rounds']} interleaved rounds, and SQL statements per request")
     for label in [label for label, _ in dashboard.PAGES] + [dashboard.CURSOR_PAGE]:
         page = lambda r, label=label: r["web"]["pages"][label]  # noqa: E731
-        row(f"{label}: p95", lambda r, page=page: page(r)["p95_s"], _ms, "web")
+        row(f"{label}: p95", lambda r, page=page: page(r)["p95_s"], _ms, None if label in dashboard.UNTARGETED else "web")
         row(f"{label}: median, SQL statements", lambda r, page=page: (page(r)["median_s"], page(r)["queries"]),
             lambda v: f"{v[0] * 1000:.1f} ms, {v[1]}")
     sep("drain", "Memory: peak RSS (VmHWM) of each process during the W=2 drains, read as it exits")
