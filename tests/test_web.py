@@ -54,7 +54,7 @@ def store(url):
 def client(url: str, **options) -> TestClient:
     """A TestClient over a new app (use as a context manager: it runs the lifespan)."""
     follow = options.pop("follow_redirects", True)
-    return TestClient(create_app(url, **options), follow_redirects=follow)
+    return TestClient(create_app(url, **options), base_url="http://127.0.0.1:8080", follow_redirects=follow)
 
 
 def csrf_of(http: TestClient, page: str = "/queues") -> str:
@@ -267,7 +267,7 @@ def test_every_action_is_refused_without_the_csrf_token_across_origins_and_by_ge
     assert (store.queues(datetime.now(UTC)), store.schedules(), store.job_total()) == before
     with client(url) as http:  # the same origin, or the token in a header, passes
         token = csrf_of(http)
-        assert http.post("/api/queues/pause", data={"name": "emails"}, headers={"X-CSRF-Token": token, "Origin": "http://testserver"}).json()["ok"]
+        assert http.post("/api/queues/pause", data={"name": "emails"}, headers={"X-CSRF-Token": token, "Origin": "http://127.0.0.1:8080"}).json()["ok"]
 
 
 def test_read_only_hides_every_action_and_refuses_every_post(url, store):
@@ -342,10 +342,17 @@ def test_with_a_token_every_request_needs_it(url):
         assert http.get("/login?next=//evil.example").text.count('name="next" value="/"') == 1
 
 
-def test_without_a_token_no_login(url):
+def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
     with client(url, follow_redirects=False) as http:
         assert http.get("/login").headers["location"] == "/"
         assert "log out" not in http.get("/").text
+        for host in ("localhost:8080", "127.0.0.2", "[::1]:8080"):
+            assert http.get("/", headers={"Host": host}).status_code == 200, host
+        # DNS rebinding: a hostile name resolving to 127.0.0.1, its page same-origin with this server.
+        for host in ("evil.example:8080", "10.0.0.1", ""):
+            assert http.get("/api/overview", headers={"Host": host}).status_code == 421, host
+    with client(url, token="t") as http:  # a token guards it instead (a cookie is never sent to another name)
+        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t"}).status_code == 200
 
 
 def test_security_headers_on_every_answer(url):
