@@ -465,3 +465,25 @@ def test_without_the_web_extra_one_line_and_exit_1(sqlite_url, tmp_path):
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
     result = subprocess.run([sys.executable, "-m", "queuectl", "web"], capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "queuectl web needs the [web] extra: pip install 'queuectl[web]'\n")
+
+
+def test_a_failure_is_one_line_never_a_traceback(url):
+    from queuectl.errors import DatabaseError
+
+    app = create_app(url)
+    with TestClient(app, base_url="http://127.0.0.1:8080", raise_server_exceptions=False) as http:
+        def unreachable(now):
+            raise DatabaseError("database postgresql://u:***@db/q: connection refused")
+
+        def broken(now):
+            raise RuntimeError("boom\nSELECT secret FROM somewhere")
+
+        app.state.store.queues = unreachable
+        page, api = http.get("/queues"), http.get("/api/queues")
+        assert page.status_code == 503 and "connection refused" in page.text and "Traceback" not in page.text
+        assert api.status_code == 503 and api.json() == {"error": "database postgresql://u:***@db/q: connection refused"}
+        app.state.store.queues = broken
+        page, api = http.get("/queues"), http.get("/api/queues")
+        assert page.status_code == 500 and "unexpected error: boom" in page.text and "SELECT" not in page.text
+        assert api.json() == {"error": "unexpected error: boom"}
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
