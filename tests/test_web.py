@@ -460,7 +460,7 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
 def test_without_the_web_extra_one_line_and_exit_1(sqlite_url, tmp_path):
     # A directory whose `starlette` cannot be imported, first on the path.
     (tmp_path / "starlette").mkdir()
-    (tmp_path / "starlette" / "__init__.py").write_text("raise ImportError('no starlette here')\n")
+    (tmp_path / "starlette" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'starlette'\", name='starlette')\n")
     env = env_for(sqlite_url)
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
     result = subprocess.run([sys.executable, "-m", "queuectl", "web"], capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)
