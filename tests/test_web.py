@@ -54,7 +54,7 @@ def store(url):
 def client(url: str, **options) -> TestClient:
     """A TestClient over a new app (use as a context manager: it runs the lifespan)."""
     follow = options.pop("follow_redirects", True)
-    return TestClient(create_app(url, **options), follow_redirects=follow)
+    return TestClient(create_app(url, **options), base_url="http://127.0.0.1:8080", follow_redirects=follow)
 
 
 def csrf_of(http: TestClient, page: str = "/queues") -> str:
@@ -267,7 +267,7 @@ def test_every_action_is_refused_without_the_csrf_token_across_origins_and_by_ge
     assert (store.queues(datetime.now(UTC)), store.schedules(), store.job_total()) == before
     with client(url) as http:  # the same origin, or the token in a header, passes
         token = csrf_of(http)
-        assert http.post("/api/queues/pause", data={"name": "emails"}, headers={"X-CSRF-Token": token, "Origin": "http://testserver"}).json()["ok"]
+        assert http.post("/api/queues/pause", data={"name": "emails"}, headers={"X-CSRF-Token": token, "Origin": "http://127.0.0.1:8080"}).json()["ok"]
 
 
 def test_read_only_hides_every_action_and_refuses_every_post(url, store):
@@ -342,10 +342,17 @@ def test_with_a_token_every_request_needs_it(url):
         assert http.get("/login?next=//evil.example").text.count('name="next" value="/"') == 1
 
 
-def test_without_a_token_no_login(url):
+def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
     with client(url, follow_redirects=False) as http:
         assert http.get("/login").headers["location"] == "/"
         assert "log out" not in http.get("/").text
+        for host in ("localhost:8080", "127.0.0.2", "[::1]:8080"):
+            assert http.get("/", headers={"Host": host}).status_code == 200, host
+        # DNS rebinding: a hostile name resolving to 127.0.0.1, its page same-origin with this server.
+        for host in ("evil.example:8080", "10.0.0.1", ""):
+            assert http.get("/api/overview", headers={"Host": host}).status_code == 421, host
+    with client(url, token="t") as http:  # a token guards it instead (a cookie is never sent to another name)
+        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t"}).status_code == 200
 
 
 def test_security_headers_on_every_answer(url):
@@ -453,8 +460,30 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
 def test_without_the_web_extra_one_line_and_exit_1(sqlite_url, tmp_path):
     # A directory whose `starlette` cannot be imported, first on the path.
     (tmp_path / "starlette").mkdir()
-    (tmp_path / "starlette" / "__init__.py").write_text("raise ImportError('no starlette here')\n")
+    (tmp_path / "starlette" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'starlette'\", name='starlette')\n")
     env = env_for(sqlite_url)
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{REPO}"
     result = subprocess.run([sys.executable, "-m", "queuectl", "web"], capture_output=True, text=True, env=env, timeout=30, cwd=tmp_path)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "queuectl web needs the [web] extra: pip install 'queuectl[web]'\n")
+
+
+def test_a_failure_is_one_line_never_a_traceback(url):
+    from queuectl.errors import DatabaseError
+
+    app = create_app(url)
+    with TestClient(app, base_url="http://127.0.0.1:8080", raise_server_exceptions=False) as http:
+        def unreachable(now):
+            raise DatabaseError("database postgresql://u:***@db/q: connection refused")
+
+        def broken(now):
+            raise RuntimeError("boom\nSELECT secret FROM somewhere")
+
+        app.state.store.queues = unreachable
+        page, api = http.get("/queues"), http.get("/api/queues")
+        assert page.status_code == 503 and "connection refused" in page.text and "Traceback" not in page.text
+        assert api.status_code == 503 and api.json() == {"error": "database postgresql://u:***@db/q: connection refused"}
+        app.state.store.queues = broken
+        page, api = http.get("/queues"), http.get("/api/queues")
+        assert page.status_code == 500 and "unexpected error: boom" in page.text and "SELECT" not in page.text
+        assert api.json() == {"error": "unexpected error: boom"}
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")

@@ -753,6 +753,17 @@ def run_worker_stop(args, session: Session) -> int:
 
 WEB_TOKEN_ENV = "QUEUECTL_WEB_TOKEN"
 WEB_EXTRA_MISSING = "queuectl web needs the [web] extra: pip install 'queuectl[web]'"
+# The top-level modules of the [web] extra's packages (and of their own dependencies).
+WEB_EXTRA_MODULES = frozenset({"starlette", "jinja2", "markupsafe", "uvicorn", "python_multipart", "multipart", "h11", "click", "anyio"})
+
+
+def _import_form_parser() -> None:
+    """python-multipart, which Starlette imports only at the first POST: missing, the
+    command says so at start rather than failing every action."""
+    try:
+        import python_multipart  # noqa: F401  # its name from 0.0.13
+    except ImportError:
+        import multipart  # type: ignore[import-untyped, unused-ignore]  # noqa: F401  # before 0.0.13
 
 
 def run_web(args, session: Session) -> int:
@@ -767,8 +778,11 @@ def run_web(args, session: Session) -> int:
     if not 0.5 <= refresh <= 3600:
         raise ValidationError(f"--refresh {args.refresh!r} is out of range (0.5s..1h)")
     try:
+        _import_form_parser()
         from queuectl.web import security, serve
-    except ImportError:
+    except ImportError as err:
+        if (err.name or "").split(".")[0] not in WEB_EXTRA_MODULES:
+            raise  # not a missing dependency: a bug, reported as one
         print(WEB_EXTRA_MISSING, file=sys.stderr)
         return 1
     if token is None and not security.is_loopback(args.host):

@@ -3,7 +3,8 @@
 The model (README, "Web dashboard"):
 
 - Without a token the server listens on a loopback address only (the CLI refuses a
-  non-loopback --host without one) and asks no one to log in.
+  non-loopback --host without one), asks no one to log in, and answers only requests
+  whose Host is a loopback name or address (421 otherwise: DNS rebinding).
 - With a token every request but /login and /static/ must carry it: the session
   cookie set by the login form, or `Authorization: Bearer <token>` (API clients,
   Prometheus). The cookie holds an HMAC of the token, never the token itself.
@@ -151,6 +152,11 @@ class SecurityMiddleware:
 
     def refusal(self, request: Request) -> Response | None:
         path = request.url.path
+        if self.token is None and not loopback_host(request):
+            # DNS rebinding: a hostile page whose name now resolves to 127.0.0.1 reaches
+            # this server, same-origin in the browser's eyes, with its own name as Host.
+            return JSONResponse({"error": "without a token this dashboard answers only to a loopback host name (localhost, 127.0.0.1, [::1])"},
+                                status_code=421)
         if not path.startswith(OPEN_PATHS) and not authenticated(request, self.token):
             if wants_json(path):
                 return JSONResponse({"error": "authentication required: log in, or send Authorization: Bearer <token>"}, status_code=401,
@@ -161,6 +167,12 @@ class SecurityMiddleware:
         if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
             return JSONResponse({"error": "this dashboard is read-only (queuectl web --read-only)"}, status_code=403)
         return None
+
+
+def loopback_host(request: Request) -> bool:
+    """Whether the Host header names this machine by a loopback name or address."""
+    name = urlsplit("//" + request.headers.get("host", "")).hostname
+    return name is not None and is_loopback(name)
 
 
 def _quoted_path(request: Request) -> str:
