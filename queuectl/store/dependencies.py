@@ -28,7 +28,8 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, insert, select, update
 
 from queuectl.errors import NotFound, QueuectlError
-from queuectl.states import JobState
+from queuectl.states import JobState, Outcome
+from queuectl.store import tallies
 from queuectl.store.chunks import chunks
 from queuectl.store.models import DEAD_JOBS, DEPENDENCIES, JOBS
 
@@ -135,10 +136,12 @@ def evaluate(conn, ids: list[str], *, now: datetime) -> tuple[list[str], dict[st
             by_reason.setdefault(why, []).append(job_id)
         for why, chosen in by_reason.items():
             for chunk in chunks(chosen):
-                conn.execute(
+                queues = conn.execute(
                     update(JOBS).where(JOBS.c.id.in_(chunk), _blocked_guard())
                     .values(state=CANCELLED, finished_at=now, updated_at=now, last_error=why)
-                )
+                    .returning(JOBS.c.queue)
+                ).scalars()
+                tallies.add(conn, tallies.of_queues(queues, Outcome.CANCELLED), now)
         unblocked += ready
         cancelled.update(doomed)
         # The cancelled ones' own dependents, in the same transaction.

@@ -47,6 +47,17 @@ class SQLiteDialect:
     # No DML in a CTE: a claim takes its queue's slot (store/queues.py) with a second
     # statement, in the same write transaction, which holds the only write lock.
     slot_in_claim = False
+    # Rows each (minute, queue, outcome) tally spreads its increments over (see
+    # store/tallies.py): one writer at a time holds the database, so one is enough.
+    tally_shards = 1
+
+    @staticmethod
+    def insert_or_update(table):
+        """INSERT ... ON CONFLICT DO UPDATE for `table` (SQLite's construct; the same API
+        as PostgreSQL's). Imported here: SQLAlchemy's dialect modules cost time to load."""
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -307,6 +318,17 @@ class PostgresDialect:
     # data-modifying CTE that locks the queue's row: one round trip, and no two hosts
     # take the last slot.
     slot_in_claim = True
+    # Concurrent completions of one queue would queue on its tally row's lock for
+    # the rest of their transactions; a worker increments one of these many rows,
+    # chosen by its id (store/tallies.py), so up to this many do it at once.
+    tally_shards = 8
+
+    @staticmethod
+    def insert_or_update(table):
+        """INSERT ... ON CONFLICT DO UPDATE for `table` (PostgreSQL's construct)."""
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -367,12 +389,13 @@ class PostgresDialect:
                            output_size: int | None = None):
         """The worker's hot path as one autocommitted statement (data-modifying CTEs):
         one round trip per job. (owned, next job or None)."""
-        from queuectl.store import dependencies, transitions
+        from queuectl.store import dependencies, tallies, transitions
 
         size = transitions.size_of(output, output_size)
         params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
+        params.update(tallies.cte_params(PostgresDialect, now, worker_id))
         with self.write_one(db) as conn:
-            row = conn.execute(transitions.complete_and_claim_statement(queues), params).one()
+            row = conn.execute(transitions.complete_and_claim_statement(PostgresDialect, queues), params).one()
         claimed = row if row.id is not None else None
         if row.owned == 1:
             return True, claimed
@@ -493,6 +516,12 @@ def class_for(url: URL) -> type["SQLiteDialect | PostgresDialect"]:
     if backend in ("postgresql", "postgres"):
         return PostgresDialect
     raise ValidationError(f"unsupported database {backend!r} (use a SQLite path or a postgresql+psycopg:// URL)")
+
+
+def of_connection(conn: Connection) -> type["SQLiteDialect | PostgresDialect"]:
+    """The dialect class of an open connection: for the statements that take only a
+    connection (store/tallies.py), not the Database."""
+    return SQLiteDialect if conn.dialect.name == "sqlite" else PostgresDialect
 
 
 def for_url(url: URL) -> "SQLiteDialect | PostgresDialect":
