@@ -78,8 +78,12 @@ def test_the_roll_up_keeps_every_total_and_a_day_of_minutes(db):
     for n in range(3):
         finish(db, enqueue(db, queue="a", now=T0 + timedelta(minutes=n)), now=T0 + timedelta(minutes=n))
     before = store.tallies()
-    assert store.roll_up_tallies(now=T0 + timedelta(hours=23)) == 0  # nothing a day old yet
-    assert store.roll_up_tallies(now=T0 + timedelta(days=2)) > 0
+    minutes = store.throughput(T0 + timedelta(minutes=2), minutes=3)
+    assert store.roll_up_tallies(now=T0 + timedelta(minutes=30)) == 0  # nothing an hour old yet
+    assert store.roll_up_tallies(now=T0 + timedelta(hours=23)) == 6  # 3 minutes x (enqueued, completed)
+    assert store.tallies() == before
+    assert store.throughput(T0 + timedelta(minutes=2), minutes=3) == minutes  # the archive keeps a day of minutes
+    assert store.roll_up_tallies(now=T0 + timedelta(days=2)) == 0  # nothing left to fold; the archive expires
     assert store.tallies() == before
     assert tally_rows(db) == 2  # one total per (queue, outcome), at tallies.EPOCH
     assert all(m["completed"] == 0 for m in store.throughput(T0 + timedelta(minutes=2), minutes=5))

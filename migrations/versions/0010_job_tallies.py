@@ -17,6 +17,8 @@ down_revision = '0009'
 branch_labels = None
 depends_on = None
 
+LIVE = sa.text("shard >= 0")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -28,7 +30,10 @@ def upgrade() -> None:
         sa.Column('count', sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint('minute', 'queue', 'outcome', 'shard', name=op.f('pk_job_tallies')),
     )
+    op.create_index('ix_job_tallies_live', 'job_tallies', ['queue', 'outcome', 'count'], unique=False, sqlite_where=LIVE,
+                    postgresql_where=LIVE)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_job_tallies_live', table_name='job_tallies', sqlite_where=LIVE, postgresql_where=LIVE)
     op.drop_table('job_tallies')

@@ -12,9 +12,21 @@ completions of one queue would wait for each other there; each worker writes to
 one of dialect.tally_shards rows, picked by its id, and other callers to a random
 one. Readers sum over shards.
 
-Rows older than KEEP are folded into one total row per (queue, outcome) at minute
-EPOCH (roll_up, in the retention pass), so the table stays small: a day of minutes
-plus one row per (queue, outcome), and totals are the sum of all rows.
+The roll-up (roll_up, in every retention pass: supervisors and `queuectl prune`)
+keeps the totals cheap to read. Once a minute is older than SHARDED (nobody writes
+to it any more), its rows are deleted, their counts added to one total row per
+(queue, outcome) at minute EPOCH, shard 0, and to one row per (minute, queue,
+outcome) at shard ARCHIVED (-1), which only throughput reads; archived rows older
+than KEEP are deleted. So:
+
+- totals = the sum of the rows with shard >= 0 (the EPOCH totals, and the last hour
+  or so not yet folded), read along ix_job_tallies_live: a few thousand rows at most
+  (queues x outcomes x shards x 60 minutes), however long the history;
+- throughput per minute = the sum of a minute's rows, all shards and ARCHIVED; a day
+  of minutes is kept.
+
+Without any roll-up (no supervisor, no prune) both stay exact; the totals' read just
+grows with the table.
 """
 
 import random
@@ -22,14 +34,17 @@ import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, bindparam, delete, func, literal, select
+from sqlalchemy import Integer, bindparam, delete, func, literal, literal_column, select
 
 from queuectl.states import TIMEOUT_ERROR, Outcome
 from queuectl.store.dialect import of_connection
 from queuectl.store.models import TALLIES
 
-# Minutes this recent keep their own rows (throughput per minute); older ones are totals.
+# Minutes this recent keep per-minute rows (throughput); older ones live on only in the totals.
 KEEP = timedelta(hours=24)
+# Minutes this recent keep their shards (they may still be written); older ones are folded.
+SHARDED = timedelta(hours=1)
+ARCHIVED = -1
 # The minute of the folded totals.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY = (TALLIES.c.minute, TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.shard)
@@ -78,8 +93,11 @@ def add(conn, counts: dict[tuple[str, str], int], now: datetime, worker_id: str 
 
 
 def count(conn, queue: str, outcome: Outcome, now: datetime, worker_id: str | None = None) -> None:
-    """One event of `queue`: add(conn, {(queue, outcome): 1}, ...)."""
-    add(conn, {(queue, outcome.value): 1}, now, worker_id)
+    """One event of `queue`: add(conn, {(queue, outcome): 1}, ...), without the dicts
+    (a worker's completion on SQLite takes this path)."""
+    kind = of_connection(conn)
+    row = {"minute": minute_of(now), "queue": queue, "outcome": outcome.value, "shard": shard_of(worker_id, kind.tally_shards), "count": 1}
+    conn.execute(_upsert(kind), row)
 
 
 def of_queues(queues, outcome: Outcome) -> dict[tuple[str, str], int]:
@@ -115,24 +133,42 @@ def cte_params(kind, now: datetime, worker_id: str) -> dict:
 
 
 def roll_up(conn, now: datetime) -> int:
-    """Fold the rows older than KEEP into the totals at EPOCH, in the caller's
-    transaction; how many rows were folded. The rows are deleted first (RETURNING their
-    counts), so two roll-ups at once never fold a row twice: the second one finds it
-    gone. Nothing writes to those minutes any more."""
-    cut = minute_of(now) - KEEP
+    """Fold the rows of minutes older than SHARDED into the totals and the archive,
+    and forget the archive's minutes older than KEEP (see the module docstring), in
+    the caller's transaction; how many rows were folded. The rows are deleted first
+    (RETURNING their counts), so two roll-ups at once never fold a row twice: the
+    second finds it gone."""
+    minute = minute_of(now)
     folded = conn.execute(
-        delete(TALLIES).where(TALLIES.c.minute < cut, TALLIES.c.minute > EPOCH).returning(TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.count)
+        delete(TALLIES)
+        .where(TALLIES.c.minute < minute - SHARDED, TALLIES.c.minute > EPOCH, TALLIES.c.shard >= 0)
+        .returning(TALLIES.c.minute, TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.count)
     ).all()
     totals: Counter[tuple[str, str]] = Counter()
-    for queue, outcome, n in folded:
+    archive: dict[datetime, Counter[tuple[str, str]]] = {}
+    for when, queue, outcome, n in folded:
         totals[(queue, outcome)] += n
+        archive.setdefault(when, Counter())[(queue, outcome)] += n
     _write(conn, EPOCH, 0, dict(totals))
+    cut = minute - KEEP
+    kept = [{"minute": when, "queue": queue, "outcome": outcome, "shard": ARCHIVED, "count": n}
+            for when, counts in archive.items() if when >= cut for (queue, outcome), n in counts.items()]
+    if kept:
+        conn.execute(_upsert(of_connection(conn)), kept)  # distinct keys: one executemany
+    conn.execute(delete(TALLIES).where(TALLIES.c.minute < cut, TALLIES.c.minute > EPOCH, TALLIES.c.shard == ARCHIVED))
     return len(folded)
 
 
 def totals(conn) -> dict[tuple[str, str], int]:
-    """{(queue, outcome): count since the database began} (since migration 0010)."""
-    query = select(TALLIES.c.queue, TALLIES.c.outcome, func.sum(TALLIES.c.count)).group_by(TALLIES.c.queue, TALLIES.c.outcome)
+    """{(queue, outcome): count since the database began} (since migration 0010): the
+    rows with shard >= 0, along ix_job_tallies_live (its WHERE, so SQLite uses it)."""
+    query = (
+        select(TALLIES.c.queue, TALLIES.c.outcome, func.sum(TALLIES.c.count))
+        # A literal 0, not a bound parameter: SQLite uses a partial index only for a
+        # WHERE that visibly implies the index's.
+        .where(TALLIES.c.shard >= literal_column("0"))
+        .group_by(TALLIES.c.queue, TALLIES.c.outcome)
+    )
     return {(queue, outcome): int(n) for queue, outcome, n in conn.execute(query)}
 
 
