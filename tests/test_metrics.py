@@ -6,12 +6,12 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, func, select
-from support import T0, enqueue, fail_once, finish, kill, seconds, take
-from worker_support import supervisors  # noqa: F401  (fixture)
 
 from queuectl import jobspec, metrics
 from queuectl.store import Store, dlq, jobs, tallies, transitions
 from queuectl.store.models import TALLIES
+from support import T0, enqueue, fail_once, finish, kill, seconds, take
+from worker_support import supervisors  # noqa: F401  (fixture)
 
 OUTCOMES = ("enqueued", "completed", "failed", "timed_out", "dead", "cancelled")
 

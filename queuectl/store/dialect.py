@@ -518,11 +518,5 @@ def class_for(url: URL) -> type["SQLiteDialect | PostgresDialect"]:
     raise ValidationError(f"unsupported database {backend!r} (use a SQLite path or a postgresql+psycopg:// URL)")
 
 
-def of_connection(conn: Connection) -> type["SQLiteDialect | PostgresDialect"]:
-    """The dialect class of an open connection: for the statements that take only a
-    connection (store/tallies.py), not the Database."""
-    return SQLiteDialect if conn.dialect.name == "sqlite" else PostgresDialect
-
-
 def for_url(url: URL) -> "SQLiteDialect | PostgresDialect":
     return class_for(url)(url)

@@ -37,9 +37,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Integer, bindparam, delete, func, literal, literal_column, select
 
 from queuectl.states import TIMEOUT_ERROR, Outcome
-from queuectl.store.dialect import of_connection
 from queuectl.store.models import TALLIES
 
+# Where each connection carries its dialect helpers (store/dialect.py), for the
+# statements here, which get only a connection: set by Database when it connects.
+# Looked up rather than imported: the dialect's hot path imports this module.
+DIALECT_KEY = "queuectl_dialect"
 # Minutes this recent keep per-minute rows (throughput); older ones live on only in the totals.
 KEEP = timedelta(hours=24)
 # Minutes this recent keep their shards (they may still be written); older ones are folded.
@@ -48,6 +51,10 @@ ARCHIVED = -1
 # The minute of the folded totals.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY = (TALLIES.c.minute, TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.shard)
+
+
+def _dialect(conn):
+    return conn.info[DIALECT_KEY]
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -83,19 +90,19 @@ def _write(conn, minute: datetime, shard: int, counts: dict[tuple[str, str], int
     rows = [{"minute": minute, "queue": queue, "outcome": outcome, "shard": shard, "count": n}
             for (queue, outcome), n in counts.items() if n]
     if rows:
-        conn.execute(_upsert(of_connection(conn)), rows[0] if len(rows) == 1 else rows)
+        conn.execute(_upsert(_dialect(conn)), rows[0] if len(rows) == 1 else rows)
 
 
 def add(conn, counts: dict[tuple[str, str], int], now: datetime, worker_id: str | None = None) -> None:
     """Add {(queue, outcome): n} to the minute of `now`, in the caller's transaction."""
     if counts:
-        _write(conn, minute_of(now), shard_of(worker_id, of_connection(conn).tally_shards), counts)
+        _write(conn, minute_of(now), shard_of(worker_id, _dialect(conn).tally_shards), counts)
 
 
 def count(conn, queue: str, outcome: Outcome, now: datetime, worker_id: str | None = None) -> None:
     """One event of `queue`: add(conn, {(queue, outcome): 1}, ...), without the dicts
     (a worker's completion on SQLite takes this path)."""
-    kind = of_connection(conn)
+    kind = _dialect(conn)
     row = {"minute": minute_of(now), "queue": queue, "outcome": outcome.value, "shard": shard_of(worker_id, kind.tally_shards), "count": 1}
     conn.execute(_upsert(kind), row)
 
@@ -154,7 +161,7 @@ def roll_up(conn, now: datetime) -> int:
     kept = [{"minute": when, "queue": queue, "outcome": outcome, "shard": ARCHIVED, "count": n}
             for when, counts in archive.items() if when >= cut for (queue, outcome), n in counts.items()]
     if kept:
-        conn.execute(_upsert(of_connection(conn)), kept)  # distinct keys: one executemany
+        conn.execute(_upsert(_dialect(conn)), kept)  # distinct keys: one executemany
     conn.execute(delete(TALLIES).where(TALLIES.c.minute < cut, TALLIES.c.minute > EPOCH, TALLIES.c.shard == ARCHIVED))
     return len(folded)
 
