@@ -7,6 +7,13 @@ transition one upsert: INSERT ... ON CONFLICT DO UPDATE SET count = count + n. A
 bulk change (a cancel of 1,000 jobs, an enqueue --file) adds one row per (queue,
 outcome), not one per job.
 
+Lock order: a transaction writes its tallies after every job row it locks (the
+end of each transition), and a bulk change writes one executemany of distinct keys
+in sorted order, so tally rows are the last locks taken. Two transactions could
+still deadlock only by writing two tally rows each, on the same shards, in opposite
+orders, which random shards make unlikely; PostgreSQL would then abort one of them
+with a deadlock error.
+
 `shard`: on PostgreSQL the upsert locks its row until commit, so concurrent
 completions of one queue would wait for each other there; each worker writes to
 one of dialect.tally_shards rows, picked by its id, and other callers to a random
@@ -88,7 +95,7 @@ def _upsert(kind):
 
 def _write(conn, minute: datetime, shard: int, counts: dict[tuple[str, str], int]) -> None:
     rows = [{"minute": minute, "queue": queue, "outcome": outcome, "shard": shard, "count": n}
-            for (queue, outcome), n in counts.items() if n]
+            for (queue, outcome), n in sorted(counts.items()) if n]
     if rows:
         conn.execute(_upsert(_dialect(conn)), rows[0] if len(rows) == 1 else rows)
 

@@ -195,9 +195,9 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
         controls.free_slot(conn, ended.queue)
     # The output stays the job's alone (see models.Attempt.output).
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
-    tallies.count(conn, ended.queue, Outcome.COMPLETED, now, worker_id)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.count(conn, ended.queue, Outcome.COMPLETED, now, worker_id)  # last: see tallies' lock order
     return True
 
 
@@ -278,17 +278,17 @@ def fail(
     outcome = dict(attempts=failed, runs=row.runs + 1, finished_at=now, updated_at=now, exit_code=exit_code, last_error=error,
                    output=output, output_size=output_size)
     attempts.record(conn, _Ended(row, runs=row.runs + 1, output_size=output_size), finished_at=now, exit_code=exit_code, error=error, output=output)
-    retried = failed <= row.max_retries
-    tallies.add(conn, tallies.failure(row.queue, error, retried=retried), now, worker_id)
-    if retried:
+    if failed <= row.max_retries:
         run_at = after(now, backoff_delay(failed, cfg, rng))
         conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
+        tallies.add(conn, tallies.failure(row.queue, error, retried=True), now, worker_id)
         return JobState.FAILED.value
     # The row is locked (above) and the move itself is guarded by the owner too.
     dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
     move_jobs(conn, JOBS, DEAD_JOBS, [job_id], values=dead, guard=_owned(job_id, worker_id))
     if row.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.add(conn, tallies.failure(row.queue, error, retried=False), now, worker_id)
     return JobState.DEAD.value
 
 
@@ -305,7 +305,7 @@ def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
     holds them, and the state guard makes this and a claim exclude each other. Their
     dependents are settled (cancelled down the chain, or unblocked if they waited
     --after-any). The ids cancelled."""
-    cancelled, settling = [], []
+    cancelled, settling, queues = [], [], []
     for chunk in chunks(ids):
         rows = conn.execute(
             update(JOBS)
@@ -313,10 +313,11 @@ def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
             .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, last_error=CANCELLED)
             .returning(JOBS.c.id, JOBS.c.has_dependents, JOBS.c.queue)
         ).all()
-        tallies.add(conn, tallies.of_queues((row.queue for row in rows), Outcome.CANCELLED), now)
         cancelled += [row.id for row in rows]
         settling += [row.id for row in rows if row.has_dependents]
+        queues += [row.queue for row in rows]
     dependencies.settle(conn, settling, now=now)
+    tallies.add(conn, tallies.of_queues(queues, Outcome.CANCELLED), now)
     return cancelled
 
 
@@ -355,9 +356,9 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
     if ended.controlled:
         controls.free_slot(conn, ended.queue)
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
-    tallies.count(conn, ended.queue, Outcome.CANCELLED, now, worker_id)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.count(conn, ended.queue, Outcome.CANCELLED, now, worker_id)
     return True
 
 
