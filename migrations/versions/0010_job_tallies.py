@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column('count', sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint('minute', 'queue', 'outcome', 'shard', name=op.f('pk_job_tallies')),
     )
-    op.create_index('ix_job_tallies_live', 'job_tallies', ['queue', 'outcome', 'count'], unique=False, sqlite_where=LIVE,
+    op.create_index('ix_job_tallies_live', 'job_tallies', ['queue', 'outcome'], unique=False, sqlite_where=LIVE,
                     postgresql_where=LIVE)
 
 

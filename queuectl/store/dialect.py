@@ -2,12 +2,14 @@
 
 import errno
 import fcntl
+import functools
 import os
 import stat
 import threading
 import time
 import weakref
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +43,15 @@ PG_MIGRATION_LOCK = 0x7163746C
 PG_PRUNE_LOCK = 0x7170726E
 
 
+# How SQLAlchemy stores a DATETIME in SQLite (text that sorts as time), and the
+# tallies' upsert in the driver's terms (SQLiteDialect.add_tallies).
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_TALLY = (
+    "INSERT INTO job_tallies (minute, queue, outcome, shard, count) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (minute, queue, outcome, shard) DO UPDATE SET count = job_tallies.count + excluded.count"
+)
+
+
 class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
@@ -58,6 +69,13 @@ class SQLiteDialect:
         from sqlalchemy.dialects.sqlite import insert
 
         return insert(table)
+
+    def add_tallies(self, conn: Connection, rows: list[tuple]) -> None:
+        """Add (minute, queue, outcome, shard, count) rows to job_tallies (store/tallies.py)
+        through the driver: SQLAlchemy's work per statement (cache lookup, binding)
+        was 40% of a worker's tally (47 us against 28), on every job."""
+        driver_rows = [(minute.astimezone(UTC).strftime(_SQLITE_DATETIME), *rest) for minute, *rest in rows]
+        conn.exec_driver_sql(_SQLITE_TALLY, driver_rows[0] if len(driver_rows) == 1 else driver_rows)
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -330,6 +348,13 @@ class PostgresDialect:
 
         return insert(table)
 
+    def add_tallies(self, conn: Connection, rows: list[tuple]) -> None:
+        """Add (minute, queue, outcome, shard, count) rows to job_tallies (store/tallies.py):
+        an upsert built once, its compiled form cached (a worker's completion counts in
+        its one statement instead: tallies.from_returning)."""
+        params = [dict(zip(("minute", "queue", "outcome", "shard", "count"), row)) for row in rows]
+        conn.execute(_postgres_tally_upsert(), params[0] if len(params) == 1 else params)
+
     @staticmethod
     def check_url(url: URL) -> None:
         pass
@@ -451,6 +476,18 @@ class PostgresDialect:
         if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
             return None
         return PostgresListener(url)
+
+
+@functools.cache
+def _postgres_tally_upsert():
+    """PostgresDialect.add_tallies' statement, built once."""
+    from queuectl.store.models import TALLIES
+
+    insert = PostgresDialect.insert_or_update(TALLIES)
+    return insert.on_conflict_do_update(
+        index_elements=[TALLIES.c.minute, TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.shard],
+        set_={"count": TALLIES.c.count + insert.excluded.count},
+    )
 
 
 def _column_types(cursor, table: str) -> dict[str, int]:

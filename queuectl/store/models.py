@@ -315,9 +315,10 @@ class JobTally(Base):
 
 
 # The rows the totals are the sum of (tallies.totals): the folded totals and the last
-# hour or so, not the day of folded minutes kept for throughput; with `count` in it,
-# an index-only read on PostgreSQL and a covering index on SQLite.
-PartialIndex("ix_job_tallies_live", JobTally.queue, JobTally.outcome, JobTally.count, where=JobTally.shard >= 0)
+# hour or so, not the day of folded minutes kept for throughput. Not `count`: an
+# increment would then change an index key, and PostgreSQL could not update the row
+# in place (a HOT update) on the hot path.
+PartialIndex("ix_job_tallies_live", JobTally.queue, JobTally.outcome, where=JobTally.shard >= 0)
 
 
 # The tables, for the Core statements of store/ (the ORM classes above declare them;

@@ -79,25 +79,10 @@ def shard_of(worker_id: str | None, shards: int) -> int:
     return zlib.crc32(worker_id.encode()) % shards
 
 
-# The upsert of each backend, built once (its compiled form is then cached).
-_UPSERTS: dict[str, object] = {}
-
-
-def _upsert(kind):
-    statement = _UPSERTS.get(kind.name)
-    if statement is None:
-        insert = kind.insert_or_update(TALLIES)
-        statement = _UPSERTS[kind.name] = insert.on_conflict_do_update(
-            index_elements=list(_KEY), set_={"count": TALLIES.c.count + insert.excluded.count}
-        )
-    return statement
-
-
 def _write(conn, minute: datetime, shard: int, counts: dict[tuple[str, str], int]) -> None:
-    rows = [{"minute": minute, "queue": queue, "outcome": outcome, "shard": shard, "count": n}
-            for (queue, outcome), n in sorted(counts.items()) if n]
+    rows = [(minute, queue, outcome, shard, n) for (queue, outcome), n in sorted(counts.items()) if n]
     if rows:
-        conn.execute(_upsert(_dialect(conn)), rows[0] if len(rows) == 1 else rows)
+        _dialect(conn).add_tallies(conn, rows)
 
 
 def add(conn, counts: dict[tuple[str, str], int], now: datetime, worker_id: str | None = None) -> None:
@@ -109,9 +94,8 @@ def add(conn, counts: dict[tuple[str, str], int], now: datetime, worker_id: str 
 def count(conn, queue: str, outcome: Outcome, now: datetime, worker_id: str | None = None) -> None:
     """One event of `queue`: add(conn, {(queue, outcome): 1}, ...), without the dicts
     (a worker's completion on SQLite takes this path)."""
-    kind = _dialect(conn)
-    row = {"minute": minute_of(now), "queue": queue, "outcome": outcome.value, "shard": shard_of(worker_id, kind.tally_shards), "count": 1}
-    conn.execute(_upsert(kind), row)
+    helpers = _dialect(conn)
+    helpers.add_tallies(conn, [(minute_of(now), queue, outcome.value, shard_of(worker_id, helpers.tally_shards), 1)])
 
 
 def of_queues(queues, outcome: Outcome) -> dict[tuple[str, str], int]:
@@ -165,10 +149,10 @@ def roll_up(conn, now: datetime) -> int:
         archive.setdefault(when, Counter())[(queue, outcome)] += n
     _write(conn, EPOCH, 0, dict(totals))
     cut = minute - KEEP
-    kept = [{"minute": when, "queue": queue, "outcome": outcome, "shard": ARCHIVED, "count": n}
-            for when, counts in archive.items() if when >= cut for (queue, outcome), n in counts.items()]
+    kept = [(when, queue, outcome, ARCHIVED, n) for when, counts in sorted(archive.items()) if when >= cut
+            for (queue, outcome), n in sorted(counts.items())]
     if kept:
-        conn.execute(_upsert(_dialect(conn)), kept)  # distinct keys: one executemany
+        _dialect(conn).add_tallies(conn, kept)  # distinct keys: one executemany
     conn.execute(delete(TALLIES).where(TALLIES.c.minute < cut, TALLIES.c.minute > EPOCH, TALLIES.c.shard == ARCHIVED))
     return len(folded)
 
