@@ -173,3 +173,13 @@ def test_a_real_worker_run_is_tallied_and_queuectl_metrics_prints_it(cli, db, su
     assert samples(found["queuectl_jobs_enqueued"], "queuectl_jobs_enqueued_total") == {frozenset({("queue", "real")}): 3}
     assert sum(samples(found["queuectl_workers"]).values()) == 2
     assert samples(found["queuectl_job_duration_seconds"], "queuectl_job_duration_seconds_count") == {frozenset({("queue", "real")}): 1}
+
+
+def test_the_tallies_migrate_down_and_up_around_existing_jobs(cli, db):
+    cli.ok("enqueue", "--id", "kept", "--queue", "old", "true")
+    cli.ok("db", "downgrade", "0009")
+    cli.ok("db", "upgrade")
+    found = families(cli.ok("metrics").stdout)  # counting starts again at the upgrade
+    assert samples(found["queuectl_jobs"])[frozenset({("queue", "old"), ("state", "pending")})] == 1
+    assert samples(found["queuectl_jobs_enqueued"], "queuectl_jobs_enqueued_total") == {}
+    assert cli.json("show", "kept")["state"] == "pending"
