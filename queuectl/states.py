@@ -50,6 +50,36 @@ ACTIVE = (*WAITING, JobState.RUNNING.value)
 TERMINAL = (JobState.COMPLETED.value, JobState.DEAD.value, JobState.CANCELLED.value)
 
 
+class Outcome(str, enum.Enum):
+    """What the job tallies count (store/tallies.py; `queuectl metrics`): per queue and
+    minute, in the transaction of the change itself. `timed_out` overlaps `failed`
+    and `dead`: a timed-out attempt counts as both timed_out and what followed it."""
+
+    ENQUEUED = "enqueued"
+    """A job inserted: `enqueue` (each job of a --file too) and each schedule tick's
+    job. A retry of a finished or dead job is not a new job and is not counted."""
+    COMPLETED = "completed"
+    """An attempt exited 0: the job completed."""
+    FAILED = "failed"
+    """An attempt failed (exit status, signal, timeout, lost worker) and the job will
+    be retried."""
+    TIMED_OUT = "timed_out"
+    """An attempt was killed because it ran past its timeout, whatever followed
+    (counted in failed or dead as well)."""
+    DEAD = "dead"
+    """A job moved to the DLQ: its last allowed attempt failed, or was lost with its
+    worker and recovered as failed."""
+    CANCELLED = "cancelled"
+    """A job cancelled: waiting or running (`cancel`, a cancel that outlived its
+    worker), or because a job it waited for (--after) ended dead or cancelled."""
+
+
+# The error of an attempt killed at its timeout starts with this (worker/runner.py).
+TIMEOUT_ERROR = "timed out after"
+# The outcomes of a job or attempt that ended (queuectl_jobs_finished_total).
+FINISHED_OUTCOMES = tuple(o.value for o in Outcome if o is not Outcome.ENQUEUED)
+
+
 class WorkerState(str, enum.Enum):
     IDLE = "idle"
     BUSY = "busy"

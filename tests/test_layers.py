@@ -12,7 +12,7 @@ PACKAGE = REPO / "queuectl"
 LAYERS = [
     ("errors", "timeutil", "states", "config", "jobspec", "cron"),
     ("store",),
-    ("worker", "status", "waiting", "following"),
+    ("worker", "status", "waiting", "following", "metrics"),
     ("cli", "__main__", "web"),
 ]
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from starlette.routing import Route
 
 from conftest import REPO, env_for, wait_until
+from support import enqueue, fail_once, finish
 from queuectl import jobspec
 from queuectl.states import Role, WorkerState
 from queuectl.store import Store, resolve_url
@@ -176,24 +177,27 @@ def test_the_chart_of_an_idle_hour_has_no_bars_and_the_failure_rate_is_unknown()
     assert "<rect" not in str(chart.throughput_svg(idle)) and ">1<" in str(chart.throughput_svg(idle))
     assert chart.failure_rate(idle) is None
     mixed = points([(6, 1)]) + [{**points([(0, 0)])[0], "timed_out": 1, "dead": 1, "cancelled": 1}]
-    assert chart.failure_rate(mixed) == pytest.approx(3 / 10)
+    assert chart.failure_rate(mixed) == pytest.approx(2 / 9)  # timed_out is already among failed or dead
     assert [chart.nice_ceiling(n) for n in (0, 1, 3, 7, 11, 51, 200)] == [1, 1, 5, 10, 20, 100, 200]
 
 
-def test_the_overview_shows_the_chart_once_the_store_has_throughput(url):
+def test_the_overview_draws_the_last_hour_the_store_tallied(url, store):
+    # Four jobs complete and one dies (a timed-out attempt: tallied as timed_out and
+    # dead, drawn and counted once) in the current minute: the chart, the hour's
+    # figures and the failure rate come from the tallies, not from a scan.
+    now = datetime.now(UTC)
+    for n in range(5):
+        job = enqueue(store.db, f"echo {n}", now=now, max_retries=0)
+        if n < 4:
+            finish(store.db, job, now=now)
+        else:
+            assert fail_once(store.db, job, now=now, error="timed out after 5s") == "dead"
     with client(url) as http:
-        if not hasattr(http.app.state.store, "throughput"):
-            assert "throughput appears once metrics are available" in http.get("/").text
-            assert http.get("/metrics").status_code == 503
-        # Store.throughput's interface (queuectl.metrics' branch), given here on this
-        # app's store: the page draws what it returns.
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
-        fake = [dict(p, minute=now - timedelta(minutes=59 - i)) for i, p in enumerate(points([(4, 1)] * 60))]
-        http.app.state.store.throughput = lambda when, minutes=60, queue=None: fake
         page = http.get("/").text
         data = http.get("/api/overview").json()
-    assert "<svg" in page and "240 completed, 60 failed" in page and "20.0%" in page
+    assert "<svg" in page and "4 completed, 1 failed" in page and "20.0%" in page
     assert data["failure_rate"] == pytest.approx(0.2) and len(data["throughput"]) == 60
+    assert sum(p["timed_out"] for p in data["throughput"]) == 1
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -411,8 +415,8 @@ def test_one_overview_refresh_costs_a_few_statements(url, store):
     queries = [s for s in statements if not s.strip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
     print(f"one overview refresh: {len(statements)} statements, {len(queries)} queries")
     # report() 8 (counts, next scheduled, workers, 5 per queue), the config 1,
-    # Store.throughput (once merged) 1-2.
-    assert len(queries) <= 12, statements
+    # Store.throughput 1: the same whatever the number of jobs, queues or workers.
+    assert len(queries) == 10, statements
 
 
 # --- the real command -----------------------------------------------------------------------

@@ -371,6 +371,14 @@ def _watch_status(args, session: Session) -> int:
     return watch.run(session.store(), interval, json_lines=args.json, colour=_colour(args))
 
 
+def run_metrics(args, session: Session) -> int:
+    from queuectl import metrics
+
+    sys.stdout.buffer.write(metrics.exposition(session.store()))
+    sys.stdout.flush()
+    return 0
+
+
 def run_queue_list(args, session: Session) -> int:
     from queuectl import status as status_mod
     from queuectl.cli import status_view

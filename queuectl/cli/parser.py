@@ -277,6 +277,21 @@ def _status(sub) -> None:
     p.set_defaults(command_name="status")
 
 
+def _metrics(sub) -> None:
+    p = sub.add_parser(
+        "metrics",
+        help="print the metrics in the Prometheus text format",
+        description=(
+            "Print the queue's metrics once, in the Prometheus text format: jobs per queue and state, the age of the oldest "
+            "ready job, counters of jobs enqueued and ended (kept in the database: they survive every restart), run and wait "
+            "times of the jobs completed in the last 15 minutes, workers, queue controls and schedules. For node-exporter's "
+            "textfile collector: queuectl metrics > DIR/queuectl.prom.$$ && mv DIR/queuectl.prom.$$ DIR/queuectl.prom "
+            "(see README, Metrics)."
+        ),
+    )
+    p.set_defaults(command_name="metrics")
+
+
 def _queue(sub) -> None:
     p = sub.add_parser(
         "queue",
@@ -495,6 +510,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"queuectl {__version__}")
     sub = parser.add_subparsers(dest="command_group", metavar="COMMAND", required=True)
-    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _queue, _dlq, _schedule, _config, _worker, _db, _web, _completion):
+    for add in (_enqueue, _list, _show, _wait, _cancel, _prune, _status, _metrics, _queue, _dlq, _schedule, _config, _worker, _db, _web, _completion):
         add(sub)
     return parser

@@ -14,6 +14,7 @@ statements, each taking a connection:
 - `browse`: the dashboard's pages of jobs, newest first, by keyset on seq.
 - `unique`: unique keys of active jobs; `retention`: pruning finished jobs by age.
 - `schedules`: recurring jobs, and firing their ticks exactly once.
+- `tallies`: jobs enqueued and ended per queue and minute (`queuectl metrics`).
 - `counts`: the numbers of `status`, and the jobs that ended last; `config`: the
   config table; `workers`: the workers table (registration, heartbeats, declaring
   processes dead).
@@ -22,11 +23,11 @@ statements, each taking a connection:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from queuectl.errors import DeclaredDead
-from queuectl.states import JobState, StopMode, WorkerState
-from queuectl.store import attempts, browse, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, transitions, workers
+from queuectl.states import JobState, Outcome, StopMode, WorkerState
+from queuectl.store import attempts, browse, config, control, counts, dependencies, dlq, jobs, retention, schedules, schema, tallies, transitions, workers
 from queuectl.store import queues as queue_controls
 from queuectl.store.browse import JobFilter
 from queuectl.store.database import Database, resolve_url, usable_url, worker_log_path
@@ -235,6 +236,8 @@ class Store:
             cfg = config.load(conn)
         seconds = {kind: retain[kind] if kind in retain else cfg[key] for kind, key in retention.CONFIG_KEYS.items()}
         cut = retention.cutoffs(seconds, now)
+        with self.db.begin() as conn:
+            tallies.roll_up(conn, now)
         while True:
             with self.db.begin() as conn:
                 pruned = retention.prune_batch(conn, self.db.dialect, cut, wait=True)
@@ -247,7 +250,10 @@ class Store:
     def prune_batch(self, cfg: dict, now: datetime | None = None) -> dict[str, int] | None:
         """A supervisor's pass: one batch (at most retention.BATCH jobs) past the
         retain-* keys of `cfg`; None if another pruner is at work."""
-        cut = retention.configured(cfg, now or utcnow())
+        now = now or utcnow()
+        with self.db.begin() as conn:
+            tallies.roll_up(conn, now)  # in its own transaction: it needs no prune lock
+        cut = retention.configured(cfg, now)
         if all(before is None for before in cut.values()):
             return dict.fromkeys(retention.KINDS, 0)
         with self.db.begin() as conn:
@@ -343,6 +349,58 @@ class Store:
         max_running (see counts.per_queue)."""
         with self.db.read() as conn:
             return counts.per_queue(conn, now)
+
+    # --- metrics (queuectl/metrics.py) -------------------------------------------------
+
+    def throughput(self, now: datetime, minutes: int = 60, queue: str | None = None) -> list[dict]:
+        """One dict per minute, oldest first: the `minutes` minutes ending with the one
+        of `now`, each {"minute": aware UTC datetime, and a count per outcome
+        (states.Outcome: enqueued, completed, failed, timed_out, dead, cancelled)}, 0
+        where nothing happened; of one queue, or all. One indexed read (job_tallies)."""
+        last = tallies.minute_of(now)
+        first = last - timedelta(minutes=minutes - 1)
+        with self.db.read() as conn:
+            found = tallies.per_minute(conn, first, queue)
+        names = [outcome.value for outcome in Outcome]
+        series = []
+        for n in range(minutes):
+            minute = first + timedelta(minutes=n)
+            series.append({"minute": minute, **{name: found.get((minute, name), 0) for name in names}})
+        return series
+
+    def tallies(self) -> dict[tuple[str, str], int]:
+        """{(queue, outcome): how many since the database began counting} (migration 0010)."""
+        with self.db.read() as conn:
+            return tallies.totals(conn)
+
+    def roll_up_tallies(self, now: datetime | None = None) -> int:
+        """Fold tallies older than a day into their totals (see tallies.roll_up); rows folded."""
+        with self.db.begin() as conn:
+            return tallies.roll_up(conn, now or utcnow())
+
+    def recent_timings(self, now: datetime, window_seconds: float = 900, limit: int = 5000) -> dict[str, dict]:
+        """Per queue, {"durations": [...], "waits": [...]} (seconds, sorted) of the jobs
+        completed in the `window_seconds` before `now`, the last `limit` of them at most
+        (see counts.timings for what each measures)."""
+        with self.db.read() as conn:
+            rows = counts.recently_completed(conn, now - timedelta(seconds=window_seconds), limit)
+        return counts.timings(rows)
+
+    def metrics(self, now: datetime, window_seconds: float = 900, limit: int = 5000) -> dict:
+        """Everything `queuectl metrics` exposes, in one read (one snapshot on
+        PostgreSQL), in a number of statements that does not grow with queues or
+        workers: "queues" (counts.per_queue), "blocked" ({queue: blocked jobs}), "tallies" (totals), "timings"
+        (recent_timings), "workers" (the worker rows), "schedules" ({"active": n,
+        "paused": n})."""
+        with self.db.read() as conn:
+            return {
+                "queues": counts.per_queue(conn, now),
+                "blocked": counts.blocked_per_queue(conn),
+                "tallies": tallies.totals(conn),
+                "timings": counts.timings(counts.recently_completed(conn, now - timedelta(seconds=window_seconds), limit)),
+                "workers": workers.worker_rows(conn),
+                "schedules": schedules.by_state(conn),
+            }
 
     # --- the worker runtime ----------------------------------------------------------
 

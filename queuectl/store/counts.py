@@ -132,3 +132,41 @@ def recently_finished(conn, limit: int) -> list:
         .limit(limit)
     ).all()
     return sorted(settled + dead, key=lambda row: row.finished_at, reverse=True)[:limit]
+
+
+def recently_completed(conn, since: datetime, limit: int) -> list:
+    """The jobs completed at or after `since`, newest first, at most `limit` of them:
+    rows of queue, created_at, run_at, started_at, finished_at. Read backwards along
+    ix_jobs_finished (state_in(*SETTLED) is its WHERE, so SQLite uses it), so only the
+    window is read, never the history."""
+    return conn.execute(
+        select(JOBS.c.queue, JOBS.c.created_at, JOBS.c.run_at, JOBS.c.started_at, JOBS.c.finished_at)
+        .where(state_in(*SETTLED), JOBS.c.finished_at >= since, JOBS.c.state == JobState.COMPLETED.value)
+        .order_by(JOBS.c.finished_at.desc())
+        .limit(limit)
+    ).all()
+
+
+def timings(rows) -> dict[str, dict[str, list[float]]]:
+    """Per queue, from recently_completed's rows: "durations" (finished_at - started_at:
+    the last attempt's run) and "waits" (started_at - when the job became ready to
+    run: the later of created_at and run_at, so a delay or a retry's backoff is not
+    waiting), in seconds, each list sorted."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row.started_at is None or row.finished_at is None:
+            continue
+        entry = found.setdefault(row.queue, {"durations": [], "waits": []})
+        entry["durations"].append(max(0.0, (row.finished_at - row.started_at).total_seconds()))
+        ready = max(row.created_at, row.run_at)
+        entry["waits"].append(max(0.0, (row.started_at - ready).total_seconds()))
+    for entry in found.values():
+        entry["durations"].sort()
+        entry["waits"].sort()
+    return found
+
+
+def blocked_per_queue(conn) -> dict[str, int]:
+    """{queue: blocked jobs}, through ix_jobs_blocked (never the history)."""
+    blocked = JobState.BLOCKED.value
+    return dict(conn.execute(select(JOBS.c.queue, func.count()).where(state_in(blocked)).group_by(JOBS.c.queue)).all())

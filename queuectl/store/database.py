@@ -6,11 +6,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
-from sqlalchemy import create_engine, exc
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine, make_url
 
 from queuectl.errors import DatabaseError, StatementFailed, ValidationError
-from queuectl.store import dialect
+from queuectl.store import dialect, tallies
 
 ENV_VAR = "QUEUECTL_DB"
 
@@ -118,6 +118,13 @@ class Database:
         except exc.ArgumentError as err:
             raise DatabaseError(f"cannot use database {self.display_url}: {err}") from None
         self.dialect.configure(self.engine, durable=durable)
+        # Every connection carries the dialect's helpers, for the statements that get
+        # only a connection (store/tallies.py).
+        helpers = self.dialect
+
+        @event.listens_for(self.engine, "connect")
+        def carry_dialect(_dbapi_connection, record) -> None:
+            record.info[tallies.DIALECT_KEY] = helpers
 
     @contextmanager
     def begin(self):

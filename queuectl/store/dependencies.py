@@ -28,7 +28,8 @@ from datetime import datetime
 from sqlalchemy import and_, bindparam, insert, select, update
 
 from queuectl.errors import NotFound, QueuectlError
-from queuectl.states import JobState
+from queuectl.states import JobState, Outcome
+from queuectl.store import tallies
 from queuectl.store.chunks import chunks
 from queuectl.store.models import DEAD_JOBS, DEPENDENCIES, JOBS
 
@@ -116,6 +117,7 @@ def evaluate(conn, ids: list[str], *, now: datetime) -> tuple[list[str], dict[st
     unblocked: list[str] = []
     cancelled: dict[str, str] = {}
     todo = list(dict.fromkeys(ids))
+    queues: list[str] = []  # of the jobs cancelled
     while todo:
         locked: list[str] = []
         for chunk in chunks(todo):
@@ -135,14 +137,16 @@ def evaluate(conn, ids: list[str], *, now: datetime) -> tuple[list[str], dict[st
             by_reason.setdefault(why, []).append(job_id)
         for why, chosen in by_reason.items():
             for chunk in chunks(chosen):
-                conn.execute(
+                queues += conn.execute(
                     update(JOBS).where(JOBS.c.id.in_(chunk), _blocked_guard())
                     .values(state=CANCELLED, finished_at=now, updated_at=now, last_error=why)
-                )
+                    .returning(JOBS.c.queue)
+                ).scalars().all()
         unblocked += ready
         cancelled.update(doomed)
         # The cancelled ones' own dependents, in the same transaction.
         todo = blocked_dependents(conn, list(doomed))
+    tallies.add(conn, tallies.of_queues(queues, Outcome.CANCELLED), now)  # after every job lock
     if unblocked:
         conn.info[UNBLOCKED_KEY] = conn.info.get(UNBLOCKED_KEY, 0) + len(unblocked)
     return unblocked, cancelled

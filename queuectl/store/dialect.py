@@ -2,12 +2,14 @@
 
 import errno
 import fcntl
+import functools
 import os
 import stat
 import threading
 import time
 import weakref
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,12 +43,39 @@ PG_MIGRATION_LOCK = 0x7163746C
 PG_PRUNE_LOCK = 0x7170726E
 
 
+# How SQLAlchemy stores a DATETIME in SQLite (text that sorts as time), and the
+# tallies' upsert in the driver's terms (SQLiteDialect.add_tallies).
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_TALLY = (
+    "INSERT INTO job_tallies (minute, queue, outcome, shard, count) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (minute, queue, outcome, shard) DO UPDATE SET count = job_tallies.count + excluded.count"
+)
+
+
 class SQLiteDialect:
     name = "sqlite"
     supports_listen = False
     # No DML in a CTE: a claim takes its queue's slot (store/queues.py) with a second
     # statement, in the same write transaction, which holds the only write lock.
     slot_in_claim = False
+    # Rows each (minute, queue, outcome) tally spreads its increments over (see
+    # store/tallies.py): one writer at a time holds the database, so one is enough.
+    tally_shards = 1
+
+    @staticmethod
+    def insert_or_update(table):
+        """INSERT ... ON CONFLICT DO UPDATE for `table` (SQLite's construct; the same API
+        as PostgreSQL's). Imported here: SQLAlchemy's dialect modules cost time to load."""
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+
+    def add_tallies(self, conn: Connection, rows: list[tuple]) -> None:
+        """Add (minute, queue, outcome, shard, count) rows to job_tallies (store/tallies.py)
+        through the driver: SQLAlchemy's work per statement (cache lookup, binding)
+        was 40% of a worker's tally (47 us against 28), on every job."""
+        driver_rows = [(minute.astimezone(UTC).strftime(_SQLITE_DATETIME), *rest) for minute, *rest in rows]
+        conn.exec_driver_sql(_SQLITE_TALLY, driver_rows[0] if len(driver_rows) == 1 else driver_rows)
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -314,6 +343,24 @@ class PostgresDialect:
     # data-modifying CTE that locks the queue's row: one round trip, and no two hosts
     # take the last slot.
     slot_in_claim = True
+    # Concurrent completions of one queue would queue on its tally row's lock for
+    # the rest of their transactions; a worker increments one of these many rows,
+    # chosen by its id (store/tallies.py), so up to this many do it at once.
+    tally_shards = 8
+
+    @staticmethod
+    def insert_or_update(table):
+        """INSERT ... ON CONFLICT DO UPDATE for `table` (PostgreSQL's construct)."""
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
+
+    def add_tallies(self, conn: Connection, rows: list[tuple]) -> None:
+        """Add (minute, queue, outcome, shard, count) rows to job_tallies (store/tallies.py):
+        an upsert built once, its compiled form cached (a worker's completion counts in
+        its one statement instead: tallies.from_returning)."""
+        params = [dict(zip(("minute", "queue", "outcome", "shard", "count"), row)) for row in rows]
+        conn.execute(_postgres_tally_upsert(), params[0] if len(params) == 1 else params)
 
     @staticmethod
     def check_url(url: URL) -> None:
@@ -374,12 +421,13 @@ class PostgresDialect:
                            output_size: int | None = None):
         """The worker's hot path as one autocommitted statement (data-modifying CTEs):
         one round trip per job. (owned, next job or None)."""
-        from queuectl.store import dependencies, transitions
+        from queuectl.store import dependencies, tallies, transitions
 
         size = transitions.size_of(output, output_size)
         params = transitions.outcome_params(job_id, worker_id, exit_code=0, output=output, output_size=size, now=now)
+        params.update(tallies.cte_params(PostgresDialect, now, worker_id))
         with self.write_one(db) as conn:
-            row = conn.execute(transitions.complete_and_claim_statement(queues), params).one()
+            row = conn.execute(transitions.complete_and_claim_statement(PostgresDialect, queues), params).one()
         claimed = row if row.id is not None else None
         if row.owned == 1:
             return True, claimed
@@ -440,6 +488,18 @@ class PostgresDialect:
         if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
             return None
         return PostgresListener(url)
+
+
+@functools.cache
+def _postgres_tally_upsert():
+    """PostgresDialect.add_tallies' statement, built once."""
+    from queuectl.store.models import TALLIES
+
+    insert = PostgresDialect.insert_or_update(TALLIES)
+    return insert.on_conflict_do_update(
+        index_elements=[TALLIES.c.minute, TALLIES.c.queue, TALLIES.c.outcome, TALLIES.c.shard],
+        set_={"count": TALLIES.c.count + insert.excluded.count},
+    )
 
 
 def _column_types(cursor, table: str) -> dict[str, int]:

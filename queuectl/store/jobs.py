@@ -7,9 +7,9 @@ from sqlalchemy import BigInteger, Text, cast, exc, select, union_all, update
 
 from queuectl.errors import DuplicateId, KeyTaken, NotFound
 from queuectl.jobspec import SPEC_KEYS, JobSpec, lookup_id
-from queuectl.states import JobState
+from queuectl.states import JobState, Outcome
 from queuectl.store import config as settings
-from queuectl.store import dependencies, unique
+from queuectl.store import dependencies, tallies, unique
 from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 from queuectl.timeutil import after, iso, utcnow
 
@@ -176,6 +176,7 @@ def add(conn, dialect, specs: list[JobSpec], now, *, keyed: bool | None = None, 
         if len(named) == 1:
             raise DuplicateId(f"a job with id {named[0]!r} already exists", job_id=named[0]) from None
         raise DuplicateId("a job with one of these ids already exists") from None
+    tallies.add(conn, tallies.of_queues((row["queue"] for row in rows), Outcome.ENQUEUED), now)
     if waits:
         dependencies.add(conn, list(waits))
         # Dependencies that ended already: unblocked or cancelled right away.

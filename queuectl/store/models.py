@@ -297,6 +297,30 @@ class QueueControl(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class JobTally(Base):
+    """How many events of one kind (store/tallies.py: OUTCOMES) a queue had in one
+    minute: the counters of `queuectl metrics`, kept in the database so that they
+    survive every process. `shard` spreads concurrent increments of one queue over
+    several rows (PostgreSQL row locks); readers sum over it. Rows older than a day
+    are folded into one row per (queue, outcome) at minute 1970-01-01; rows older than
+    an hour into one row per minute at shard -1, for throughput only (tallies.roll_up)."""
+
+    __tablename__ = "job_tallies"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+# The rows the totals are the sum of (tallies.totals): the folded totals and the last
+# hour or so, not the day of folded minutes kept for throughput. Not `count`: an
+# increment would then change an index key, and PostgreSQL could not update the row
+# in place (a HOT update) on the hot path.
+PartialIndex("ix_job_tallies_live", JobTally.queue, JobTally.outcome, where=JobTally.shard >= 0)
+
+
 # The tables, for the Core statements of store/ (the ORM classes above declare them;
 # DeclarativeBase types __table__ as any FromClause, a declared class's is a Table).
 JOBS = cast(Table, Job.__table__)
@@ -307,3 +331,4 @@ ATTEMPTS = cast(Table, Attempt.__table__)
 DEPENDENCIES = cast(Table, JobDependency.__table__)
 SCHEDULES = cast(Table, Schedule.__table__)
 QUEUES = cast(Table, QueueControl.__table__)
+TALLIES = cast(Table, JobTally.__table__)

@@ -141,3 +141,12 @@ def run_now(conn, dialect, name: str, now: datetime) -> str:
     policy: a person asked for it); its job id. Its ticks are unchanged."""
     row = get(conn, name)
     return _enqueue(conn, dialect, name, row.spec, now)
+
+
+def by_state(conn) -> dict[str, int]:
+    """{"active": schedules firing, "paused": paused ones}: one grouped count."""
+    paused = SCHEDULES.c.paused_at.is_not(None).label("paused")
+    found = {"active": 0, "paused": 0}
+    for is_paused, n in conn.execute(select(paused, func.count()).group_by(paused)):
+        found["paused" if is_paused else "active"] = n
+    return found

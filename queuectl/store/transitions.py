@@ -14,8 +14,8 @@ from datetime import datetime
 
 from sqlalchemy import Integer, and_, bindparam, delete, exists, false, func, insert, literal, null, or_, select, true, update
 
-from queuectl.states import CLAIMABLE, WAITING, JobState
-from queuectl.store import attempts, dependencies
+from queuectl.states import CLAIMABLE, WAITING, JobState, Outcome
+from queuectl.store import attempts, dependencies, tallies
 from queuectl.store import queues as controls
 from queuectl.store.chunks import chunks
 from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS, QUEUES
@@ -197,11 +197,12 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.count(conn, ended.queue, Outcome.COMPLETED, now, worker_id)  # last: see tallies' lock order
     return True
 
 
 @functools.lru_cache(maxsize=64)
-def complete_and_claim_statement(queues: tuple[str, ...] | None):
+def complete_and_claim_statement(kind, queues: tuple[str, ...] | None):
     """Success and the next claim as one statement (data-modifying CTEs, PostgreSQL),
     so a worker's write per job is one round trip. Both updates see the statement's
     snapshot; the finished job is 'running', never claimable, so they never touch
@@ -213,7 +214,11 @@ def complete_and_claim_statement(queues: tuple[str, ...] | None):
     A job with dependents (has_dependents) is not completed here: settling them
     takes more than a statement, so the guard makes `owned` 0 and the dialect
     completes it again in a transaction (complete, settle, claim if nothing was
-    claimed here); see PostgresDialect.complete_and_claim."""
+    claimed here); see PostgresDialect.complete_and_claim.
+
+    The completion's tally (store/tallies.py) is one more CTE, an upsert from what
+    the completing update returned (parameters: tallies.cte_params); `kind` is the
+    dialect class, whose upsert construct it uses."""
     done = _COMPLETE.where(JOBS.c.has_dependents == false()).cte("done")
     recorded = attempts.insert_from(
         done, finished_at=bindparam("now", type_=ATTEMPTS.c.finished_at.type), exit_code=bindparam("result_code", type_=Integer()),
@@ -222,10 +227,11 @@ def complete_and_claim_statement(queues: tuple[str, ...] | None):
     # The finished job's slot back (a queue with controls), and a claim from queues
     # without any: see claim_statement's after_ending.
     freed = controls.free_statement(select(done.c.queue).scalar_subquery()).cte("freed")
+    tallied = tallies.from_returning(kind, done, Outcome.COMPLETED).cte("tallied")
     claimed = claim_statement(queues, after_ending=True).cte("claimed")
     owned = select(func.count()).select_from(recorded).scalar_subquery().label("owned")
     one_row = select(literal(1).label("one")).subquery("one_row")
-    return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true())).add_cte(freed)
+    return select(owned, *claimed.c).select_from(one_row.outerjoin(claimed, true())).add_cte(freed, tallied)
 
 
 def backoff_delay(attempts: int, cfg: dict, rng: random.Random | None = None) -> float:
@@ -275,12 +281,14 @@ def fail(
     if failed <= row.max_retries:
         run_at = after(now, backoff_delay(failed, cfg, rng))
         conn.execute(update(JOBS).where(_owned(job_id, worker_id)).values(state=JobState.FAILED.value, run_at=run_at, **outcome))
+        tallies.add(conn, tallies.failure(row.queue, error, retried=True), now, worker_id)
         return JobState.FAILED.value
     # The row is locked (above) and the move itself is guarded by the owner too.
     dead = {"state": JobState.DEAD.value, **outcome, "dead_at": now}
     move_jobs(conn, JOBS, DEAD_JOBS, [job_id], values=dead, guard=_owned(job_id, worker_id))
     if row.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.add(conn, tallies.failure(row.queue, error, retried=False), now, worker_id)
     return JobState.DEAD.value
 
 
@@ -297,17 +305,19 @@ def cancel_waiting(conn, ids: list[str], *, now: datetime) -> list[str]:
     holds them, and the state guard makes this and a claim exclude each other. Their
     dependents are settled (cancelled down the chain, or unblocked if they waited
     --after-any). The ids cancelled."""
-    cancelled, settling = [], []
+    cancelled, settling, queues = [], [], []
     for chunk in chunks(ids):
         rows = conn.execute(
             update(JOBS)
             .where(JOBS.c.id.in_(chunk), state_in(*WAITING))
             .values(state=JobState.CANCELLED.value, finished_at=now, updated_at=now, last_error=CANCELLED)
-            .returning(JOBS.c.id, JOBS.c.has_dependents)
+            .returning(JOBS.c.id, JOBS.c.has_dependents, JOBS.c.queue)
         ).all()
         cancelled += [row.id for row in rows]
         settling += [row.id for row in rows if row.has_dependents]
+        queues += [row.queue for row in rows]
     dependencies.settle(conn, settling, now=now)
+    tallies.add(conn, tallies.of_queues(queues, Outcome.CANCELLED), now)
     return cancelled
 
 
@@ -348,6 +358,7 @@ def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=CANCELLED, output=output)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
+    tallies.count(conn, ended.queue, Outcome.CANCELLED, now, worker_id)
     return True
 
 

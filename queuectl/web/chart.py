@@ -17,12 +17,14 @@ FAILED_COLOUR = "#d64545"
 
 
 def failures(point: dict) -> int:
-    """What the chart and the failure rate count as failed in a minute."""
-    return point.get("failed", 0) + point.get("timed_out", 0) + point.get("dead", 0)
+    """What the chart and the failure rate count as failed in a minute: failed and
+    dead attempts (a timed-out attempt is one of those too: its own tally, timed_out,
+    counts it a second time, so it is not added here)."""
+    return point.get("failed", 0) + point.get("dead", 0)
 
 
 def failure_rate(points: list[dict]) -> float | None:
-    """(failed + timed out + dead) / every ended job or attempt, over `points`; None if none ended."""
+    """(failed + dead) / every ended attempt or job, over `points`; None if none ended."""
     failed = sum(failures(p) for p in points)
     ended = failed + sum(p.get("completed", 0) + p.get("cancelled", 0) for p in points)
     return None if ended == 0 else failed / ended

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from queuectl import status
 from queuectl.states import LIVE_WORKER_STATES
 from queuectl.timeutil import utcnow
-from queuectl.web import chart, common, prometheus
+from queuectl.web import chart, common
 
 # The states in the order the overview shows them (a job's life, then its ends).
 STATE_ORDER = ("blocked", "pending", "running", "failed", "completed", "dead", "cancelled")
@@ -30,7 +30,7 @@ def overview_data(store, now: datetime | None = None) -> dict:
     timeout = store.config()["heartbeat-timeout"]
     for worker in report["workers"]:
         worker["stale"] = worker["state"] in LIVE_WORKER_STATES and worker["heartbeat_age"] > timeout
-    points = prometheus.throughput(store, now)
+    points = store.throughput(now, minutes=60)
     ready = [q["oldest_ready_age"] for q in report["queues"] if q["oldest_ready_age"] is not None]
     live = [w for w in report["workers"] if w["state"] in LIVE_WORKER_STATES]
     return {
@@ -43,7 +43,7 @@ def overview_data(store, now: datetime | None = None) -> dict:
         "workers_stale": sum(1 for w in live if w["stale"]),
         "oldest_ready_age": max(ready, default=None),
         "throughput": points,
-        "failure_rate": None if points is None else chart.failure_rate(points),
+        "failure_rate": chart.failure_rate(points),
     }
 
 
@@ -53,10 +53,9 @@ def _context(request: Request) -> dict:
     return {
         "data": data,
         "states": STATE_ORDER,
-        "chart": None if points is None else chart.throughput_svg(points),
-        "chart_missing": prometheus.MISSING,
-        "completed_hour": None if points is None else sum(p["completed"] for p in points),
-        "failed_hour": None if points is None else sum(chart.failures(p) for p in points),
+        "chart": chart.throughput_svg(points),
+        "completed_hour": sum(p["completed"] for p in points),
+        "failed_hour": sum(chart.failures(p) for p in points),
     }
 
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from queuectl.states import TIMEOUT_ERROR
+
 # After SIGTERM, a job's process group has this long before SIGKILL.
 KILL_GRACE = 2.0
 _READ_SIZE = 65536
@@ -182,7 +184,7 @@ def run(
     if stopped:
         return Outcome(None, output, "stopped", stopped=True, output_size=size)
     if timed_out:
-        return Outcome(_exit_code(returncode), output, f"timed out after {timeout:g}s", output_size=size)
+        return Outcome(_exit_code(returncode), output, f"{TIMEOUT_ERROR} {timeout:g}s", output_size=size)
     if returncode == 0:
         return Outcome(0, output, None, output_size=size)
     if returncode < 0:
