@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from starlette.routing import Route
 
 from conftest import REPO, env_for, wait_until
-from support import enqueue, fail_once, finish
 from queuectl import jobspec
 from queuectl.states import Role, WorkerState
 from queuectl.store import Store, resolve_url
 from queuectl.web import chart, security
 from queuectl.web.app import create_app
+from support import enqueue, fail_once, finish
 
 with warnings.catch_warnings():  # Starlette 1.x would rather have httpx2 (not packaged yet): httpx works
     warnings.simplefilter("ignore")
