@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_web import free_port
 
 from conftest import REPO, env_for, wait_until
-from test_web import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
