@@ -7,11 +7,17 @@ restarts of whatever serves them. A fresh CollectorRegistry per call: no global
 state shared between scrapes or threads.
 
 The counters come from job_tallies (store/tallies.py), which every transition writes
-in its own transaction. The duration and wait summaries are windowed: they describe
-the jobs completed in the last WINDOW_SECONDS (at most TIMING_LIMIT of them), and
-their _sum and _count are of that window, not cumulative.
+in its own transaction. The duration and wait summaries are windowed: their quantiles
+describe the jobs completed in the last WINDOW_SECONDS (at most TIMING_LIMIT of them).
+They have no _sum and _count: Prometheus takes those for cumulative counters, and a
+window's would fall as it moves on, read as a counter reset by rate(); the count of
+completed jobs is queuectl_jobs_finished_total{outcome="completed"}. Every queue the
+scrape knows has its quantiles, NaN when none of its jobs completed in the window
+(the convention of a summary without observations), so a series does not vanish
+while a queue is quiet.
 """
 
+import math
 from datetime import datetime
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -32,21 +38,21 @@ WORKER_STATES = tuple(s.value for s in WorkerState)
 
 
 def quantile(values: list[float], q: float) -> float:
-    """The q-quantile of sorted `values` (nearest rank), 0.0 for none."""
+    """The q-quantile of sorted `values` (nearest rank), NaN for none."""
     if not values:
-        return 0.0
+        return math.nan
     rank = min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))
     return values[rank]
 
 
-def _summary(name: str, documentation: str, timings: dict[str, dict], key: str) -> Metric:
+def _summary(name: str, documentation: str, timings: dict[str, dict], key: str, queues: set[str]) -> Metric:
+    """Quantiles only (see the module's docstring), for each of `queues` and every
+    queue with timings."""
     metric = Metric(name, documentation, "summary")
-    for queue, found in sorted(timings.items()):
-        values = found[key]
+    for queue in sorted(queues | set(timings)):
+        values = timings.get(queue, {}).get(key, [])
         for q in QUANTILES:
             metric.add_sample(name, {"queue": queue, "quantile": str(q)}, quantile(values, q))
-        metric.add_sample(name + "_sum", {"queue": queue}, sum(values))
-        metric.add_sample(name + "_count", {"queue": queue}, len(values))
     return metric
 
 
@@ -102,11 +108,11 @@ class QueueCollector:
                 finished.add_metric([name, outcome], counted.get((name, outcome), 0))
         yield from (enqueued, finished)
 
-        timings = data["timings"]
+        timings, known = data["timings"], set(names) | {queue for queue, _ in counted}
         yield _summary("queuectl_job_duration_seconds", f"Run time of the jobs completed in the last {WINDOW_SECONDS} s "
-                       "(their last attempt), per queue; windowed, not cumulative.", timings, "durations")
+                       "(their last attempt), per queue: quantiles of that window (NaN: none completed).", timings, "durations", known)
         yield _summary("queuectl_job_wait_seconds", f"Time from ready (enqueued, or due if later) to started, of the jobs completed "
-                       f"in the last {WINDOW_SECONDS} s, per queue; windowed, not cumulative.", timings, "waits")
+                       f"in the last {WINDOW_SECONDS} s, per queue: quantiles of that window (NaN: none completed).", timings, "waits", known)
 
         processes = GaugeMetricFamily("queuectl_workers", "Worker processes per host and state (stopped and dead ones for a day).",
                                       labels=["host", "state"])

@@ -2,6 +2,7 @@
 roll-up, the throughput and timings read back, and the Prometheus exposition of
 `queuectl metrics`, on SQLite and PostgreSQL."""
 
+import math
 from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,7 +128,10 @@ def test_the_exposition_parses_and_names_no_job(db):
     finished = samples(found["queuectl_jobs_finished"], "queuectl_jobs_finished_total")
     assert {dict(k)["outcome"]: v for k, v in finished.items()} == {"completed": 1, "failed": 0, "timed_out": 0, "dead": 1, "cancelled": 0}
     assert found["queuectl_job_duration_seconds"].type == "summary"
-    assert samples(found["queuectl_job_wait_seconds"], "queuectl_job_wait_seconds_count") == {frozenset({("queue", "mail")}): 1}
+    # Quantiles of the window only: a window's _sum and _count would fall as it moves
+    # on, which Prometheus reads as a counter reset.
+    assert {s.name for s in found["queuectl_job_wait_seconds"].samples} == {"queuectl_job_wait_seconds"}
+    assert samples(found["queuectl_job_wait_seconds"])[frozenset({("queue", "mail"), ("quantile", "0.5")})] == 0.0
     assert {"queuectl_workers", "queuectl_worker_last_heartbeat_timestamp_seconds", "queuectl_queue_paused",
             "queuectl_queue_max_running", "queuectl_schedules"} <= set(found)
     labels = {value for family in found.values() for sample in family.samples for value in sample.labels.values()}
@@ -172,7 +176,21 @@ def test_a_real_worker_run_is_tallied_and_queuectl_metrics_prints_it(cli, db, su
     assert {dict(k)["outcome"]: v for k, v in finished.items()} == {"completed": 1, "failed": 0, "timed_out": 1, "dead": 2, "cancelled": 0}
     assert samples(found["queuectl_jobs_enqueued"], "queuectl_jobs_enqueued_total") == {frozenset({("queue", "real")}): 3}
     assert sum(samples(found["queuectl_workers"]).values()) == 2
-    assert samples(found["queuectl_job_duration_seconds"], "queuectl_job_duration_seconds_count") == {frozenset({("queue", "real")}): 1}
+    durations = samples(found["queuectl_job_duration_seconds"])
+    assert set(durations) == {frozenset({("queue", "real"), ("quantile", q)}) for q in ("0.5", "0.9", "0.99")}
+    assert all(0 <= value < 10 for value in durations.values())
+
+
+def test_a_quiet_queue_keeps_its_timing_series_as_nan(db):
+    # Jobs completed an hour ago: outside the window. The queue's quantiles stay, NaN
+    # (a summary without observations), rather than vanishing from the scrape.
+    store = Store(db)
+    finish(db, enqueue(db, queue="quiet", now=T0 - timedelta(hours=1)), now=T0 - timedelta(hours=1))
+    found = families(metrics.exposition(store, now=T0).decode())
+    for name in ("queuectl_job_duration_seconds", "queuectl_job_wait_seconds"):
+        values = samples(found[name])
+        assert set(values) == {frozenset({("queue", "quiet"), ("quantile", q)}) for q in ("0.5", "0.9", "0.99")}
+        assert all(math.isnan(v) for v in values.values())
 
 
 def test_the_tallies_migrate_down_and_up_around_existing_jobs(cli, db):

@@ -24,9 +24,12 @@ def failures(point: dict) -> int:
 
 
 def failure_rate(points: list[dict]) -> float | None:
-    """(failed + dead) / every ended attempt or job, over `points`; None if none ended."""
+    """failures / (completed + failures) over `points`, where failures are failed and
+    dead attempts: the share of runs that failed. Cancelled jobs are not runs that
+    ended well or badly, so they count on neither side (a bulk cancel of a backlog
+    would otherwise make the rate look healthy); None if no run ended."""
     failed = sum(failures(p) for p in points)
-    ended = failed + sum(p.get("completed", 0) + p.get("cancelled", 0) for p in points)
+    ended = failed + sum(p.get("completed", 0) for p in points)
     return None if ended == 0 else failed / ended
 
 
