@@ -167,7 +167,7 @@ def test_dlq_page_and_its_actions(db, client, jobs):
     page = client.get("/dlq")
     assert ids_on(page) == [*more[::-1], "3"]
     assert "exit code 3 &lt;script&gt;alert(1)&lt;/script&gt;" in page.text
-    assert ids_on(client.get("/dlq?state=completed")) == ids_on(page)  # the DLQ's state is fixed
+    assert ids_on(client.get("/dlq?state=dead")) == ids_on(page)  # the DLQ's state is fixed
     assert flash(post(client, "/dlq/bulk", one="retry:3")) == "retried 1 job(s): 3"
     assert flash(post(client, "/dlq/bulk", one=f"purge:{more[0]}")) == f"purged 1 job(s): {more[0]}"
     assert flash(post(client, "/dlq/bulk", one="purge:1")) == "no dead job with id &#39;1&#39; (it is completed)"
@@ -237,3 +237,22 @@ def test_markup_in_ids_commands_and_filters_is_escaped(db, client, jobs):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;\\x1b[31m" in listing
     assert 'value="&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;"' in client.get("/jobs", params={"text": ATTRIBUTE}).text
     assert client.get("/api/jobs?state=pending").json()["jobs"][-1]["id"] == f"{SCRIPT}{ATTRIBUTE}{ESCAPE}"
+
+
+def test_a_dlq_filter_naming_another_state_is_refused_and_changes_nothing(db, client, jobs):
+    headers = {"X-CSRF-Token": csrf(client)}
+    said = "the dead-letter queue holds dead jobs only"
+    for path, body in (("/api/dlq/purge", {"filter": {"state": ["pending"], "queue": "default"}}),
+                       ("/api/dlq/retry", {"filter": {"state": "completed"}})):
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code == 400 and response.json()["error"].startswith(said), response.text
+    # GET agrees with POST: the same filter lists nothing, it is refused the same way.
+    for path in ("/api/dlq?state=pending", "/dlq?state=completed", "/dlq?confirm=purge&state=pending"):
+        response = client.get(path)
+        assert response.status_code == 400 and said in response.text, path
+    refused = post(client, "/dlq/bulk", action="purge", scope="matching", state="pending", queue="default")
+    assert flash(refused).startswith(said)
+    assert Store(db).job("3")["state"] == "dead"
+    # Naming the dead state is what the DLQ does anyway.
+    assert [j["id"] for j in client.get("/api/dlq?state=dead").json()["jobs"]] == ["3"]
+    assert client.post("/api/dlq/purge", json={"filter": {"state": "dead", "text": "echo 3"}}, headers=headers).json()["count"] == 1

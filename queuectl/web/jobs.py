@@ -137,6 +137,19 @@ def json_filter(data) -> JobFilter:
     return parse_filter(values)
 
 
+def within(f: JobFilter, fixed: JobFilter | None) -> JobFilter:
+    """The filter on a page that always filters on `fixed`'s states (the DLQ's dead
+    state): one naming another state would match nothing there, so it is refused
+    rather than widened to the fixed states (an action on it would act on jobs the
+    filter does not name); GET and POST refuse it alike."""
+    if fixed is None:
+        return f
+    other = [s for s in f.states if s not in fixed.states]
+    if other:
+        raise ValidationError(f"the dead-letter queue holds dead jobs only: a filter on {', '.join(other)} matches none")
+    return replace(f, states=fixed.states)
+
+
 def cursor(text: str | None) -> int | None:
     """The `before` of a page link: a positive integer, or none."""
     if text is None or text == "":
@@ -272,9 +285,7 @@ def bulk_change(actions: dict, fixed: JobFilter | None = None):
             return chosen_action(actions, name).on_ids(store, [job_id])[1]
         chosen = chosen_action(actions, form.get("action"))
         if form.get("scope") == "matching":
-            f = parse_filter(form.getlist)
-            if fixed is not None:
-                f = replace(f, states=fixed.states)
+            f = within(parse_filter(form.getlist), fixed)
             return chosen.on_filter(store, f)[1]
         ids = [i for i in form.getlist("id") if isinstance(i, str)]
         return chosen.on_ids(store, ids)[1]
@@ -287,9 +298,7 @@ def confirm_page(request: Request, actions: dict, template_base: str, fixed: Job
     if common.read_only(request):
         return common.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
     chosen = chosen_action(actions, request.query_params.get("confirm"))
-    f = _query_filter(request)
-    if fixed is not None:
-        f = replace(f, states=fixed.states)
+    f = within(_query_filter(request), fixed)
     count, more = chosen.count(common.store(request), f)
     return common.render(request, "jobs_confirm.html", chosen=chosen, count=count, more=more, cap=COUNT_CAP,
                          params=filter_params(f), back=template_base, filter=f)
@@ -348,9 +357,7 @@ def job_page(request: Request) -> Response:
 
 
 def api_jobs(request: Request, fixed: JobFilter | None = None) -> Response:
-    f = _query_filter(request)
-    if fixed is not None:
-        f = replace(f, states=fixed.states)
+    f = within(_query_filter(request), fixed)
     before = cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=_limit(request.query_params.get("limit")))
     return common.api({"jobs": rows, "next": next_cursor})
@@ -384,9 +391,7 @@ def api_action(actions: dict, fixed: JobFilter | None = None):
                 raise ValidationError('"ids" must be a list of job ids (strings)')
             done, message = await run_in_threadpool(chosen.on_ids, store, ids)
             return common.api({"ok": True, "message": message, "count": len(done), "ids": done})
-        f = json_filter(body["filter"])
-        if fixed is not None:
-            f = replace(f, states=fixed.states)
+        f = within(json_filter(body["filter"]), fixed)
         count, message = await run_in_threadpool(chosen.on_filter, store, f)
         return common.api({"ok": True, "message": message, "count": count})
 
