@@ -195,7 +195,7 @@ def test_api(db, client, jobs):
     assert refused.status_code == 404 and "is pending" in refused.json()["error"]
     answer = client.post("/api/jobs/cancel", json={"filter": {"state": ["pending"], "queue": "default"}}, headers=headers)
     assert answer.json()["count"] == 2  # 1 (retried) and 5
-    assert client.post("/api/dlq/retry", json={"filter": {}}, headers=headers).json()["message"] == "retried 1 job(s) matching the filter"
+    assert client.post("/api/dlq/retry", json={"filter": {}, "all": True}, headers=headers).json()["message"] == "retried 1 job(s) matching the filter"
     assert client.post("/api/dlq/purge", json={"ids": ["3"]}, headers=headers).status_code == 404
     for body, words in (({"ids": "1"}, '"ids" must be a list'), ({}, "the body must be JSON"), ({"filter": {"colour": "red"}}, "unknown filter field"),
                         ({"filter": {"state": "nope"}}, "unknown state")):
@@ -256,3 +256,19 @@ def test_a_dlq_filter_naming_another_state_is_refused_and_changes_nothing(db, cl
     # Naming the dead state is what the DLQ does anyway.
     assert [j["id"] for j in client.get("/api/dlq?state=dead").json()["jobs"]] == ["3"]
     assert client.post("/api/dlq/purge", json={"filter": {"state": "dead", "text": "echo 3"}}, headers=headers).json()["count"] == 1
+
+
+def test_the_api_acts_on_an_empty_filter_only_with_all_true(db, client, jobs):
+    headers = {"X-CSRF-Token": csrf(client)}
+    store = Store(db)
+    for path, body in (("/api/jobs/retry", {"filter": {}}), ("/api/jobs/delete", {"filter": {"state": []}}),
+                       ("/api/jobs/cancel", {"filter": {"text": " "}}), ("/api/dlq/purge", {"filter": {}}),
+                       ("/api/dlq/retry", {"filter": {"state": "dead"}}), ("/api/jobs/retry", {"filter": {}, "all": False})):
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code == 400 and 'add "all": true' in response.json()["error"], (path, response.text)
+    assert [store.job(i)["state"] for i in jobs] == ["completed", "completed", "dead", "pending", "pending"]
+    assert client.post("/api/jobs/retry", json={"filter": {}, "all": "yes"}, headers=headers).status_code == 400
+    answer = client.post("/api/dlq/purge", json={"filter": {}, "all": True}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["count"] == 1
+    answer = client.post("/api/jobs/retry", json={"filter": {}, "all": True}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["count"] == 2

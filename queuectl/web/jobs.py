@@ -367,8 +367,15 @@ def api_job(request: Request) -> Response:
     return common.api(job_detail(common.store(request), request.path_params["job_id"]))
 
 
+def _empty(f: JobFilter, fixed: JobFilter | None) -> bool:
+    """Whether `f` names nothing but the states the page always filters on."""
+    kept = tuple(s for s in f.states if fixed is None or s not in fixed.states)
+    return replace(f, states=kept) == JobFilter()
+
+
 def api_action(actions: dict, fixed: JobFilter | None = None):
-    """POST /api/.../{action} with JSON {"ids": [...]} or {"filter": {...}}: CSRF by the
+    """POST /api/.../{action} with JSON {"ids": [...]} or {"filter": {...}} (an empty
+    filter, every job, only with "all": true beside it): CSRF by the
     X-CSRF-Token header or a bearer token (security.csrf_ok); answers {"ok", "message",
     "count"} or {"error"}."""
     from starlette.concurrency import run_in_threadpool
@@ -391,7 +398,15 @@ def api_action(actions: dict, fixed: JobFilter | None = None):
                 raise ValidationError('"ids" must be a list of job ids (strings)')
             done, message = await run_in_threadpool(chosen.on_ids, store, ids)
             return common.api({"ok": True, "message": message, "count": len(done), "ids": done})
-        f = within(json_filter(body["filter"]), fixed)
+        given = json_filter(body["filter"])
+        everything = body.get("all", False)
+        if not isinstance(everything, bool):
+            raise ValidationError('"all" must be true or false')
+        if not everything and _empty(given, fixed):
+            # The HTML form asks first (the confirm page); a script's empty filter is
+            # more likely a bug than a wish to retry or delete the whole history.
+            raise ValidationError(f'an empty filter matches every job: add "all": true to {chosen.name} them all')
+        f = within(given, fixed)
         count, message = await run_in_threadpool(chosen.on_filter, store, f)
         return common.api({"ok": True, "message": message, "count": count})
 
