@@ -272,3 +272,25 @@ def test_the_api_acts_on_an_empty_filter_only_with_all_true(db, client, jobs):
     assert answer.status_code == 200 and answer.json()["count"] == 1
     answer = client.post("/api/jobs/retry", json={"filter": {}, "all": True}, headers=headers)
     assert answer.status_code == 200 and answer.json()["count"] == 2
+
+
+def row_of(response, job_id: str) -> str:
+    found = re.search(rf'<tr>\s*<td>(?:(?!</tr>).)*?href="/jobs/{job_id}"(?:(?!</tr>).)*</tr>', response.text, re.S)
+    assert found, response.text[:2000]
+    return found.group(0)
+
+
+def test_runs_and_failed_attempts_are_named_as_the_cli_names_them(db, client, jobs):
+    # `queuectl list` says RUNS (runs of the command) and FAILED (failed attempts,
+    # those counting against max_retries); job 1 ran once and completed.
+    listing = client.get("/jobs")
+    assert re.search(r'>Runs</th><th[^>]*>Failed</th>', listing.text) and ">Attempts<" not in listing.text
+    assert re.search(r'<td class="num">1</td>\s*<td class="num">0</td>', row_of(listing, "1"))
+    dead = Store(db).job("3")
+    dlq = client.get("/dlq")
+    assert re.search(r'>Runs</th><th[^>]*>Failed</th>', dlq.text) and ">Attempts<" not in dlq.text
+    assert re.search(rf'<td class="num">{dead["runs"]}</td>\s*<td class="num">{dead["attempts"]}</td>', row_of(dlq, "3"))
+    # The job's page labels them as `queuectl show` does.
+    page = client.get("/jobs/1").text
+    assert '<tr><th>runs</th><td class="wrap">1</td></tr>' in page
+    assert '<tr><th>attempts</th><td class="wrap">0 (failed attempts that count against max_retries; a retry by hand resets them)</td></tr>' in page

@@ -346,11 +346,27 @@ def job_detail(store, job_id: str) -> dict:
     }
 
 
+# Fields the page's list leaves out, as `queuectl show` does: the output (its own
+# panel), and runs and attempts, which follow the list with what they count.
+NOT_LISTED = ("output_size", "runs", "attempts")
+
+
+def job_fields(job: dict) -> list[tuple[str, object]]:
+    """The job page's field list: (label, value), labelled as `queuectl show` labels
+    them; times as the pages show them."""
+    fields: list[tuple[str, object]] = [
+        (name, common.when(value) if name.endswith("_at") else value) for name, value in job.items() if name not in NOT_LISTED
+    ]
+    fields.append(("runs", job["runs"]))
+    fields.append(("attempts", f"{job['attempts']} (failed attempts that count against max_retries; a retry by hand resets them)"))
+    return fields
+
+
 def job_page(request: Request) -> Response:
     detail = job_detail(common.store(request), request.path_params["job_id"])
     state = detail["job"]["state"]
-    return common.render(request, "job.html", **detail, retryable=state in RETRYABLE, cancellable=state in CANCELLABLE,
-                         here=f"/jobs/{detail['job']['id']}")
+    return common.render(request, "job.html", **detail, fields=job_fields(detail["job"]), retryable=state in RETRYABLE,
+                         cancellable=state in CANCELLABLE, here=f"/jobs/{detail['job']['id']}")
 
 
 # --- the API --------------------------------------------------------------------------
