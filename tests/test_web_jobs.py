@@ -294,3 +294,11 @@ def test_runs_and_failed_attempts_are_named_as_the_cli_names_them(db, client, jo
     page = client.get("/jobs/1").text
     assert '<tr><th>runs</th><td class="wrap">1</td></tr>' in page
     assert '<tr><th>attempts</th><td class="wrap">0 (failed attempts that count against max_retries; a retry by hand resets them)</td></tr>' in page
+
+
+def test_the_job_page_shows_a_timeout_as_the_cli_does_and_no_internal_field(db, client):
+    timed = enqueue(db, "sleep 5", timeout=1.5)
+    page = client.get(f"/jobs/{timed}").text
+    assert '<tr><th>timeout</th><td class="wrap">1.5s</td></tr>' in page
+    assert "has_dependents" not in page
+    assert '<tr><th>timeout</th><td class="wrap">-</td></tr>' in client.get(f"/jobs/{enqueue(db, 'true')}").text

@@ -347,15 +347,26 @@ def job_detail(store, job_id: str) -> dict:
 
 
 # Fields the page's list leaves out, as `queuectl show` does: the output (its own
-# panel), and runs and attempts, which follow the list with what they count.
-NOT_LISTED = ("output_size", "runs", "attempts")
+# panel), runs and attempts (they follow the list with what they count), and
+# has_dependents (the claim's bookkeeping; the dependents are listed beside).
+NOT_LISTED = ("output_size", "runs", "attempts", "has_dependents")
+
+
+def _shown(name: str, value):
+    if value is None:
+        return None
+    if name.endswith("_at"):
+        return common.when(value)
+    if name == "timeout":
+        return f"{value:g}s"  # as the CLI writes a duration ("timed out after 1.5s")
+    return value
 
 
 def job_fields(job: dict) -> list[tuple[str, object]]:
     """The job page's field list: (label, value), labelled as `queuectl show` labels
     them; times as the pages show them."""
     fields: list[tuple[str, object]] = [
-        (name, common.when(value) if name.endswith("_at") else value) for name, value in job.items() if name not in NOT_LISTED
+        (name, _shown(name, value)) for name, value in job.items() if name not in NOT_LISTED
     ]
     fields.append(("runs", job["runs"]))
     fields.append(("attempts", f"{job['attempts']} (failed attempts that count against max_retries; a retry by hand resets them)"))
