@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import update
 
+from queuectl.cli.parser import STATES
+from queuectl.states import STATE_NAMES
 from queuectl.store import Store
 from queuectl.store.models import JOBS
 from queuectl.web import security
@@ -302,3 +304,11 @@ def test_the_job_page_shows_a_timeout_as_the_cli_does_and_no_internal_field(db, 
     assert '<tr><th>timeout</th><td class="wrap">1.5s</td></tr>' in page
     assert "has_dependents" not in page
     assert '<tr><th>timeout</th><td class="wrap">-</td></tr>' in client.get(f"/jobs/{enqueue(db, 'true')}").text
+
+
+def test_an_unknown_state_is_answered_with_the_states_the_cli_names(client):
+    # `processing` is the CLI's alias of running, not a state of its own.
+    said = "unknown state &#39;nope&#39; (valid: pending, running (alias processing), failed, completed, dead, cancelled, blocked)"
+    assert said in client.get("/jobs?state=nope").text
+    assert ids_on(client.get("/jobs?state=processing")) == ids_on(client.get("/jobs?state=running"))
+    assert STATE_NAMES == STATES  # as `--help` names them
