@@ -27,13 +27,20 @@ class JobState(str, enum.Enum):
         from queuectl.errors import ValidationError
 
         value = text.strip().lower()
-        if value == "processing":
+        if value == ALIAS:
             value = "running"
         try:
             return cls(value)
         except ValueError:
-            valid = ", ".join(s.value for s in cls)
-            raise ValidationError(f"unknown state {text!r} (valid: {valid}, processing)") from None
+            raise ValidationError(f"unknown state {text!r} (valid: {STATE_NAMES})") from None
+
+
+# The alias of running that --state (and the dashboard's filter) accepts.
+ALIAS = "processing"
+# The states as every "unknown state" message names them, the CLI's and the
+# dashboard's: the alias is said to be one, not listed as a state of its own. The
+# same text as cli/parser.STATES (`--help`), which imports only the standard library.
+STATE_NAMES = ", ".join(f"{s.value} (alias {ALIAS})" if s is JobState.RUNNING else s.value for s in JobState)
 
 
 # States a worker may claim (failed ones only once run_at has come).

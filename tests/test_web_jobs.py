@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import update
 
+from queuectl.cli.parser import STATES
+from queuectl.states import STATE_NAMES
 from queuectl.store import Store
 from queuectl.store.models import JOBS
 from queuectl.web import security
@@ -167,7 +169,7 @@ def test_dlq_page_and_its_actions(db, client, jobs):
     page = client.get("/dlq")
     assert ids_on(page) == [*more[::-1], "3"]
     assert "exit code 3 &lt;script&gt;alert(1)&lt;/script&gt;" in page.text
-    assert ids_on(client.get("/dlq?state=completed")) == ids_on(page)  # the DLQ's state is fixed
+    assert ids_on(client.get("/dlq?state=dead")) == ids_on(page)  # the DLQ's state is fixed
     assert flash(post(client, "/dlq/bulk", one="retry:3")) == "retried 1 job(s): 3"
     assert flash(post(client, "/dlq/bulk", one=f"purge:{more[0]}")) == f"purged 1 job(s): {more[0]}"
     assert flash(post(client, "/dlq/bulk", one="purge:1")) == "no dead job with id &#39;1&#39; (it is completed)"
@@ -195,7 +197,7 @@ def test_api(db, client, jobs):
     assert refused.status_code == 404 and "is pending" in refused.json()["error"]
     answer = client.post("/api/jobs/cancel", json={"filter": {"state": ["pending"], "queue": "default"}}, headers=headers)
     assert answer.json()["count"] == 2  # 1 (retried) and 5
-    assert client.post("/api/dlq/retry", json={"filter": {}}, headers=headers).json()["message"] == "retried 1 job(s) matching the filter"
+    assert client.post("/api/dlq/retry", json={"filter": {}, "all": True}, headers=headers).json()["message"] == "retried 1 job(s) matching the filter"
     assert client.post("/api/dlq/purge", json={"ids": ["3"]}, headers=headers).status_code == 404
     for body, words in (({"ids": "1"}, '"ids" must be a list'), ({}, "the body must be JSON"), ({"filter": {"colour": "red"}}, "unknown filter field"),
                         ({"filter": {"state": "nope"}}, "unknown state")):
@@ -237,3 +239,76 @@ def test_markup_in_ids_commands_and_filters_is_escaped(db, client, jobs):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;\\x1b[31m" in listing
     assert 'value="&#34;&#39;&gt;&lt;img src=x onerror=alert(1)&gt;"' in client.get("/jobs", params={"text": ATTRIBUTE}).text
     assert client.get("/api/jobs?state=pending").json()["jobs"][-1]["id"] == f"{SCRIPT}{ATTRIBUTE}{ESCAPE}"
+
+
+def test_a_dlq_filter_naming_another_state_is_refused_and_changes_nothing(db, client, jobs):
+    headers = {"X-CSRF-Token": csrf(client)}
+    said = "the dead-letter queue holds dead jobs only"
+    for path, body in (("/api/dlq/purge", {"filter": {"state": ["pending"], "queue": "default"}}),
+                       ("/api/dlq/retry", {"filter": {"state": "completed"}})):
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code == 400 and response.json()["error"].startswith(said), response.text
+    # GET agrees with POST: the same filter lists nothing, it is refused the same way.
+    for path in ("/api/dlq?state=pending", "/dlq?state=completed", "/dlq?confirm=purge&state=pending"):
+        response = client.get(path)
+        assert response.status_code == 400 and said in response.text, path
+    refused = post(client, "/dlq/bulk", action="purge", scope="matching", state="pending", queue="default")
+    assert flash(refused).startswith(said)
+    assert Store(db).job("3")["state"] == "dead"
+    # Naming the dead state is what the DLQ does anyway.
+    assert [j["id"] for j in client.get("/api/dlq?state=dead").json()["jobs"]] == ["3"]
+    assert client.post("/api/dlq/purge", json={"filter": {"state": "dead", "text": "echo 3"}}, headers=headers).json()["count"] == 1
+
+
+def test_the_api_acts_on_an_empty_filter_only_with_all_true(db, client, jobs):
+    headers = {"X-CSRF-Token": csrf(client)}
+    store = Store(db)
+    for path, body in (("/api/jobs/retry", {"filter": {}}), ("/api/jobs/delete", {"filter": {"state": []}}),
+                       ("/api/jobs/cancel", {"filter": {"text": " "}}), ("/api/dlq/purge", {"filter": {}}),
+                       ("/api/dlq/retry", {"filter": {"state": "dead"}}), ("/api/jobs/retry", {"filter": {}, "all": False})):
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code == 400 and 'add "all": true' in response.json()["error"], (path, response.text)
+    assert [store.job(i)["state"] for i in jobs] == ["completed", "completed", "dead", "pending", "pending"]
+    assert client.post("/api/jobs/retry", json={"filter": {}, "all": "yes"}, headers=headers).status_code == 400
+    answer = client.post("/api/dlq/purge", json={"filter": {}, "all": True}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["count"] == 1
+    answer = client.post("/api/jobs/retry", json={"filter": {}, "all": True}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["count"] == 2
+
+
+def row_of(response, job_id: str) -> str:
+    found = re.search(rf'<tr>\s*<td>(?:(?!</tr>).)*?href="/jobs/{job_id}"(?:(?!</tr>).)*</tr>', response.text, re.S)
+    assert found, response.text[:2000]
+    return found.group(0)
+
+
+def test_runs_and_failed_attempts_are_named_as_the_cli_names_them(db, client, jobs):
+    # `queuectl list` says RUNS (runs of the command) and FAILED (failed attempts,
+    # those counting against max_retries); job 1 ran once and completed.
+    listing = client.get("/jobs")
+    assert re.search(r'>Runs</th><th[^>]*>Failed</th>', listing.text) and ">Attempts<" not in listing.text
+    assert re.search(r'<td class="num">1</td>\s*<td class="num">0</td>', row_of(listing, "1"))
+    dead = Store(db).job("3")
+    dlq = client.get("/dlq")
+    assert re.search(r'>Runs</th><th[^>]*>Failed</th>', dlq.text) and ">Attempts<" not in dlq.text
+    assert re.search(rf'<td class="num">{dead["runs"]}</td>\s*<td class="num">{dead["attempts"]}</td>', row_of(dlq, "3"))
+    # The job's page labels them as `queuectl show` does.
+    page = client.get("/jobs/1").text
+    assert '<tr><th>runs</th><td class="wrap">1</td></tr>' in page
+    assert '<tr><th>attempts</th><td class="wrap">0 (failed attempts that count against max_retries; a retry by hand resets them)</td></tr>' in page
+
+
+def test_the_job_page_shows_a_timeout_as_the_cli_does_and_no_internal_field(db, client):
+    timed = enqueue(db, "sleep 5", timeout=1.5)
+    page = client.get(f"/jobs/{timed}").text
+    assert '<tr><th>timeout</th><td class="wrap">1.5s</td></tr>' in page
+    assert "has_dependents" not in page
+    assert '<tr><th>timeout</th><td class="wrap">-</td></tr>' in client.get(f"/jobs/{enqueue(db, 'true')}").text
+
+
+def test_an_unknown_state_is_answered_with_the_states_the_cli_names(client):
+    # `processing` is the CLI's alias of running, not a state of its own.
+    said = "unknown state &#39;nope&#39; (valid: pending, running (alias processing), failed, completed, dead, cancelled, blocked)"
+    assert said in client.get("/jobs?state=nope").text
+    assert ids_on(client.get("/jobs?state=processing")) == ids_on(client.get("/jobs?state=running"))
+    assert STATE_NAMES == STATES  # as `--help` names them

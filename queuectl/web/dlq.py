@@ -23,7 +23,7 @@ def dlq_page(request: Request) -> Response:
     """The DLQ; with ?confirm=ACTION, the confirm step of ACTION on every match."""
     if "confirm" in request.query_params:
         return jobs.confirm_page(request, jobs.DLQ_ACTIONS, "/dlq", fixed=DEAD_ONLY)
-    f = replace(jobs.parse_filter(request.query_params.getlist), states=jobs.DEAD)
+    f = jobs.within(jobs.parse_filter(request.query_params.getlist), DEAD_ONLY)
     before = jobs.cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=jobs.PAGE)
     # The links carry no state: the page fixes it.

@@ -137,6 +137,19 @@ def json_filter(data) -> JobFilter:
     return parse_filter(values)
 
 
+def within(f: JobFilter, fixed: JobFilter | None) -> JobFilter:
+    """The filter on a page that always filters on `fixed`'s states (the DLQ's dead
+    state): one naming another state would match nothing there, so it is refused
+    rather than widened to the fixed states (an action on it would act on jobs the
+    filter does not name); GET and POST refuse it alike."""
+    if fixed is None:
+        return f
+    other = [s for s in f.states if s not in fixed.states]
+    if other:
+        raise ValidationError(f"the dead-letter queue holds dead jobs only: a filter on {', '.join(other)} matches none")
+    return replace(f, states=fixed.states)
+
+
 def cursor(text: str | None) -> int | None:
     """The `before` of a page link: a positive integer, or none."""
     if text is None or text == "":
@@ -272,9 +285,7 @@ def bulk_change(actions: dict, fixed: JobFilter | None = None):
             return chosen_action(actions, name).on_ids(store, [job_id])[1]
         chosen = chosen_action(actions, form.get("action"))
         if form.get("scope") == "matching":
-            f = parse_filter(form.getlist)
-            if fixed is not None:
-                f = replace(f, states=fixed.states)
+            f = within(parse_filter(form.getlist), fixed)
             return chosen.on_filter(store, f)[1]
         ids = [i for i in form.getlist("id") if isinstance(i, str)]
         return chosen.on_ids(store, ids)[1]
@@ -287,9 +298,7 @@ def confirm_page(request: Request, actions: dict, template_base: str, fixed: Job
     if common.read_only(request):
         return common.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
     chosen = chosen_action(actions, request.query_params.get("confirm"))
-    f = _query_filter(request)
-    if fixed is not None:
-        f = replace(f, states=fixed.states)
+    f = within(_query_filter(request), fixed)
     count, more = chosen.count(common.store(request), f)
     return common.render(request, "jobs_confirm.html", chosen=chosen, count=count, more=more, cap=COUNT_CAP,
                          params=filter_params(f), back=template_base, filter=f)
@@ -337,20 +346,45 @@ def job_detail(store, job_id: str) -> dict:
     }
 
 
+# Fields the page's list leaves out, as `queuectl show` does: the output (its own
+# panel), runs and attempts (they follow the list with what they count), and
+# has_dependents (the claim's bookkeeping; the dependents are listed beside).
+NOT_LISTED = ("output_size", "runs", "attempts", "has_dependents")
+
+
+def _shown(name: str, value):
+    if value is None:
+        return None
+    if name.endswith("_at"):
+        return common.when(value)
+    if name == "timeout":
+        return f"{value:g}s"  # as the CLI writes a duration ("timed out after 1.5s")
+    return value
+
+
+def job_fields(job: dict) -> list[tuple[str, object]]:
+    """The job page's field list: (label, value), labelled as `queuectl show` labels
+    them; times as the pages show them."""
+    fields: list[tuple[str, object]] = [
+        (name, _shown(name, value)) for name, value in job.items() if name not in NOT_LISTED
+    ]
+    fields.append(("runs", job["runs"]))
+    fields.append(("attempts", f"{job['attempts']} (failed attempts that count against max_retries; a retry by hand resets them)"))
+    return fields
+
+
 def job_page(request: Request) -> Response:
     detail = job_detail(common.store(request), request.path_params["job_id"])
     state = detail["job"]["state"]
-    return common.render(request, "job.html", **detail, retryable=state in RETRYABLE, cancellable=state in CANCELLABLE,
-                         here=f"/jobs/{detail['job']['id']}")
+    return common.render(request, "job.html", **detail, fields=job_fields(detail["job"]), retryable=state in RETRYABLE,
+                         cancellable=state in CANCELLABLE, here=f"/jobs/{detail['job']['id']}")
 
 
 # --- the API --------------------------------------------------------------------------
 
 
 def api_jobs(request: Request, fixed: JobFilter | None = None) -> Response:
-    f = _query_filter(request)
-    if fixed is not None:
-        f = replace(f, states=fixed.states)
+    f = within(_query_filter(request), fixed)
     before = cursor(request.query_params.get("before"))
     rows, next_cursor = common.store(request).browse(f, before=before, limit=_limit(request.query_params.get("limit")))
     return common.api({"jobs": rows, "next": next_cursor})
@@ -360,8 +394,15 @@ def api_job(request: Request) -> Response:
     return common.api(job_detail(common.store(request), request.path_params["job_id"]))
 
 
+def _empty(f: JobFilter, fixed: JobFilter | None) -> bool:
+    """Whether `f` names nothing but the states the page always filters on."""
+    kept = tuple(s for s in f.states if fixed is None or s not in fixed.states)
+    return replace(f, states=kept) == JobFilter()
+
+
 def api_action(actions: dict, fixed: JobFilter | None = None):
-    """POST /api/.../{action} with JSON {"ids": [...]} or {"filter": {...}}: CSRF by the
+    """POST /api/.../{action} with JSON {"ids": [...]} or {"filter": {...}} (an empty
+    filter, every job, only with "all": true beside it): CSRF by the
     X-CSRF-Token header or a bearer token (security.csrf_ok); answers {"ok", "message",
     "count"} or {"error"}."""
     from starlette.concurrency import run_in_threadpool
@@ -384,9 +425,15 @@ def api_action(actions: dict, fixed: JobFilter | None = None):
                 raise ValidationError('"ids" must be a list of job ids (strings)')
             done, message = await run_in_threadpool(chosen.on_ids, store, ids)
             return common.api({"ok": True, "message": message, "count": len(done), "ids": done})
-        f = json_filter(body["filter"])
-        if fixed is not None:
-            f = replace(f, states=fixed.states)
+        given = json_filter(body["filter"])
+        everything = body.get("all", False)
+        if not isinstance(everything, bool):
+            raise ValidationError('"all" must be true or false')
+        if not everything and _empty(given, fixed):
+            # The HTML form asks first (the confirm page); a script's empty filter is
+            # more likely a bug than a wish to retry or delete the whole history.
+            raise ValidationError(f'an empty filter matches every job: add "all": true to {chosen.name} them all')
+        f = within(given, fixed)
         count, message = await run_in_threadpool(chosen.on_filter, store, f)
         return common.api({"ok": True, "message": message, "count": count})
 
