@@ -250,6 +250,27 @@ def test_schedule_pause_resume_and_run_now(url, store):
         assert http.post("/api/schedules/run", data={"csrf": token, "name": "nosuch"}).status_code == 404
 
 
+def test_every_api_action_takes_a_json_body(url, store):
+    populate(store)
+    with client(url) as http:
+        headers = {"X-CSRF-Token": csrf_of(http)}
+        for path, body, said in [("/api/queues/pause", {"name": "emails"}, "queue emails is now paused"),
+                                 ("/api/queues/limit", {"name": "emails", "limit": 3}, "at most 3 running jobs"),
+                                 ("/api/queues/resume", {"name": "emails"}, "queue emails resumed"),
+                                 ("/api/schedules/pause", {"name": "nightly"}, "paused schedule nightly"),
+                                 ("/api/schedules/resume", {"name": "nightly"}, "resumed schedule nightly"),
+                                 ("/api/schedules/run", {"name": "nightly"}, "enqueued job")]:
+            response = http.post(path, json=body, headers=headers)
+            assert response.status_code == 200 and said in response.json()["message"], (path, response.text)
+        assert store.queues(datetime.now(UTC))["emails"]["max_running"] == 3
+        # The CSRF token may be a field of the object too; a bad body is one line, 400.
+        assert http.post("/api/queues/pause", json={"name": "emails", "csrf": headers["X-CSRF-Token"]}).json()["ok"]
+        for bad in (b'{"name": "emails"', b'["emails"]', b'{"name": {"x": 1}}'):
+            refused = http.post("/api/queues/pause", content=bad, headers={**headers, "Content-Type": "application/json"})
+            assert refused.status_code == 400 and list(refused.json()) == ["error"] and "JSON object" in refused.json()["error"], bad
+        assert http.post("/api/queues/pause", json={}, headers=headers).json() == {"error": "the queue's name is missing"}
+
+
 ACTIONS = [("/queues/pause", {"name": "emails"}), ("/queues/resume", {"name": "emails"}), ("/queues/limit", {"name": "emails", "limit": "2"}),
            ("/schedules/pause", {"name": "nightly"}), ("/schedules/resume", {"name": "nightly"}), ("/schedules/run", {"name": "nightly"}),
            ("/api/queues/pause", {"name": "emails"}), ("/api/schedules/run", {"name": "nightly"})]
