@@ -367,6 +367,49 @@ def test_with_a_token_every_request_needs_it(url):
         assert http.get("/login?next=//evil.example").text.count('name="next" value="/"') == 1
 
 
+def test_a_login_cookie_expires_and_logging_out_deletes_it(url):
+    token = "s3cret-token-0123456789"
+    with client(url, token=token, follow_redirects=False) as http:
+        csrf = CSRF.search(http.get("/login").text).group(1)
+
+        def logged_in() -> str:
+            response = http.post("/login", data={"csrf": csrf, "token": token, "next": "/"})
+            assert response.status_code == 303
+            return response.headers["set-cookie"]
+
+        first, second = logged_in(), logged_in()
+        value = re.search(rf"{security.SESSION_COOKIE}=([^;]+)", first).group(1)
+        assert value != re.search(rf"{security.SESSION_COOKIE}=([^;]+)", second).group(1)  # a nonce each time
+        assert f"Max-Age={security.SESSION_SECONDS}" in first and "HttpOnly" in first and "SameSite=strict" in first
+        expires, nonce, mac = value.split(".")
+        assert int(expires) == pytest.approx(datetime.now(UTC).timestamp() + security.SESSION_SECONDS, abs=60)
+        http.cookies.clear()
+
+        def answer(cookie: str, path: str = "/api/overview"):
+            http.cookies.clear()
+            http.cookies.set(security.SESSION_COOKIE, cookie)
+            response = http.get(path)
+            return response.status_code if path.startswith("/api/") else response.headers.get("location")
+
+        assert answer(value) == 200
+        past = int(datetime.now(UTC).timestamp()) - 1
+        beyond = int(expires) + 3600  # a cookie is never extended, even signed
+        for refused in (security.session_value(token, past, nonce), security.session_value(token, beyond, nonce),
+                        f"{int(expires) + 1}.{nonce}.{mac}", f"{expires}.x{nonce}.{mac}", f"{expires}.{nonce}.{mac[:-1]}0",
+                        security.session_value("another-token-0123456"), "", "...", "12.ab"):
+            assert answer(refused) == 401, refused
+        assert not security.session_ok("٣٣.a.b", token)  # digits, but not ASCII ones
+        assert answer(security.session_value(token, past), "/").startswith("/login")
+        # Logging out deletes the cookie with the attributes it was set with.
+        answer(value)
+        out = http.post("/logout", data={"csrf": csrf})
+        gone = out.headers["set-cookie"]
+        assert out.status_code == 303 and "Max-Age=0" in gone and "HttpOnly" in gone and "SameSite=strict" in gone and "Path=/" in gone
+    with client(url, token=token) as http:  # a restart keeps a valid cookie valid (stateless)
+        http.cookies.set(security.SESSION_COOKIE, value)
+        assert http.get("/api/overview").status_code == 200
+
+
 def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
     with client(url, follow_redirects=False) as http:
         assert http.get("/login").headers["location"] == "/"
