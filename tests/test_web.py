@@ -331,7 +331,7 @@ def test_a_redirect_after_an_action_stays_on_this_site(url, store):
 
 
 def test_with_a_token_every_request_needs_it(url):
-    with client(url, token="s3cret-token", follow_redirects=False) as http:
+    with client(url, token="s3cret-token-0123456", follow_redirects=False) as http:
         for path in PAGES:
             response = http.get(path)
             assert response.status_code == 303 and response.headers["location"].startswith("/login?next="), path
@@ -339,25 +339,25 @@ def test_with_a_token_every_request_needs_it(url):
             response = http.get(path)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", path
             assert http.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
-            assert http.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 503), path
+            assert http.get(path, headers={"Authorization": "Bearer s3cret-token-0123456"}).status_code in (200, 503), path
         assert http.post("/queues/pause", data={"name": "x"}).headers["location"] == "/login"
         assert http.post("/api/queues/pause", data={"name": "x"}).status_code == 401
         assert http.get("/static/style.css").status_code == 200  # the login page's CSS
         # A bearer request needs no CSRF token (a browser never adds that header itself).
-        api = http.post("/api/queues/pause", data={"name": "nosuch"}, headers={"Authorization": "Bearer s3cret-token"})
+        api = http.post("/api/queues/pause", data={"name": "nosuch"}, headers={"Authorization": "Bearer s3cret-token-0123456"})
         assert api.status_code == 404
         # The login form.
         form = http.get("/login?next=/workers")
         assert form.status_code == 200 and 'name="next" value="/workers"' in form.text
         assert "sqlite:" not in form.text and "postgresql" not in form.text and "log out" not in form.text  # nothing before logging in
         token = CSRF.search(form.text).group(1)
-        assert http.post("/login", data={"token": "s3cret-token", "next": "/"}).status_code == 403  # CSRF
+        assert http.post("/login", data={"token": "s3cret-token-0123456", "next": "/"}).status_code == 403  # CSRF
         wrong = http.post("/login", data={"csrf": token, "token": "nope", "next": "/"})
         assert wrong.status_code == 401 and "wrong token" in wrong.text and security.SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
-        good = http.post("/login", data={"csrf": token, "token": "s3cret-token", "next": "/workers"})
+        good = http.post("/login", data={"csrf": token, "token": "s3cret-token-0123456", "next": "/workers"})
         assert good.status_code == 303 and good.headers["location"] == "/workers"
         cookie = good.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "s3cret-token" not in cookie
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "s3cret-token-0123456" not in cookie
         for path in PAGES + APIS:
             assert http.get(path).status_code == 200, path
         assert http.get("/").text.count('action="/logout"') == 1
@@ -419,14 +419,15 @@ def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
         # DNS rebinding: a hostile name resolving to 127.0.0.1, its page same-origin with this server.
         for host in ("evil.example:8080", "10.0.0.1", ""):
             assert http.get("/api/overview", headers={"Host": host}).status_code == 421, host
-    with client(url, token="t") as http:  # a token guards it instead (a cookie is never sent to another name)
-        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t"}).status_code == 200
+    with client(url, token="t0ken-of-16-chars") as http:  # a token guards it instead (a cookie is never sent to another name)
+        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t0ken-of-16-chars"}).status_code == 200
 
 
 def test_security_headers_on_every_answer(url):
-    with client(url, token="t", follow_redirects=False) as http:
+    bearer = {"Authorization": "Bearer t0ken-of-16-chars"}
+    with client(url, token="t0ken-of-16-chars", follow_redirects=False) as http:
         answers = [http.get("/login"), http.get("/"), http.get("/api/overview"), http.get("/static/dashboard.js"),
-                   http.get("/nowhere", headers={"Authorization": "Bearer t"}), http.get("/api/queues", headers={"Authorization": "Bearer t"})]
+                   http.get("/nowhere", headers=bearer), http.get("/api/queues", headers=bearer)]
     for response in answers:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
@@ -502,6 +503,10 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
     assert refused.stderr.splitlines() == ["queuectl: error: --host 0.0.0.0 is not a loopback address: set --token (or $QUEUECTL_WEB_TOKEN) "
                                            "so that every request needs it"]
     assert subprocess.run([sys.executable, "-m", "queuectl", "web", "--host", "::"], capture_output=True, env=env, timeout=30).returncode == 2
+    short = subprocess.run([sys.executable, "-m", "queuectl", "web", "--host", "0.0.0.0", "--token", "abc"], capture_output=True, text=True,
+                           env=env, timeout=30)
+    assert (short.returncode, short.stdout) == (2, "")
+    assert short.stderr.splitlines() == ["queuectl: error: the token (--token) has 3 characters: use at least 16, e.g. $(openssl rand -hex 16)"]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "queuectl", "web", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env, cwd=tmp_path)

@@ -38,6 +38,9 @@ SESSION_COOKIE = "queuectl_session"
 # How long a login lasts (the cookie's Max-Age and the expiry signed into it): a
 # working day, after which the login form asks for the token again.
 SESSION_SECONDS = 12 * 3600
+# The shortest token `queuectl web` accepts: one that can be guessed over the network
+# is no guard (`openssl rand -hex 16` gives 32 characters).
+MIN_TOKEN_LENGTH = 16
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 # Paths open without the token: the login form itself and the CSS/JS it loads.
