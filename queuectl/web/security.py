@@ -212,7 +212,10 @@ class SecurityMiddleware:
             target = "/login?next=" + _quoted_path(request) if request.method in ("GET", "HEAD") else "/login"
             return RedirectResponse(target, status_code=303)
         if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
-            return JSONResponse({"error": "this dashboard is read-only (queuectl web --read-only)"}, status_code=403)
+            from queuectl.web import common  # common imports this module
+
+            # A form posted from a page gets the error page; an API client its JSON line.
+            return common.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
         return None
 
 
