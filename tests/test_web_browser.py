@@ -9,6 +9,7 @@ the repository). Skipped where Chromium or chromedriver is missing, except in CI
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def test_overview_refresh_filter_and_retry_from_the_dlq_in_a_real_browser(browse
     shot(browser, f"overview-{backend}")
     cli.ok("enqueue", "--queue", "later", "echo later")
     wait_until(lambda: tile(browser, "ready") == "1", timeout=30, message="the overview refreshed itself")
-    assert "updated" in text_of(browser, "#live-status")
+    assert re.fullmatch(r"updated \d\d:\d\d:\d\d UTC, every [\d.]+s", text_of(browser, "#live-status"))  # UTC, as every time shown
 
     # The jobs page, filtered through its form to dead jobs: only the dead one.
     browser.get(base + "/jobs")
