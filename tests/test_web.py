@@ -139,6 +139,14 @@ def test_the_overview_counts_states_queues_and_workers(url, store):
     assert {q["queue"]: q["paused"] for q in data["queues"]}["reports"] is True
 
 
+def test_a_queue_no_live_worker_takes_is_one_line_on_the_overview(url, store):
+    store.enqueue([jobspec.build("echo 1", queue="default"), jobspec.build("echo 2", queue="emails")])
+    with client(url) as http:
+        page = http.get("/overview/live").text
+    banner = re.search(r'<p class="flash error">(.*?)</p>', page, re.S).group(1)
+    assert banner == "no live worker takes queue <b>default</b> (1 ready), queue <b>emails</b> (1 ready)"
+
+
 def test_the_workers_page_marks_stale_and_dead_workers(url, store):
     populate(store)
     with client(url) as http:
