@@ -43,7 +43,8 @@ SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_LENGTH = 16
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-# Paths open without the token: the login form itself and the CSS/JS it loads.
+# Paths open without the token: the login form and the static files (CSS, scripts,
+# icon: public, the same in every install, they hold no data).
 OPEN_PATHS = ("/login", "/static/")
 # POSTs allowed in --read-only mode: they change nothing in the database.
 READ_ONLY_POSTS = ("/login", "/logout")
