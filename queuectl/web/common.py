@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -245,7 +245,7 @@ async def action_fields(request: Request) -> FormData:
         raise ValidationError(f"malformed JSON: {shape}") from None
     if not isinstance(body, dict):
         raise ValidationError(shape)
-    fields: list[tuple[str, str]] = []
+    fields: list[tuple[str, str | UploadFile]] = []
     for name, value in body.items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, bool):
