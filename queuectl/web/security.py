@@ -27,6 +27,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -175,10 +176,13 @@ class SecurityMiddleware:
     """Refuses unauthenticated requests and read-only POSTs before any route runs, and
     adds the security headers to every response."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool):
+    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool, refuse: Callable[[Request, int, str], Response]):
+        """refuse(request, status, message): the answer to a refused action, the error
+        page or the API's JSON (common.refuse, given by app.py: common imports this module)."""
         self.app = app
         self.token = token
         self.read_only = read_only
+        self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -213,10 +217,8 @@ class SecurityMiddleware:
             target = "/login?next=" + _quoted_path(request) if request.method in ("GET", "HEAD") else "/login"
             return RedirectResponse(target, status_code=303)
         if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
-            from queuectl.web import common  # common imports this module
-
             # A form posted from a page gets the error page; an API client its JSON line.
-            return common.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
+            return self.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
         return None
 
 
