@@ -139,6 +139,14 @@ def test_the_overview_counts_states_queues_and_workers(url, store):
     assert {q["queue"]: q["paused"] for q in data["queues"]}["reports"] is True
 
 
+def test_a_queue_no_live_worker_takes_is_one_line_on_the_overview(url, store):
+    store.enqueue([jobspec.build("echo 1", queue="default"), jobspec.build("echo 2", queue="emails")])
+    with client(url) as http:
+        page = http.get("/overview/live").text
+    banner = re.search(r'<p class="flash error">(.*?)</p>', page, re.S).group(1)
+    assert banner == "no live worker takes queue <b>default</b> (1 ready), queue <b>emails</b> (1 ready)"
+
+
 def test_the_workers_page_marks_stale_and_dead_workers(url, store):
     populate(store)
     with client(url) as http:
@@ -251,6 +259,27 @@ def test_schedule_pause_resume_and_run_now(url, store):
         assert http.post("/api/schedules/run", data={"csrf": token, "name": "nosuch"}).status_code == 404
 
 
+def test_every_api_action_takes_a_json_body(url, store):
+    populate(store)
+    with client(url) as http:
+        headers = {"X-CSRF-Token": csrf_of(http)}
+        for path, body, said in [("/api/queues/pause", {"name": "emails"}, "queue emails is now paused"),
+                                 ("/api/queues/limit", {"name": "emails", "limit": 3}, "at most 3 running jobs"),
+                                 ("/api/queues/resume", {"name": "emails"}, "queue emails resumed"),
+                                 ("/api/schedules/pause", {"name": "nightly"}, "paused schedule nightly"),
+                                 ("/api/schedules/resume", {"name": "nightly"}, "resumed schedule nightly"),
+                                 ("/api/schedules/run", {"name": "nightly"}, "enqueued job")]:
+            response = http.post(path, json=body, headers=headers)
+            assert response.status_code == 200 and said in response.json()["message"], (path, response.text)
+        assert store.queues(datetime.now(UTC))["emails"]["max_running"] == 3
+        # The CSRF token may be a field of the object too; a bad body is one line, 400.
+        assert http.post("/api/queues/pause", json={"name": "emails", "csrf": headers["X-CSRF-Token"]}).json()["ok"]
+        for bad in (b'{"name": "emails"', b'["emails"]', b'{"name": {"x": 1}}'):
+            refused = http.post("/api/queues/pause", content=bad, headers={**headers, "Content-Type": "application/json"})
+            assert refused.status_code == 400 and list(refused.json()) == ["error"] and "JSON object" in refused.json()["error"], bad
+        assert http.post("/api/queues/pause", json={}, headers=headers).json() == {"error": "the queue's name is missing"}
+
+
 ACTIONS = [("/queues/pause", {"name": "emails"}), ("/queues/resume", {"name": "emails"}), ("/queues/limit", {"name": "emails", "limit": "2"}),
            ("/schedules/pause", {"name": "nightly"}), ("/schedules/resume", {"name": "nightly"}), ("/schedules/run", {"name": "nightly"}),
            ("/api/queues/pause", {"name": "emails"}), ("/api/schedules/run", {"name": "nightly"})]
@@ -285,7 +314,12 @@ def test_read_only_hides_every_action_and_refuses_every_post(url, store):
         token = security.csrf_token(http.app.state.secret)
         for path, fields in ACTIONS:
             refused = http.post(path, data={**fields, "csrf": token})
-            assert refused.status_code == 403 and refused.json() == {"error": "this dashboard is read-only (queuectl web --read-only)"}, path
+            assert refused.status_code == 403, path
+            if path.startswith("/api/"):
+                assert refused.json() == {"error": "this dashboard is read-only (queuectl web --read-only)"}, path
+            else:  # a form from a page: the error page, in the layout
+                assert refused.headers["content-type"].startswith("text/html") and "this dashboard is read-only" in refused.text, path
+                assert 'href="/queues"' in refused.text, path
     assert store.queues(datetime.now(UTC))["emails"]["paused"] is False
     assert store.schedule("nightly")["paused"] is False
 
@@ -311,7 +345,7 @@ def test_a_redirect_after_an_action_stays_on_this_site(url, store):
 
 
 def test_with_a_token_every_request_needs_it(url):
-    with client(url, token="s3cret-token", follow_redirects=False) as http:
+    with client(url, token="s3cret-token-0123456", follow_redirects=False) as http:
         for path in PAGES:
             response = http.get(path)
             assert response.status_code == 303 and response.headers["location"].startswith("/login?next="), path
@@ -319,25 +353,26 @@ def test_with_a_token_every_request_needs_it(url):
             response = http.get(path)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", path
             assert http.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
-            assert http.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code in (200, 503), path
+            assert http.get(path, headers={"Authorization": "Bearer s3cret-token-0123456"}).status_code in (200, 503), path
         assert http.post("/queues/pause", data={"name": "x"}).headers["location"] == "/login"
         assert http.post("/api/queues/pause", data={"name": "x"}).status_code == 401
-        assert http.get("/static/style.css").status_code == 200  # the login page's CSS
+        for static in ("/static/style.css", "/static/dashboard.js"):  # public (README): they hold no data
+            assert http.get(static).status_code == 200, static
         # A bearer request needs no CSRF token (a browser never adds that header itself).
-        api = http.post("/api/queues/pause", data={"name": "nosuch"}, headers={"Authorization": "Bearer s3cret-token"})
+        api = http.post("/api/queues/pause", data={"name": "nosuch"}, headers={"Authorization": "Bearer s3cret-token-0123456"})
         assert api.status_code == 404
         # The login form.
         form = http.get("/login?next=/workers")
         assert form.status_code == 200 and 'name="next" value="/workers"' in form.text
         assert "sqlite:" not in form.text and "postgresql" not in form.text and "log out" not in form.text  # nothing before logging in
         token = CSRF.search(form.text).group(1)
-        assert http.post("/login", data={"token": "s3cret-token", "next": "/"}).status_code == 403  # CSRF
+        assert http.post("/login", data={"token": "s3cret-token-0123456", "next": "/"}).status_code == 403  # CSRF
         wrong = http.post("/login", data={"csrf": token, "token": "nope", "next": "/"})
         assert wrong.status_code == 401 and "wrong token" in wrong.text and security.SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
-        good = http.post("/login", data={"csrf": token, "token": "s3cret-token", "next": "/workers"})
+        good = http.post("/login", data={"csrf": token, "token": "s3cret-token-0123456", "next": "/workers"})
         assert good.status_code == 303 and good.headers["location"] == "/workers"
         cookie = good.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "s3cret-token" not in cookie
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "s3cret-token-0123456" not in cookie
         for path in PAGES + APIS:
             assert http.get(path).status_code == 200, path
         assert http.get("/").text.count('action="/logout"') == 1
@@ -345,6 +380,49 @@ def test_with_a_token_every_request_needs_it(url):
         http.cookies.clear()
         assert http.get("/").status_code == 303
         assert http.get("/login?next=//evil.example").text.count('name="next" value="/"') == 1
+
+
+def test_a_login_cookie_expires_and_logging_out_deletes_it(url):
+    token = "s3cret-token-0123456789"
+    with client(url, token=token, follow_redirects=False) as http:
+        csrf = CSRF.search(http.get("/login").text).group(1)
+
+        def logged_in() -> str:
+            response = http.post("/login", data={"csrf": csrf, "token": token, "next": "/"})
+            assert response.status_code == 303
+            return response.headers["set-cookie"]
+
+        first, second = logged_in(), logged_in()
+        value = re.search(rf"{security.SESSION_COOKIE}=([^;]+)", first).group(1)
+        assert value != re.search(rf"{security.SESSION_COOKIE}=([^;]+)", second).group(1)  # a nonce each time
+        assert f"Max-Age={security.SESSION_SECONDS}" in first and "HttpOnly" in first and "SameSite=strict" in first
+        expires, nonce, mac = value.split(".")
+        assert int(expires) == pytest.approx(datetime.now(UTC).timestamp() + security.SESSION_SECONDS, abs=60)
+        http.cookies.clear()
+
+        def answer(cookie: str, path: str = "/api/overview"):
+            http.cookies.clear()
+            http.cookies.set(security.SESSION_COOKIE, cookie)
+            response = http.get(path)
+            return response.status_code if path.startswith("/api/") else response.headers.get("location")
+
+        assert answer(value) == 200
+        past = int(datetime.now(UTC).timestamp()) - 1
+        beyond = int(expires) + 3600  # a cookie is never extended, even signed
+        for refused in (security.session_value(token, past, nonce), security.session_value(token, beyond, nonce),
+                        f"{int(expires) + 1}.{nonce}.{mac}", f"{expires}.x{nonce}.{mac}", f"{expires}.{nonce}.{mac[:-1]}0",
+                        security.session_value("another-token-0123456"), "", "...", "12.ab"):
+            assert answer(refused) == 401, refused
+        assert not security.session_ok("٣٣.a.b", token)  # digits, but not ASCII ones
+        assert answer(security.session_value(token, past), "/").startswith("/login")
+        # Logging out deletes the cookie with the attributes it was set with.
+        answer(value)
+        out = http.post("/logout", data={"csrf": csrf})
+        gone = out.headers["set-cookie"]
+        assert out.status_code == 303 and "Max-Age=0" in gone and "HttpOnly" in gone and "SameSite=strict" in gone and "Path=/" in gone
+    with client(url, token=token) as http:  # a restart keeps a valid cookie valid (stateless)
+        http.cookies.set(security.SESSION_COOKIE, value)
+        assert http.get("/api/overview").status_code == 200
 
 
 def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
@@ -356,14 +434,15 @@ def test_without_a_token_no_login_and_only_a_loopback_host_name(url):
         # DNS rebinding: a hostile name resolving to 127.0.0.1, its page same-origin with this server.
         for host in ("evil.example:8080", "10.0.0.1", ""):
             assert http.get("/api/overview", headers={"Host": host}).status_code == 421, host
-    with client(url, token="t") as http:  # a token guards it instead (a cookie is never sent to another name)
-        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t"}).status_code == 200
+    with client(url, token="t0ken-of-16-chars") as http:  # a token guards it instead (a cookie is never sent to another name)
+        assert http.get("/api/overview", headers={"Host": "dashboard.example", "Authorization": "Bearer t0ken-of-16-chars"}).status_code == 200
 
 
 def test_security_headers_on_every_answer(url):
-    with client(url, token="t", follow_redirects=False) as http:
+    bearer = {"Authorization": "Bearer t0ken-of-16-chars"}
+    with client(url, token="t0ken-of-16-chars", follow_redirects=False) as http:
         answers = [http.get("/login"), http.get("/"), http.get("/api/overview"), http.get("/static/dashboard.js"),
-                   http.get("/nowhere", headers={"Authorization": "Bearer t"}), http.get("/api/queues", headers={"Authorization": "Bearer t"})]
+                   http.get("/nowhere", headers=bearer), http.get("/api/queues", headers=bearer)]
     for response in answers:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
@@ -439,6 +518,10 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
     assert refused.stderr.splitlines() == ["queuectl: error: --host 0.0.0.0 is not a loopback address: set --token (or $QUEUECTL_WEB_TOKEN) "
                                            "so that every request needs it"]
     assert subprocess.run([sys.executable, "-m", "queuectl", "web", "--host", "::"], capture_output=True, env=env, timeout=30).returncode == 2
+    short = subprocess.run([sys.executable, "-m", "queuectl", "web", "--host", "0.0.0.0", "--token", "abc"], capture_output=True, text=True,
+                           env=env, timeout=30)
+    assert (short.returncode, short.stdout) == (2, "")
+    assert short.stderr.splitlines() == ["queuectl: error: the token (--token) has 3 characters: use at least 16, e.g. $(openssl rand -hex 16)"]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "queuectl", "web", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env, cwd=tmp_path)

@@ -9,6 +9,7 @@ the repository). Skipped where Chromium or chromedriver is missing, except in CI
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def test_overview_refresh_filter_and_retry_from_the_dlq_in_a_real_browser(browse
     shot(browser, f"overview-{backend}")
     cli.ok("enqueue", "--queue", "later", "echo later")
     wait_until(lambda: tile(browser, "ready") == "1", timeout=30, message="the overview refreshed itself")
-    assert "updated" in text_of(browser, "#live-status")
+    assert re.fullmatch(r"updated \d\d:\d\d:\d\d UTC, every [\d.]+s", text_of(browser, "#live-status"))  # UTC, as every time shown
 
     # The jobs page, filtered through its form to dead jobs: only the dead one.
     browser.get(base + "/jobs")
@@ -136,3 +137,15 @@ def test_overview_refresh_filter_and_retry_from_the_dlq_in_a_real_browser(browse
     browser.get(f"{base}/jobs/{dead_id}")
     assert text_of(browser, ".heading .badge") == "pending"
     assert cli.json("show", dead_id, "--json")["state"] == "pending"
+
+    # At 1280 px no page scrolls sideways, even with a long command: a wide table
+    # scrolls inside its panel, and the schedule's command wraps beside its buttons.
+    cli.ok("schedule", "add", "hostile", "--cron", "0 0 1 1 *", "--", 'echo "<script>alert(2)</script>" && echo and some more words')
+    browser.set_window_size(1280, 900)
+    for page in ("/", "/workers", "/queues", "/schedules"):
+        browser.get(base + page)
+        overflow = browser.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+        assert overflow <= 0, f"{page} is {overflow}px wider than the window"
+    run_now = browser.find_element(By.XPATH, "//button[normalize-space()='run now']")
+    assert run_now.rect["x"] + run_now.rect["width"] <= browser.execute_script("return document.documentElement.clientWidth;")
+    shot(browser, f"schedules-{backend}")

@@ -793,6 +793,9 @@ def run_web(args, session: Session) -> int:
             raise  # not a missing dependency: a bug, reported as one
         print(WEB_EXTRA_MISSING, file=sys.stderr)
         return 1
+    if token is not None and len(token) < security.MIN_TOKEN_LENGTH:
+        raise ValidationError(f"the token ({'--token' if args.token is not None else '$' + WEB_TOKEN_ENV}) has {len(token)} characters: "
+                              f"use at least {security.MIN_TOKEN_LENGTH}, e.g. $(openssl rand -hex 16)")
     if token is None and not security.is_loopback(args.host):
         raise ValidationError(f"--host {args.host} is not a loopback address: set --token (or ${WEB_TOKEN_ENV}) so that every request needs it")
     return serve.run(session.url(), host=args.host, port=args.port, read_only=args.read_only, token=token, refresh=refresh)

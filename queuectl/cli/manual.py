@@ -40,7 +40,7 @@ ENVIRONMENT = (
     ("QUEUECTL_BUSY_TIMEOUT", "Seconds a SQLite writer waits for the database lock before it fails (more than 0, at most 86400; default 60)."),
     ("QUEUECTL_HOSTNAME", "The host identity of `worker start` (as --hostname; default: this machine's hostname)."),
     ("QUEUECTL_LISTEN", "0: PostgreSQL workers poll instead of waiting on LISTEN/NOTIFY (for a pooler in transaction mode)."),
-    ("QUEUECTL_WEB_TOKEN", "The token `queuectl web` requires of every request when --token is not given (empty counts as unset)."),
+    ("QUEUECTL_WEB_TOKEN", "The token `queuectl web` requires of every request when --token is not given (empty counts as unset; at least 16 characters)."),
     ("NO_COLOR", "Set and not empty: no colour with --color auto (the default)."),
     ("XDG_DATA_HOME", "Where the default database lives: $XDG_DATA_HOME/queuectl (default ~/.local/share/queuectl)."),
     ("XDG_RUNTIME_DIR", "Where workers publish their jobs' process groups: $XDG_RUNTIME_DIR/queuectl."),

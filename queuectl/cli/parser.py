@@ -467,7 +467,7 @@ def _web(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; another than loopback needs --token)")
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
     p.add_argument("--read-only", action="store_true", help="show everything, change nothing: no action buttons, every POST refused (403)")
-    p.add_argument("--token", default=None, help="require this token of every request (env QUEUECTL_WEB_TOKEN)")
+    p.add_argument("--token", default=None, help="require this token of every request, at least 16 characters (env QUEUECTL_WEB_TOKEN)")
     p.add_argument("--refresh", default="5s", metavar="INTERVAL", help="how often the overview refreshes itself, a DURATION (default 5s)")
     p.set_defaults(command_name="web")
 

@@ -51,7 +51,7 @@ def create_app(url: str, *, read_only: bool = False, token: str | None = None, r
 
     app = Starlette(
         routes=routes(),
-        middleware=[Middleware(security.SecurityMiddleware, token=token, read_only=read_only)],
+        middleware=[Middleware(security.SecurityMiddleware, token=token, read_only=read_only, refuse=common.refuse)],
         exception_handlers={QueuectlError: _domain_error, HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )

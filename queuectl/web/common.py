@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
@@ -198,8 +198,9 @@ Change = Callable[[Request, FormData], str]
 
 
 def action(change: Change):
-    """Make `change(request, form) -> message` a POST endpoint: CSRF checked (403
-    without it), run in the threadpool, then a 303 back to the form's `next` (a
+    """Make `change(request, form) -> message` a POST endpoint: its fields from a
+    form or a JSON object body (action_fields; malformed JSON is a 400), CSRF
+    checked (403 without it), run in the threadpool, then a 303 back to the form's `next` (a
     local path) with the message flashed; a QueuectlError becomes an error flash.
     Under /api/ it answers {"ok": true, "message": ...} or {"error": ...} instead.
     Read-only mode has refused the POST before (security.SecurityMiddleware)."""
@@ -207,7 +208,10 @@ def action(change: Change):
     @functools.wraps(change)
     async def endpoint(request: Request) -> Response:
         state = request.app.state
-        form = await request.form()
+        try:
+            form = await action_fields(request)
+        except ValidationError as err:
+            return refuse(request, 400, one_line(err))
         field = form.get(security.CSRF_FIELD)
         if not security.csrf_ok(request, field if isinstance(field, str) else None, state.secret, state.token):
             return refuse(request, 403, "missing or invalid CSRF token (reload the page and try again)")
@@ -224,6 +228,33 @@ def action(change: Change):
 
     endpoint.queuectl_action = True  # type: ignore[attr-defined]  # tests check every POST route has it
     return endpoint
+
+
+async def action_fields(request: Request) -> FormData:
+    """An action's fields: the form body, or a JSON object's (Content-Type
+    application/json, as API clients send), its values as the form's text would be
+    (a number as its digits, a list as repeated fields). ValidationError if the JSON
+    is not an object of strings, numbers, booleans or lists of them."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        return await request.form()
+    shape = 'the body must be a JSON object of fields, e.g. {"name": "default"}'
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise ValidationError(f"malformed JSON: {shape}") from None
+    if not isinstance(body, dict):
+        raise ValidationError(shape)
+    fields: list[tuple[str, str | UploadFile]] = []
+    for name, value in body.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool):
+                fields.append((name, "true" if item else "false"))
+            elif isinstance(item, str | int | float):
+                fields.append((name, str(item)))
+            elif item is not None:
+                raise ValidationError(f"field {name!r}: {shape}")
+    return FormData(fields)
 
 
 def back(request: Request, form: FormData, message: str, level: str = "ok") -> RedirectResponse:

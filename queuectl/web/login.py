@@ -14,7 +14,7 @@ def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    """Check the token typed in; set the session cookie (HttpOnly, SameSite=Strict)."""
+    """Check the token typed in; set the session cookie (security.set_session)."""
     state = request.app.state
     form = await request.form()
     target = security.local_target(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
@@ -27,7 +27,7 @@ async def login(request: Request) -> Response:
     if not security.same(typed if isinstance(typed, str) else None, state.token):
         return common.render(request, "login.html", status_code=401, next=target, wrong=True)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(security.SESSION_COOKIE, security.session_value(state.token), path="/", httponly=True, samesite="strict")
+    security.set_session(response, state.token)
     return response
 
 
@@ -37,7 +37,7 @@ async def logout(request: Request) -> Response:
     if not security.csrf_ok(request, field if isinstance(field, str) else None, request.app.state.secret, None):
         return common.refuse(request, 403, "missing or invalid CSRF token (reload the page and try again)")
     response = RedirectResponse("/login" if request.app.state.token else "/", status_code=303)
-    response.delete_cookie(security.SESSION_COOKIE, path="/")
+    security.end_session(response)
     return response
 
 

@@ -7,7 +7,10 @@ The model (README, "Web dashboard"):
   whose Host is a loopback name or address (421 otherwise: DNS rebinding).
 - With a token every request but /login and /static/ must carry it: the session
   cookie set by the login form, or `Authorization: Bearer <token>` (API clients,
-  Prometheus). The cookie holds an HMAC of the token, never the token itself.
+  Prometheus). The cookie holds its expiry, a random nonce and an HMAC of both keyed
+  by the token, never the token itself: stateless, so it outlives a restart, and it
+  is valid until it expires (SESSION_SECONDS) or the token changes. Logging out
+  deletes it from this browser; changing the token ends every session.
 - Every POST is refused unless it carries the CSRF token (a hidden form field, or
   the X-CSRF-Token header) derived from a random secret drawn when the app was
   created, and its Origin (or Referer) names this host when the browser sent one.
@@ -23,6 +26,8 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -31,12 +36,22 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_COOKIE = "queuectl_session"
+# How long a login lasts (the cookie's Max-Age and the expiry signed into it): a
+# working day, after which the login form asks for the token again.
+SESSION_SECONDS = 12 * 3600
+# The shortest token `queuectl web` accepts: one that can be guessed over the network
+# is no guard (`openssl rand -hex 16` gives 32 characters).
+MIN_TOKEN_LENGTH = 16
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-# Paths open without the token: the login form itself and the CSS/JS it loads.
+# Paths open without the token: the login form and the static files (CSS, scripts,
+# icon: public, the same in every install, they hold no data).
 OPEN_PATHS = ("/login", "/static/")
 # POSTs allowed in --read-only mode: they change nothing in the database.
 READ_ONLY_POSTS = ("/login", "/logout")
+
+# The session cookie's attributes, the same when it is set and when it is deleted.
+SESSION_COOKIE_ATTRIBUTES: dict = {"path": "/", "httponly": True, "samesite": "strict"}
 
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -68,10 +83,44 @@ def csrf_token(secret: bytes) -> str:
     return hmac.new(secret, b"queuectl-web-csrf", hashlib.sha256).hexdigest()
 
 
-def session_value(token: str) -> str:
-    """The session cookie's value: derived from the token (it survives restarts of
-    `queuectl web`, and the cookie never holds the token itself)."""
-    return hmac.new(token.encode(), b"queuectl-web-session", hashlib.sha256).hexdigest()
+def session_value(token: str, expires: int | None = None, nonce: str | None = None) -> str:
+    """A new session cookie's value, `<expiry unix time>.<nonce>.<hmac>`: the HMAC,
+    keyed by the token, covers the expiry and a random nonce (so two logins differ,
+    and the cookie never holds the token). expires defaults to SESSION_SECONDS from now."""
+    if expires is None:
+        expires = int(time.time()) + SESSION_SECONDS
+    nonce = nonce if nonce is not None else secrets.token_hex(8)
+    return f"{expires}.{nonce}.{_session_mac(token, expires, nonce)}"
+
+
+def _session_mac(token: str, expires: int, nonce: str) -> str:
+    message = f"queuectl-web-session.{expires}.{nonce}".encode("utf-8", "surrogateescape")
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def session_ok(value: str | None, token: str) -> bool:
+    """Whether a session cookie was made with this token and has not expired (nor
+    claims to last longer than SESSION_SECONDS from now: a cookie is never extended)."""
+    if not value:
+        return False
+    expires, _, rest = value.partition(".")
+    nonce, _, mac = rest.partition(".")
+    if not expires.isascii() or not expires.isdigit() or not nonce or not mac:
+        return False
+    now = time.time()
+    if not now < int(expires) <= now + SESSION_SECONDS + 60:
+        return False
+    return same(mac, _session_mac(token, int(expires), nonce))
+
+
+def set_session(response: Response, token: str) -> None:
+    """Log this browser in: the session cookie, HttpOnly, SameSite=Strict, for SESSION_SECONDS."""
+    response.set_cookie(SESSION_COOKIE, session_value(token), max_age=SESSION_SECONDS, **SESSION_COOKIE_ATTRIBUTES)
+
+
+def end_session(response: Response) -> None:
+    """Log this browser out: delete the cookie, with the attributes it was set with."""
+    response.delete_cookie(SESSION_COOKIE, **SESSION_COOKIE_ATTRIBUTES)
 
 
 def same(given: str | None, expected: str) -> bool:
@@ -88,7 +137,7 @@ def authenticated(request: Request, token: str | None) -> bool:
     """Whether the request may see the dashboard: no token configured, or it carries it."""
     if token is None:
         return True
-    return same(bearer(request), token) or same(request.cookies.get(SESSION_COOKIE), session_value(token))
+    return same(bearer(request), token) or session_ok(request.cookies.get(SESSION_COOKIE), token)
 
 
 def by_bearer(request: Request, token: str | None) -> bool:
@@ -127,10 +176,13 @@ class SecurityMiddleware:
     """Refuses unauthenticated requests and read-only POSTs before any route runs, and
     adds the security headers to every response."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool):
+    def __init__(self, app: ASGIApp, *, token: str | None, read_only: bool, refuse: Callable[[Request, int, str], Response]):
+        """refuse(request, status, message): the answer to a refused action, the error
+        page or the API's JSON (common.refuse, given by app.py: common imports this module)."""
         self.app = app
         self.token = token
         self.read_only = read_only
+        self.refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,7 +217,8 @@ class SecurityMiddleware:
             target = "/login?next=" + _quoted_path(request) if request.method in ("GET", "HEAD") else "/login"
             return RedirectResponse(target, status_code=303)
         if self.read_only and request.method not in ("GET", "HEAD") and path not in READ_ONLY_POSTS:
-            return JSONResponse({"error": "this dashboard is read-only (queuectl web --read-only)"}, status_code=403)
+            # A form posted from a page gets the error page; an API client its JSON line.
+            return self.refuse(request, 403, "this dashboard is read-only (queuectl web --read-only)")
         return None
 
 

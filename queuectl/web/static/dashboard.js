@@ -36,7 +36,8 @@
         })
         .then(function (html) {
           box.innerHTML = html;  // our own escaped fragment, same origin
-          say("updated " + new Date().toLocaleTimeString() + ", every " + seconds + "s");
+          // UTC, 24-hour, as every other time on the pages (not the browser's locale).
+          say("updated " + new Date().toISOString().slice(11, 19) + " UTC, every " + seconds + "s");
         })
         .catch(function (err) { say("refresh failed (" + err.message + "), retrying"); })
         .then(function () { inFlight = false; schedule(); });
