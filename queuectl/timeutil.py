@@ -19,6 +19,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def short_age(seconds: float | None, *, tenths: bool = False) -> str:
+    """A wait or an age, short: 45s, 12m, 5h, 3d ('-' for none); `tenths`: under ten
+    seconds with a tenth (0.4s), as the dashboard shows a heartbeat's age."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.1f}s" if tenths and seconds < 10 else f"{seconds:.0f}s"
+
+
 def iso(value: datetime | None) -> str | None:
     """Format as ISO 8601 UTC with a Z suffix (None stays None)."""
     if value is None:

@@ -3,6 +3,7 @@ every interval by `status --watch` (cli/watch.py)."""
 
 from queuectl.cli import render
 from queuectl.cli.render import escape
+from queuectl.timeutil import short_age
 
 LABELS = (("Pending", "pending"), ("Running", "running"), ("Failed", "failed"), ("Completed", "completed"),
           ("Dead (DLQ)", "dead"), ("Cancelled", "cancelled"), ("Blocked", "blocked"))
@@ -37,7 +38,7 @@ def queue_lines(entries: list[dict]) -> list[str]:
     if not entries:
         return ["no pending, running, failed, dead or cancelled jobs"]
     return render.table(
-        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], e["cancelled"], age(e["oldest_ready_age"]),
+        [[e["queue"], e["ready"], e["scheduled"], e["running"], e["failed"], e["dead"], e["cancelled"], short_age(e["oldest_ready_age"]),
           controls(e)]
          for e in entries],
         ["QUEUE", "READY", "SCHEDULED", "RUNNING", "FAILED", "DEAD", "CANCELLED", "OLDEST_READY", "CONTROLS"],
@@ -71,7 +72,7 @@ def _finished_lines(jobs: list[dict], colour: bool, width: int | None) -> list[s
         return ["no finished jobs"]
     return render.table(
         [
-            [j["id"], j["state"], j["finished_at"], age(j["age"]) + " ago", "-" if j["exit_code"] is None else j["exit_code"],
+            [j["id"], j["state"], j["finished_at"], short_age(j["age"]) + " ago", "-" if j["exit_code"] is None else j["exit_code"],
              render.shorten(j["command"], 200)]
             for j in jobs
         ],
@@ -80,16 +81,6 @@ def _finished_lines(jobs: list[dict], colour: bool, width: int | None) -> list[s
         fit=5,
         width=width,
     )
-
-
-def age(seconds: float | None) -> str:
-    """A wait or an age: 45s, 12m, 5h, 3d."""
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 def _pct(value) -> str:

@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from queuectl.cli.render import escape as visible
 from queuectl.errors import DatabaseError, NotFound, QueuectlError, ValidationError
-from queuectl.timeutil import iso
+from queuectl.timeutil import iso, short_age
 from queuectl.web import security
 
 HERE = Path(__file__).resolve().parent
@@ -68,13 +68,8 @@ def _finalize(value):
 
 
 def age(seconds: float | None) -> str:
-    """A wait or an age, short: 45s, 12m, 5h, 3d."""
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    """A wait or an age, short (45s, 12m, 5h, 3d), with a tenth under ten seconds."""
+    return short_age(seconds, tenths=True)
 
 
 def when(value) -> str | None:
