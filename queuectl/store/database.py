@@ -122,8 +122,16 @@ class Database:
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
-        with self.translate_errors(), self.dialect.write_lock(), self.engine.begin() as conn:
-            yield conn
+        with self.translate_errors():
+            with self.dialect.write_lock(), self.engine.begin() as conn:
+                try:
+                    yield conn
+                finally:
+                    wake = conn.info.pop(dialect.WAKE_AFTER_COMMIT, False)
+            # Committed (an exception would have left above), and the write lock is
+            # released for the workers it wakes.
+            if wake:
+                self.dialect.wake_after_commit()
 
     def write_one(self):
         """For a write that is a single statement: on PostgreSQL it commits by itself
