@@ -76,7 +76,7 @@ class Waiter:
         their own: a long wait here delays none.)"""
         if self.listener is not None:
             try:
-                self.notified = self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted)
+                self.notified = self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted, self.signal_fd)
                 return
             except DatabaseError as err:
                 log.warning("LISTEN connection lost (polling until it is back): %s", err)
