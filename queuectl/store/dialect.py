@@ -528,7 +528,9 @@ class PostgresListener:
                         return True
                     readable, _, _ = select.select([conn.fileno(), signal_fd], [], [], left)
                     if signal_fd in readable:
-                        _drain(signal_fd)
+                        from queuectl.store.wakeup import drain_pipe
+
+                        drain_pipe(signal_fd)
                     continue
                 # Notifications that arrive while the worker is busy are consumed by
                 # the next wait and cost at most one extra (empty) claim attempt.
@@ -546,15 +548,6 @@ class PostgresListener:
             except Exception:
                 pass
             self.conn = None
-
-
-def _drain(fd: int) -> None:
-    """Empty a signal wake-up pipe (its bytes only say that a signal came)."""
-    try:
-        while os.read(fd, 64):
-            pass
-    except OSError:
-        pass
 
 
 def class_for(url: URL) -> type["SQLiteDialect | PostgresDialect"]:

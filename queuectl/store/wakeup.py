@@ -185,7 +185,7 @@ class WakeWait:
         woken = False
         for fd, _mask in events:
             if fd == self.signal_fd:
-                _drain(fd)
+                drain_pipe(fd)
         if any(fd == self.wake.fileno() for fd, _ in events):
             woken = self.wake.take()
         return woken
@@ -194,7 +194,9 @@ class WakeWait:
         self.epoll.close()
 
 
-def _drain(fd: int) -> None:
+def drain_pipe(fd: int) -> None:
+    """Empty a non-blocking signal wake-up pipe (signal.set_wakeup_fd): its bytes only
+    say that a signal came, which the handlers already recorded."""
     try:
         while os.read(fd, 64):
             pass

@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from queuectl.errors import DatabaseError, DeclaredDead, QueuectlError
 from queuectl.states import Role, StopMode, WorkerState
 from queuectl.store import Store, retention
+from queuectl.store.wakeup import drain_pipe
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity
 from queuectl.worker import worker as worker_mod
@@ -143,7 +144,7 @@ class Supervisor:
             # signal ends it at once.
             ready = wait_for_exit([*sentinels, self.signal_fd], timeout=max(0.0, min(self.next_beat, self.next_schedules) - time.monotonic()))
             if self.signal_fd in ready:
-                _drain(self.signal_fd)
+                drain_pipe(self.signal_fd)
         for slot in self.slots:
             if self._reap_child(slot):
                 self._child_exited(slot)
@@ -381,14 +382,6 @@ class Supervisor:
                 if slot.process is not None and not slot.reaped:
                     # Started under slots_lock, so it has a pid (typed Optional until start()).
                     os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)  # type: ignore[arg-type]
-
-def _drain(fd: int) -> None:
-    """Empty the signal wake-up pipe (its bytes only say that a signal came)."""
-    try:
-        while os.read(fd, 64):
-            pass
-    except OSError:
-        pass
 
 
 def run(url: str, options: PoolOptions) -> int:
