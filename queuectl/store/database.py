@@ -124,12 +124,12 @@ class Database:
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
         with self.translate_errors():
             with self.dialect.write_lock(), self.engine.begin() as conn:
-                try:
-                    yield conn
-                finally:
-                    wake = conn.info.pop(dialect.WAKE_AFTER_COMMIT, False)
-            # Committed (an exception would have left above), and the write lock is
-            # released for the workers it wakes.
+                yield conn
+                # Not reached after an error: a connection the error invalidated
+                # refuses even this look, and would hide the error. A mark left on a
+                # connection that lives on costs one needless wake-up later.
+                wake = conn.info.pop(dialect.WAKE_AFTER_COMMIT, False)
+            # Committed, and the write lock is released for the workers it wakes.
             if wake:
                 self.dialect.wake_after_commit()
 
