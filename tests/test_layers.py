@@ -10,7 +10,7 @@ from conftest import REPO
 PACKAGE = REPO / "queuectl"
 # Lowest first; a module may import its own layer's modules and those below.
 LAYERS = [
-    ("errors", "timeutil", "states", "config", "jobspec", "cron"),
+    ("errors", "timeutil", "states", "config", "jobspec", "cron", "rundir"),
     ("store",),
     ("worker", "status", "waiting", "following", "metrics"),
     ("cli", "__main__", "web"),

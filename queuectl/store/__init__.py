@@ -303,6 +303,11 @@ class Store:
         with self.db.read() as conn:
             return schedules.due(conn, now, limit)
 
+    def first_schedule_due(self) -> datetime | None:
+        """When the first unpaused schedule's next tick comes (None: no schedule)."""
+        with self.db.read() as conn:
+            return schedules.first_due(conn)
+
     def fire_schedule(self, name: str, *, tick: datetime, next_run: datetime, run: bool, missed: int,
                       now: datetime | None = None) -> tuple[str, str | None] | None:
         """Fire one tick, exactly once across supervisors (see schedules.fire)."""
@@ -420,6 +425,19 @@ class Store:
         with self.db.read() as conn:
             return transitions.drained(conn, queues, now or utcnow())
 
+    def first_due(self, queues: tuple[str, ...]) -> datetime | None:
+        """When the first job a claim could take comes (or came) due; None if there is
+        none. An idle worker that waits to be woken asks it instead of work_due: one
+        read tells whether to claim now, and else when to wake by itself (a delayed
+        job, a retry's backoff)."""
+        with self.db.read() as conn:
+            return transitions.first_due(conn, queues)
+
+    def wake_socket(self, name: str):
+        """A pool's local wake-up socket (store/wakeup.py), bound under `name`; None
+        on PostgreSQL (LISTEN) or where it cannot be bound."""
+        return self.db.dialect.wake_socket(name)
+
     def listener(self):
         """A LISTEN connection for new work where the backend has one, else None."""
         return self.db.dialect.listener(self.db.url)
@@ -455,7 +473,11 @@ class Store:
                 conn, job_id, worker_id, stopped=stopped, error=error, exit_code=exit_code, output=output, now=now, cfg=cfg,
                 cancelled=cancelled, output_size=output_size,
             )
-            self._wake(conn)
+            if state == JobState.PENDING.value:  # given back unrun: another worker may take it at once
+                dependencies.woke(conn)
+                self.db.dialect.notify(conn)
+            else:
+                self._wake(conn)
             return state, transitions.claim_after_ending(conn, worker_id, queues or None, now) if claim_next else None
 
     def stream_output(self, job_id: str, worker_id: str, *, output: str, output_size: int) -> bool:
@@ -494,8 +516,8 @@ class Store:
         """A worker's clean exit: a job it claimed but never started is given back."""
         now = utcnow()
         with self.db.begin() as conn:
-            if unstarted_job is not None:
-                transitions.release(conn, unstarted_job, worker_id, now=now)
+            if unstarted_job is not None and transitions.release(conn, unstarted_job, worker_id, now=now):
+                self.db.dialect.notify(conn)  # another worker may take it at once
             workers.heartbeat(conn, worker_id, now, processed=processed, failed=failed)
             workers.end(conn, worker_id, WorkerState.STOPPED, now)
 

@@ -129,8 +129,16 @@ class Database:
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
-        with self.translate_errors(), self.dialect.write_lock(), self.engine.begin() as conn:
-            yield conn
+        with self.translate_errors():
+            with self.dialect.write_lock(), self.engine.begin() as conn:
+                yield conn
+                # Not reached after an error: a connection the error invalidated
+                # refuses even this look, and would hide the error. A mark left on a
+                # connection that lives on costs one needless wake-up later.
+                wake = conn.info.pop(dialect.WAKE_AFTER_COMMIT, False)
+            # Committed, and the write lock is released for the workers it wakes.
+            if wake:
+                self.dialect.wake_after_commit()
 
     def write_one(self):
         """For a write that is a single statement: on PostgreSQL it commits by itself

@@ -4,6 +4,7 @@ import errno
 import fcntl
 import functools
 import os
+import select
 import stat
 import threading
 import time
@@ -37,6 +38,9 @@ _FLOCK_MAX_PAUSE = 0.001
 # --file`, an outside transaction, a stalled process): wait less eagerly.
 _FLOCK_PATIENT_AFTER, _FLOCK_PATIENT_PAUSE = 1.0, 0.01
 NOTIFY_CHANNEL = "queuectl_jobs"
+# Set in a SQLite connection's info by notify(): Database.begin wakes the host's idle
+# workers once the transaction has committed (store/wakeup.py).
+WAKE_AFTER_COMMIT = "queuectl_wake_after_commit"
 # pg_advisory_lock key for migrations: an arbitrary constant ("qctl" in ASCII).
 PG_MIGRATION_LOCK = 0x7163746C
 # pg_advisory_xact_lock key for retention: one pruner at a time ("qprn" in ASCII).
@@ -263,10 +267,12 @@ class SQLiteDialect:
         """The worker's hot path: no DML in a CTE here, and no round trips to save, so
         three statements (completion, its attempt, the claim) in one transaction.
         (owned, next job or None)."""
-        from queuectl.store import transitions
+        from queuectl.store import dependencies, transitions
 
         with db.begin() as conn:
             owned = transitions.complete(conn, job_id, worker_id, exit_code=0, output=output, output_size=output_size, now=now)
+            if dependencies.woke(conn):
+                self.notify(conn)  # dependents the claim below does not take wake others
             return owned, transitions.claim_after_ending(conn, worker_id, queues, now)
 
     def insert_rows(self, conn: Connection, table: str, columns: list[str], rows: list[tuple]) -> None:
@@ -281,7 +287,34 @@ class SQLiteDialect:
         return True
 
     def notify(self, conn: Connection) -> None:
-        """No server to notify; idle workers poll (see worker/waiter.py)."""
+        """Wake this host's idle workers once the transaction commits (never before:
+        a worker woken then would find nothing). Database.begin does it, through
+        wake_after_commit."""
+        conn.info[WAKE_AFTER_COMMIT] = True
+
+    def wake_after_commit(self) -> None:
+        """The local wake-up (store/wakeup.py): one datagram to each pool of this
+        host waiting on this file."""
+        if self.path:
+            from queuectl.store import wakeup
+
+            wakeup.wake(self.path)
+
+    def wake_socket(self, name: str):
+        """A pool's wake-up socket (store/wakeup.py), or None where it cannot be bound
+        (its workers then poll every poll-interval, as before it existed)."""
+        if not self.path:
+            return None
+        from queuectl.errors import QueuectlError
+        from queuectl.store import wakeup
+
+        try:
+            return wakeup.WakeSocket(self.path, name)
+        except (OSError, QueuectlError) as err:
+            import logging
+
+            logging.getLogger("queuectl.worker").warning("no local wake-up (idle workers poll every poll-interval): %s", err)
+            return None
 
     @staticmethod
     def like_any_case(column, pattern: str):
@@ -482,6 +515,12 @@ class PostgresDialect:
         """Wake listening workers when the transaction commits."""
         conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
+    def wake_after_commit(self) -> None:
+        pass  # the server delivered the NOTIFY at commit
+
+    def wake_socket(self, name: str):
+        return None  # workers LISTEN (PostgresListener)
+
     def listener(self, url: str) -> "PostgresListener | None":
         # QUEUECTL_LISTEN=0 turns notifications off (polling only): for benchmarks,
         # and for poolers such as PgBouncer in transaction mode that cannot LISTEN.
@@ -528,8 +567,11 @@ class PostgresListener:
             self.conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         return self.conn
 
-    def wait(self, timeout: float, interrupted) -> bool:
-        """Return at the first notification (True), after timeout, or soon after interrupted()."""
+    def wait(self, timeout: float, interrupted, signal_fd: int | None = None) -> bool:
+        """Return at the first notification (True), after timeout, or soon after
+        interrupted(). signal_fd: the worker's signal wake-up pipe, which ends the
+        wait at once; without it the wait is cut in 0.25 s slices to look at
+        interrupted() (four wake-ups a second per idle worker)."""
         import psycopg
 
         deadline = time.monotonic() + timeout
@@ -539,9 +581,19 @@ class PostgresListener:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                # Short slices, so a stop signal is noticed promptly. Notifications
-                # that arrive while the worker is busy are consumed by the next wait
-                # and cost at most one extra (empty) claim attempt.
+                if signal_fd is not None:
+                    # Asleep until the server sends something or a signal comes;
+                    # notifies() then reads what came without waiting.
+                    for _ in conn.notifies(timeout=0, stop_after=1):
+                        return True
+                    readable, _, _ = select.select([conn.fileno(), signal_fd], [], [], left)
+                    if signal_fd in readable:
+                        from queuectl.store.wakeup import drain_pipe
+
+                        drain_pipe(signal_fd)
+                    continue
+                # Notifications that arrive while the worker is busy are consumed by
+                # the next wait and cost at most one extra (empty) claim attempt.
                 for _ in conn.notifies(timeout=min(left, 0.25), stop_after=1):
                     return True
             return False

@@ -99,6 +99,11 @@ def due(conn, now: datetime, limit: int) -> list:
     return conn.execute(query).all()
 
 
+def first_due(conn) -> datetime | None:
+    """The earliest next_run of an unpaused schedule: the first entry of ix_schedules_due."""
+    return conn.execute(select(S.c.next_run).where(S.c.paused_at.is_(None)).order_by(S.c.next_run).limit(1)).scalar()
+
+
 def active_job(conn, name: str) -> str | None:
     """A job of the schedule not finished yet (see states.ACTIVE), if any: one probe of ix_jobs_schedule."""
     return conn.execute(select(JOBS.c.id).where(JOBS.c.schedule == name, state_in(*ACTIVE)).limit(1)).scalar()

@@ -116,6 +116,17 @@ def work_due(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
     return bool(conn.execute(_due_statement(tuple(queues) if queues else None), {"now": now}).scalar())
 
 
+def first_due(conn, queues: tuple[str, ...] | None):
+    """The earliest run_at of a claimable job in an open queue (None: none): at or
+    before now, a claim would find a job (work_due); later, when one will. Through
+    ix_jobs_claim's entries, which hold run_at, like work_due (whose EXISTS reads as
+    many of them when none is due, the case it is asked in)."""
+    query = select(func.min(JOBS.c.run_at)).where(_claimable(), JOBS.c.queue.not_in(controls.closed()))
+    if queues:
+        query = query.where(JOBS.c.queue.in_(queues))
+    return conn.execute(query).scalar()
+
+
 def drained(conn, queues: tuple[str, ...] | None, now: datetime) -> bool:
     """Nothing pending now, running, or failed awaiting a retry (burst mode's end).
     Two index-backed probes (ix_jobs_claim, ix_jobs_running), never a history scan.

@@ -15,10 +15,11 @@ RETRY_AFTER = 1.0
 
 
 class Heartbeat:
-    def __init__(self, beat: Callable[[], bool], interval: Callable[[], float], name: str = "heartbeat"):
+    def __init__(self, beat: Callable[[], bool], interval: Callable[[], float | None], name: str = "heartbeat"):
         """beat() writes one heartbeat and says whether it reached the database;
-        interval() is the current heartbeat-interval (config can change it). Also
-        paces other periodic writes of a worker (its job's output: name 'output')."""
+        interval() is the current heartbeat-interval (config can change it), or None
+        for "not until now() is called" (nothing to write while idle). Also paces
+        other periodic writes of a worker (its job's output: name 'output')."""
         self._beat = beat
         self._interval = interval
         self._name = name
@@ -48,4 +49,7 @@ class Heartbeat:
             except Exception:  # a beat must never kill the thread that keeps the worker alive
                 log.exception("%s failed", self._name)
                 ok = False
-            self._wake.wait(self._interval() if ok else min(RETRY_AFTER, self._interval()))
+            interval = self._interval()
+            if not ok:
+                interval = RETRY_AFTER if interval is None else min(RETRY_AFTER, interval)
+            self._wake.wait(interval)

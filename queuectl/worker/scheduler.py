@@ -58,6 +58,25 @@ class Scheduler:
             log.warning("firing schedules failed (will retry): %s", err)
         return done
 
+    def run_due(self, longest: float, shortest: float) -> float:
+        """One look at the schedules (a single indexed read while none is due), firing
+        those due; seconds until the next look: until the first tick, within
+        [shortest, longest]. Longest bounds how late a schedule added or changed by
+        another process is seen; shortest keeps a tick that cannot be fired (a zone
+        unknown here) from spinning the loop."""
+        try:
+            first = self.store.first_schedule_due()
+        except DatabaseError as err:
+            log.warning("looking at schedules failed (will retry): %s", err)
+            return longest
+        if first is None:
+            return longest
+        now = utcnow()
+        if first <= now:
+            self.run_once(now)
+            return shortest
+        return min(longest, max(shortest, (first - now).total_seconds()))
+
     def _fire(self, row, now: datetime) -> tuple[str, str | None] | None:
         try:
             next_run, run, missed = plan(row, now)

@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from queuectl.errors import DatabaseError, DeclaredDead, QueuectlError
 from queuectl.states import Role, StopMode, WorkerState
 from queuectl.store import Store, retention
+from queuectl.store.wakeup import drain_pipe
 from queuectl.timeutil import utcnow
 from queuectl.worker import identity
 from queuectl.worker import worker as worker_mod
@@ -34,11 +35,14 @@ from queuectl.worker.proctitle import set_title
 from queuectl.worker.scheduler import Scheduler
 
 log = logging.getLogger("queuectl.supervisor")
-# How often the supervisor looks at its children: a dead worker is noticed this fast.
+# How often the supervisor's fence looks at its children's heartbeats. (A worker that
+# exits wakes the main loop at once, through its sentinel; so does a signal, through
+# the wake-up pipe: the loop itself sleeps until its next heartbeat or schedule.)
 CHILD_CHECK = 0.25
 GRACEFUL, NOW = StopMode.GRACEFUL, StopMode.NOW
-# How often due schedules are looked for: poll-interval, within these bounds (a tick
-# is enqueued at most this late, plus the time to fire it).
+# Schedules are looked at when their first tick comes, and at least every second for
+# those added or changed meanwhile (a tick is enqueued at most that late, plus the
+# time to fire it); never more often than every quarter second.
 SCHEDULE_CHECK = (0.25, 1.0)
 # Blocked across each fork; the worker unblocks them once its own handlers are set
 # (see worker.Worker.initialize).
@@ -100,6 +104,12 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_interrupt)
         signal.signal(signal.SIGTERM, self._on_terminate)
         signal.signal(signal.SIGUSR1, self._on_now_signal)
+        # A signal writes a byte here, which ends the loop's wait at once (the wait
+        # itself is retried by Python after a handler). Closed on exec: no job has it.
+        self.signal_fd, write_end = os.pipe()
+        os.set_blocking(self.signal_fd, False)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self.store = Store.open(self.url, durable=False)
         set_title(f"queuectl supervisor ({self.concurrency} workers, db {self.store.display_url})")
         self.cfg = self.store.register(id=self.id, role=Role.SUPERVISOR, host=self.hostname, pid_started=identity.start_time(), queues=self.queues)
@@ -109,6 +119,8 @@ class Supervisor:
         # Running counters of limited queues drift only if something went wrong (a
         # job claimed just as its queue got its first control); set them right.
         self.store.recount_queues()
+        # Bound before the first fork: every worker inherits it (store/wakeup.py).
+        self.wake = self.store.wake_socket(self.id)
         self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
         for slot in self.slots:
             self._spawn(slot)
@@ -128,8 +140,11 @@ class Supervisor:
         sentinels = [s.process.sentinel for s in self.slots if s.process is not None and not s.done]
         if sentinels:
             # Not past the next heartbeat: that is also when dead workers are reaped.
-            # Not past the next look at the schedules either.
-            wait_for_exit(sentinels, timeout=min(CHILD_CHECK, max(0.0, min(self.next_beat, self.next_schedules) - time.monotonic())))
+            # Not past the next look at the schedules either. A worker's exit or a
+            # signal ends it at once.
+            ready = wait_for_exit([*sentinels, self.signal_fd], timeout=max(0.0, min(self.next_beat, self.next_schedules) - time.monotonic()))
+            if self.signal_fd in ready:
+                drain_pipe(self.signal_fd)
         for slot in self.slots:
             if self._reap_child(slot):
                 self._child_exited(slot)
@@ -139,9 +154,10 @@ class Supervisor:
         if time.monotonic() >= self.next_prune and not self.stop_mode:
             self._prune()
         if not self.stop_mode and time.monotonic() >= self.next_schedules:
-            self.scheduler.run_once()
             low, high = SCHEDULE_CHECK
-            self.next_schedules = time.monotonic() + min(high, max(low, self.cfg["poll-interval"]))
+            self.next_schedules = time.monotonic() + self.scheduler.run_due(longest=high, shortest=low)
+        elif self.stop_mode:
+            self.next_schedules = time.monotonic() + SCHEDULE_CHECK[1]
         self._forward_stop()
 
     def shutdown(self) -> None:
@@ -155,6 +171,8 @@ class Supervisor:
                 slot.process.join()
                 slot.reaped = True
                 self._child_exited(slot)
+        if getattr(self, "wake", None) is not None:
+            self.wake.close()
         try:
             self.store.end(self.id, WorkerState.STOPPED, cfg=self.cfg)
         except DatabaseError as err:
@@ -187,6 +205,7 @@ class Supervisor:
             queues=self.queues,
             hostname=self.hostname,
             burst=self.burst,
+            wake=self.wake,
         )
         # No database descriptor may cross the fork: SQLite forbids using a connection
         # in a child, and a child closing an inherited one would drop the POSIX locks
@@ -363,6 +382,7 @@ class Supervisor:
                 if slot.process is not None and not slot.reaped:
                     # Started under slots_lock, so it has a pid (typed Optional until start()).
                     os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)  # type: ignore[arg-type]
+
 
 def run(url: str, options: PoolOptions) -> int:
     return Supervisor(url, options).run()

@@ -59,6 +59,7 @@ class WorkerOptions:
     queues: tuple[str, ...]
     hostname: str
     burst: bool
+    wake: Any = None  # the pool's local wake-up socket (store/wakeup.py), inherited; None: poll
 
 
 # Signals a job must get with their default action even where the worker ignores them.
@@ -99,6 +100,7 @@ class Worker:
         # Held while streaming output, and to end a job's stream: a late write of one
         # attempt's output never lands on the next attempt of the same job.
         self.stream_lock = threading.Lock()
+        self.signal_fd: int | None = None  # see _take_signals
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +118,13 @@ class Worker:
                 signal.signal(signum, _ignore)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_now)
+        # A signal also writes a byte here, which ends an idle wait at once (Python
+        # retries an interrupted epoll by itself). Both ends close on exec: no job sees them.
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        self.signal_fd = read_end
         # The supervisor forked us with the stop signals blocked: a stop it sent
         # meanwhile is delivered now, to the handlers above. Nothing stays blocked,
         # since jobs inherit this mask.
@@ -139,11 +148,12 @@ class Worker:
             queues=self.o.queues,
         )
         self._beat_done()  # registering was a heartbeat
-        self.waiter = Waiter(self.store, self.o.queues, self.clock)
+        self.waiter = Waiter(self.store, self.o.queues, self.clock, wake=self.o.wake, signal_fd=self.signal_fd)
         self.base_env = dict(os.environ)  # decoded once, not for every job
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
-        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY, name="output")
+        # Asleep while idle (an idle pool costs no wake-ups): woken when a job starts.
+        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY if self.job is not None else None, name="output")
         if heartbeat:
             self.heartbeat.start()
             self.streamer.start()
@@ -215,6 +225,7 @@ class Worker:
         log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
         self.streamed_size = 0
         self.tail = runner.Tail(int(self.cfg["output-limit"]))
+        self.streamer.now()
         outcome = runner.run(
             job.command,
             cwd=job.cwd,
