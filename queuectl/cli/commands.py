@@ -798,7 +798,8 @@ def run_web(args, session: Session) -> int:
                               f"use at least {security.MIN_TOKEN_LENGTH}, e.g. $(openssl rand -hex 16)")
     if token is None and not security.is_loopback(args.host):
         raise ValidationError(f"--host {args.host} is not a loopback address: set --token (or ${WEB_TOKEN_ENV}) so that every request needs it")
-    return serve.run(session.url(), host=args.host, port=args.port, read_only=args.read_only, token=token, refresh=refresh)
+    return serve.run(session.url(), host=args.host, port=args.port, read_only=args.read_only, token=token, refresh=refresh,
+                     announce=lambda line: print(line, flush=True))
 
 
 # --- db ------------------------------------------------------------------------------

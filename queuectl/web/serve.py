@@ -1,6 +1,7 @@
 """Running the dashboard: the app under uvicorn, in the foreground, until Ctrl-C."""
 
 import socket
+from collections.abc import Callable
 
 import uvicorn
 
@@ -31,13 +32,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(url: str, *, host: str, port: int, read_only: bool, token: str | None, refresh: float) -> int:
-    """Serve until interrupted (0)."""
+def run(url: str, *, host: str, port: int, read_only: bool, token: str | None, refresh: float,
+        announce: Callable[[str], None]) -> int:
+    """Serve until interrupted (0); `announce` is given the line that says where, once
+    the socket is bound (the CLI prints it)."""
     sock = listen(host, port)
     try:
         app = create_app(url, read_only=read_only, token=token, refresh=refresh)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
-        print(f"queuectl web: {url_of(host, port)}{' (read-only)' if read_only else ''} on {app.state.store.display_url}", flush=True)
+        announce(f"queuectl web: {url_of(host, port)}{' (read-only)' if read_only else ''} on {app.state.store.display_url}")
         server.run(sockets=[sock])
     finally:
         sock.close()
