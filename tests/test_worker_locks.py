@@ -123,3 +123,45 @@ def test_the_lock_file_is_never_a_symlink(sqlite_url, tmp_path):
     result = Cli(sqlite_url, tmp_path)("enqueue", "true")
     error_line(result, 1, ".lock")
     assert victim.read_text() == "precious\n"
+
+
+def test_threads_whose_first_writes_race_open_one_lock_descriptor(sqlite_url):
+    # The dashboard serves from a thread pool: its threads' first writes start
+    # together, and each opened the lock file when it found none open yet (one
+    # descriptor leaked per extra thread). Repeated, as the race is a narrow one.
+    import threading
+
+    from queuectl.store import open_database
+
+    lock_path = os.path.realpath(sqlite_url + ".lock")
+
+    def lock_fds() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                found += os.readlink(f"/proc/self/fd/{fd}") == lock_path
+            except OSError:
+                pass
+        return found
+
+    for _ in range(20):
+        db = open_database(sqlite_url)
+        db.dialect.close()  # as a fresh process has it: no descriptor yet
+        start = threading.Barrier(8)
+
+        def write():
+            start.wait()
+            with db.begin() as conn:
+                conn.exec_driver_sql("SELECT 1")
+
+        threads = [threading.Thread(target=write) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        try:
+            assert lock_fds() == 1
+        finally:
+            db.dispose()
+            db.dialect.close()
+        assert lock_fds() == 0

@@ -172,8 +172,7 @@ class SQLiteDialect:
         tries again within a millisecond of its release. Writers that do not take
         it (the sqlite3 shell, `alembic`) are still serialised by busy_timeout.
         """
-        fd = self._lock_fd()
-        if fd is None:
+        if not self.path:
             yield
             return
         # One deadline for both waits below (SQLite's own busy_timeout may add to it
@@ -184,6 +183,12 @@ class SQLiteDialect:
         if not self._threads.acquire(timeout=self.busy_timeout):
             raise DatabaseError(f"database {self.path} is locked: another thread of this process held it for {self.busy_timeout:g}s")
         try:
+            # Opened under the thread lock: two threads' first writes (the dashboard's
+            # thread pool) would otherwise each open it, and one descriptor would leak.
+            fd = self._lock_fd()
+            if fd is None:  # a read-only directory: busy_timeout alone serialises writers
+                yield
+                return
             self._flock(fd, deadline)
             try:
                 yield
