@@ -149,7 +149,7 @@ def test_threads_whose_first_writes_race_open_one_lock_descriptor(sqlite_url):
         db.dialect.close()  # as a fresh process has it: no descriptor yet
         start = threading.Barrier(8)
 
-        def write():
+        def write(db=db, start=start):
             start.wait()
             with db.begin() as conn:
                 conn.exec_driver_sql("SELECT 1")
