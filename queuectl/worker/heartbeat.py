@@ -25,6 +25,8 @@ class Heartbeat:
         self._name = name
         self._wake = threading.Event()
         self._stopping = False
+        # True while the thread waits without a deadline (interval() said None).
+        self._parked = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -33,6 +35,15 @@ class Heartbeat:
     def now(self) -> None:
         """Beat at once (a job has started: its process group goes in the row)."""
         self._wake.set()
+
+    def unpark(self) -> None:
+        """Make interval() count again if the thread waits without a deadline (the
+        output thread, idle, when a job starts); else leave it be. A job start in a
+        busy drain then costs no thread switch: the output thread, already pacing
+        itself, looks at the new job when its interval ends. Call it after the change
+        that makes interval() a number."""
+        if self._parked:
+            self._wake.set()
 
     def stop(self, timeout: float) -> None:
         """Stop beating; wait up to `timeout` for a beat in progress to end."""
@@ -52,4 +63,10 @@ class Heartbeat:
             interval = self._interval()
             if not ok:
                 interval = RETRY_AFTER if interval is None else min(RETRY_AFTER, interval)
+            if interval is None:
+                # Parked, then a second look: unpark() after the change either sees
+                # the flag or the change is seen here (no wake-up lost between them).
+                self._parked = True
+                interval = self._interval()
             self._wake.wait(interval)
+            self._parked = False

@@ -225,7 +225,7 @@ class Worker:
         log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
         self.streamed_size = 0
         self.tail = runner.Tail(int(self.cfg["output-limit"]))
-        self.streamer.now()
+        self.streamer.unpark()  # self.job is set: its interval is STREAM_EVERY now
         outcome = runner.run(
             job.command,
             cwd=job.cwd,
