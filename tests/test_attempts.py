@@ -209,11 +209,11 @@ def test_a_chatty_job_streams_in_a_few_batched_writes(db, tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     # About 40,000 lines over 2 seconds: one write per line would be 40,000 writes.
     enqueue(db, "for i in $(seq 1 20); do seq 1 2000; sleep 0.1; done", id="chatty", now=utcnow())
-    options = WorkerOptions(url=db.url, worker_id="w-count", supervisor_id="s-count", supervisor_pid=os.getppid(),
+    options = WorkerOptions(url=db.url, worker_ids=("w-count",), supervisor_id="s-count", supervisor_pid=os.getppid(),
                             index=1, count=1, queues=(), hostname="count-host", burst=False)
     store = CountingStore(db)
     store.streamed = []
-    worker = Worker(options, JobGroup(options.worker_id))
+    worker = Worker(options, [JobGroup("w-count")])
     worker.open(store=store, heartbeat=False)
     worker.streamer.start()
     began = time.monotonic()

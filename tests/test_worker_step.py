@@ -48,10 +48,10 @@ def step(db, clock, tmp_path, monkeypatch):
 
     def make(queues=(), burst=False) -> Worker:
         options = WorkerOptions(
-            url=db.url, worker_id=f"w-step-{len(made)}", supervisor_id="s-step", supervisor_pid=os.getppid(),
+            url=db.url, worker_ids=(f"w-step-{len(made)}",), supervisor_id="s-step", supervisor_pid=os.getppid(),
             index=1, count=1, queues=queues, hostname="step-host", burst=burst,
         )
-        worker = Worker(options, JobGroup(options.worker_id), clock=clock.now, monotonic=clock.monotonic)
+        worker = Worker(options, [JobGroup(options.worker_ids[0])], clock=clock.now, monotonic=clock.monotonic)
         worker.open(store=Store(db), heartbeat=False)
         made.append(worker)
         return worker
@@ -75,7 +75,7 @@ def test_a_job_runs_once_and_is_recorded_at_the_workers_time(db, clock, step):
     assert (row.state, row.exit_code, row.output, row.attempts) == ("completed", 0, "hi\n", 0)
     assert row.started_at == row.finished_at == T0 + timedelta(seconds=5)
     assert worker.loop_once() is False  # nothing left
-    assert (worker.processed, worker.failed) == (1, 0)
+    assert (worker.slots[0].processed, worker.slots[0].failed) == (1, 0)
 
 
 def test_success_claims_the_next_job_in_the_same_write(db, step):
@@ -83,10 +83,10 @@ def test_success_claims_the_next_job_in_the_same_write(db, step):
     worker = step()
     assert worker.loop_once() is True
     assert job_row(db, first).state == "completed"
-    assert worker.next_job is not None and worker.next_job.id == second
+    assert worker.slots[0].next_job is not None and worker.slots[0].next_job.id == second
     assert job_row(db, second).state == "running"  # claimed by the write that recorded the first
     assert worker.loop_once() is True
-    assert worker.next_job is None and job_row(db, second).state == "completed"
+    assert worker.slots[0].next_job is None and job_row(db, second).state == "completed"
 
 
 def test_failures_back_off_by_the_clock_and_end_in_the_dlq(db, clock, step):
@@ -99,7 +99,7 @@ def test_failures_back_off_by_the_clock_and_end_in_the_dlq(db, clock, step):
     assert (row.state, row.attempts, row.exit_code, row.last_error) == ("failed", 1, 3, "exit code 3")
     assert row.run_at == T0 + timedelta(seconds=1)  # 3 ** 0
     assert worker.loop_once() is False  # not due yet
-    assert worker._queue_drained() is False  # a retry is pending: burst must not end
+    assert worker.drained() is False  # a retry is pending: burst must not end
 
     clock.advance(0.999)
     assert worker.loop_once() is False
@@ -114,8 +114,8 @@ def test_failures_back_off_by_the_clock_and_end_in_the_dlq(db, clock, step):
     dead = dead_row(db, job_id)
     assert (dead.state, dead.attempts, dead.output) == ("dead", 3, "no\n")
     assert dead.dead_at == T0 + timedelta(seconds=4)
-    assert worker._queue_drained() is True
-    assert (worker.processed, worker.failed) == (3, 3)
+    assert worker.drained() is True
+    assert (worker.slots[0].processed, worker.slots[0].failed) == (3, 3)
 
 
 def test_a_delayed_job_waits_for_its_time(db, clock, step):
@@ -143,13 +143,13 @@ def test_a_worker_takes_only_its_queues(db, step):
 def test_a_worker_declared_dead_learns_it_from_its_heartbeat_and_stops(db, step):
     worker = step()
     assert worker._heartbeat() is True and worker.declared_dead is False
-    assert Store(db).declare_dead(worker.o.worker_id, silent_since=None, cfg=worker.cfg) == []
+    assert Store(db).declare_dead(worker.o.worker_ids[0], silent_since=None, cfg=worker.cfg) == []
     assert worker._heartbeat() is True  # it reached the database...
     assert worker.declared_dead is True  # ...and found its row dead
-    assert worker._should_exit() is True
+    assert worker.should_exit() is True
     enqueue(db, "true")
     assert worker.loop_once() is True  # exits: claims nothing
-    assert worker.next_job is None
+    assert worker.slots[0].next_job is None
 
 
 def test_a_clean_stop_gives_back_a_job_claimed_but_not_started(db, step):
@@ -163,5 +163,5 @@ def test_a_clean_stop_gives_back_a_job_claimed_but_not_started(db, step):
     with db.read() as conn:
         from queuectl.store import workers
 
-        (row,) = [r for r in workers.worker_rows(conn) if r.id == worker.o.worker_id]
+        (row,) = [r for r in workers.worker_rows(conn) if r.id == worker.o.worker_ids[0]]
     assert (row.state, row.processed) == (WorkerState.STOPPED.value, 1)

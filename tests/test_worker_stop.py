@@ -174,18 +174,18 @@ def test_stop_that_arrives_while_a_worker_is_forked_is_not_lost(cli, db, supervi
         """
         import logging, sys
         from queuectl.store.database import resolve_url
-        from queuectl.worker.supervisor import GRACEFUL, PoolOptions, Slot, Supervisor
+        from queuectl.worker.supervisor import GRACEFUL, Child, PoolOptions, Supervisor
 
         logging.basicConfig(level=logging.INFO)
         sup = Supervisor(resolve_url(), PoolOptions(concurrency=1))
         sup.initialize()
         sup.stop_mode = GRACEFUL  # what the signal handler does, mid-spawn
-        slot = Slot(index=2)
-        sup.slots.append(slot)
-        sup._spawn(slot)
+        child = Child(index=2, slots=range(2, 3))
+        sup.children.append(child)
+        sup._spawn(child)
         sup._forward_stop()
         try:
-            while not all(s.done for s in sup.slots):
+            while not all(c.done for c in sup.children):
                 sup.loop_once()
         finally:
             sup.shutdown()

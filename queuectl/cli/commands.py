@@ -737,6 +737,7 @@ def run_worker_start(args, session: Session) -> int:
         raise ValidationError("--log is empty: give a file path")
     options = supervisor.PoolOptions(
         concurrency=args.concurrency,
+        processes=args.processes,
         queues=tuple(jobspec.check_queue(q) for q in args.queues or ()),
         burst=args.burst,
         hostname=args.hostname,

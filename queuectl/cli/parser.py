@@ -419,7 +419,13 @@ def _worker(sub) -> None:
         "start", help="run a supervisor and its workers",
         description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.",
     )
-    sp.add_argument("--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="worker processes (default 1)")
+    sp.add_argument(
+        "--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="job slots: jobs run at once (default 1)",
+    )
+    sp.add_argument(
+        "--processes", "-p", type=_positive_int, default=None, metavar="P",
+        help="worker processes the slots are spread over (default: one per CPU, at most N); each runs its slots on threads",
+    )
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
     sp.add_argument("--burst", action="store_true", help="exit once no job is due, running or awaiting a retry (jobs delayed into the future do not hold it)")
     sp.add_argument(

@@ -492,6 +492,24 @@ class Store:
             cancel = running is not None and alive and transitions.cancel_requested(conn, running, worker_id)
             return alive, config.load(conn), cancel
 
+    def slots_heartbeat(self, changed: list[tuple[str, dict]], unchanged: list[str], running: list[tuple[str, str]]) -> tuple[set[str], dict, set[str]]:
+        """One heartbeat for the slots of a worker process, in one transaction:
+        `changed` [(worker id, the fields to write)] for slots whose row has news,
+        `unchanged` the ids of the others (one statement for them all), `running`
+        [(job id, worker id)] of the slots that run a job. (The ids still alive, the
+        current config, the running jobs `cancel` asked to stop.)"""
+        now = utcnow()
+        alive: set[str] = set()
+        with self.db.begin() as conn:
+            if unchanged:
+                alive.update(workers.heartbeat_many(conn, unchanged, now))
+            for worker_id, fields in changed:
+                if workers.heartbeat(conn, worker_id, now, **fields):
+                    alive.add(worker_id)
+            running = [(job_id, worker_id) for job_id, worker_id in running if worker_id in alive]
+            cancelled = transitions.cancels_requested(conn, running) if running else set()
+            return alive, config.load(conn), cancelled
+
     def heartbeat(self, process_id: str, **fields) -> tuple[bool, dict]:
         """Refresh a process's row: (still alive?, current config). False means a reaper
         declared it dead."""

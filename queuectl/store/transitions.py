@@ -351,6 +351,16 @@ def cancel_requested(conn, job_id: str, worker_id: str) -> bool:
     return conn.execute(select(JOBS.c.cancel_requested_at).where(_owned(job_id, worker_id))).scalar() is not None
 
 
+def cancels_requested(conn, running: list[tuple[str, str]]) -> set[str]:
+    """Of these (job id, worker id) pairs, the running jobs `cancel` asked their worker
+    to stop (one statement for all the slots of a worker process)."""
+    owners = dict(running)
+    rows = conn.execute(
+        select(JOBS.c.id, JOBS.c.worker_id).where(JOBS.c.id.in_(owners), JOBS.c.state == RUNNING, JOBS.c.cancel_requested_at.is_not(None))
+    )
+    return {job_id for job_id, worker_id in rows if owners.get(job_id) == worker_id}
+
+
 def finish_cancelled(conn, job_id: str, worker_id: str, *, exit_code: int | None, output: str | None, now: datetime,
                      output_size: int | None = None) -> bool:
     """A running job stopped because it was cancelled: cancelled, no retry."""

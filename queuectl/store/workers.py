@@ -46,6 +46,18 @@ def heartbeat(conn, worker_id: str, now: datetime, **fields) -> bool:
     return result.rowcount == 1
 
 
+def heartbeat_many(conn, worker_ids: list[str], now: datetime) -> list[str]:
+    """Refresh last_heartbeat of idle rows in one statement; the ids still alive (a
+    reaper may have declared some dead). The rows read back are looked at only when
+    one is missing."""
+    result = conn.execute(
+        update(WORKERS).where(WORKERS.c.id.in_(worker_ids), WORKERS.c.state.in_(LIVE_WORKER_STATES)).values(last_heartbeat=now)
+    )
+    if result.rowcount == len(worker_ids):
+        return list(worker_ids)
+    return list(conn.execute(select(WORKERS.c.id).where(WORKERS.c.id.in_(worker_ids), WORKERS.c.state.in_(LIVE_WORKER_STATES))).scalars())
+
+
 def stop_request(conn, supervisor_id: str) -> str | None:
     return conn.execute(select(WORKERS.c.stop_request).where(WORKERS.c.id == supervisor_id)).scalar()
 

@@ -5,3 +5,4 @@ from setproctitle import setproctitle
 
 def set_title(title: str) -> None:
     setproctitle(title)
+

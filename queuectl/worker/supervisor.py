@@ -50,14 +50,29 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 
 
 @dataclass
-class Slot:
+class Child:
+    """A worker process and its job slots (worker.py)."""
+
     index: int
-    worker_id: str = ""
+    slots: range  # the numbers of its slots in the pool
+    worker_ids: list[str] = field(default_factory=list)  # one per slot, new for each fork
     process: BaseProcess | None = None  # a fork context's Process
-    group: JobGroup | None = None  # the running job's process group and the worker's last beat, shared
+    groups: list[JobGroup] = field(default_factory=list)  # each slot's job process group and the process's last beat, shared
     done: bool = False  # exited cleanly (stop or burst): not to be replaced
     hung: str | None = None  # why we killed it, if it stopped heartbeating
     reaped: bool = False  # exited and waited for: its pid may be anyone's now
+
+    @property
+    def beat(self) -> float:
+        return max(group.beat for group in self.groups)
+
+    @property
+    def running_job(self) -> bool:
+        return any(group.value for group in self.groups)
+
+    def kill_jobs(self) -> None:
+        for group in self.groups:
+            group.kill()
 
 
 @dataclass(frozen=True)
@@ -65,20 +80,37 @@ class PoolOptions:
     """What `worker start` runs. One object for the foreground and for --detach,
     which hands it to the background process whole (see detach)."""
 
-    concurrency: int = 1
+    concurrency: int = 1  # job slots
+    processes: int | None = None  # worker processes sharing them; None: default_processes
     queues: tuple[str, ...] = ()
     burst: bool = False
     hostname: str | None = None  # None: this machine's hostname
+
+
+def default_processes(concurrency: int) -> int:
+    """One worker process per CPU this process may use, at most one per slot: a
+    process runs its slots' Python on one core at a time (the GIL), and the CPUs
+    are what a busy pool has to share; more processes would only cost memory."""
+    return max(1, min(concurrency, len(os.sched_getaffinity(0))))
+
+
+def split(concurrency: int, processes: int) -> list[range]:
+    """The slot numbers (1..concurrency) of each process, as even as they go."""
+    processes = min(processes, concurrency)
+    sizes = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    starts = [1 + sum(sizes[:i]) for i in range(processes)]
+    return [range(start, start + size) for start, size in zip(starts, sizes, strict=True)]
 
 
 @dataclass
 class Supervisor:
     url: str
     options: PoolOptions
-    slots: list[Slot] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
 
     def __post_init__(self):
         self.concurrency = self.options.concurrency
+        self.processes = min(self.options.processes or default_processes(self.concurrency), self.concurrency)
         self.queues = self.options.queues
         self.burst = self.options.burst
         self.hostname = self.options.hostname or identity.default_hostname()
@@ -111,7 +143,7 @@ class Supervisor:
         os.set_blocking(write_end, False)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self.store = Store.open(self.url, durable=False)
-        set_title(f"queuectl supervisor ({self.concurrency} workers, db {self.store.display_url})")
+        set_title(f"queuectl supervisor ({self._size()}, db {self.store.display_url})")
         self.cfg = self.store.register(id=self.id, role=Role.SUPERVISOR, host=self.hostname, pid_started=identity.start_time(), queues=self.queues)
         # Whatever a previous crashed run on this host left behind is recovered first.
         self.reap()
@@ -121,23 +153,28 @@ class Supervisor:
         self.store.recount_queues()
         # Bound before the first fork: every worker inherits it (store/wakeup.py).
         self.wake = self.store.wake_socket(self.id)
-        self.slots = [Slot(index=i + 1) for i in range(self.concurrency)]
-        for slot in self.slots:
-            self._spawn(slot)
+        self.children = [Child(index=i + 1, slots=slots) for i, slots in enumerate(split(self.concurrency, self.processes))]
+        for child in self.children:
+            self._spawn(child)
         self.fence.start()
-        log.info("supervisor %s started %d worker(s) on %s (db %s)", self.id, self.concurrency, self.hostname, self.store.display_url)
+        log.info("supervisor %s started %s on %s (db %s)", self.id, self._size(), self.hostname, self.store.display_url)
+
+    def _size(self) -> str:
+        if self.processes == self.concurrency:
+            return f"{self.concurrency} worker(s)"
+        return f"{self.concurrency} slots in {self.processes} worker(s)"
 
     def run(self) -> int:
         self.initialize()
         try:
-            while not all(slot.done for slot in self.slots):
+            while not all(child.done for child in self.children):
                 self.loop_once()
             return 1 if self.declared_dead else 0
         finally:
             self.shutdown()
 
     def loop_once(self) -> None:
-        sentinels = [s.process.sentinel for s in self.slots if s.process is not None and not s.done]
+        sentinels = [c.process.sentinel for c in self.children if c.process is not None and not c.done]
         if sentinels:
             # Not past the next heartbeat: that is also when dead workers are reaped.
             # Not past the next look at the schedules either. A worker's exit or a
@@ -145,9 +182,9 @@ class Supervisor:
             ready = wait_for_exit([*sentinels, self.signal_fd], timeout=max(0.0, min(self.next_beat, self.next_schedules) - time.monotonic()))
             if self.signal_fd in ready:
                 drain_pipe(self.signal_fd)
-        for slot in self.slots:
-            if self._reap_child(slot):
-                self._child_exited(slot)
+        for child in self.children:
+            if self._reap_child(child):
+                self._child_exited(child)
         if time.monotonic() >= self.next_beat:
             self._heartbeat()
             self.reap()
@@ -165,12 +202,12 @@ class Supervisor:
         self.fence_stop.set()
         if self.fence.is_alive():
             self.fence.join()
-        for slot in self.slots:
-            if slot.process is not None and not slot.reaped and slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join()
-                slot.reaped = True
-                self._child_exited(slot)
+        for child in self.children:
+            if child.process is not None and not child.reaped and child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+                child.reaped = True
+                self._child_exited(child)
         if getattr(self, "wake", None) is not None:
             self.wake.close()
         try:
@@ -182,37 +219,39 @@ class Supervisor:
 
     # --- children --------------------------------------------------------------------
 
-    def _spawn(self, slot: Slot) -> None:
+    def _spawn(self, child: Child) -> None:
         with self.slots_lock:
-            pid = self._fork(slot)
+            pid = self._fork(child)
         if self.stop_mode:  # a stop arrived while we were spawning
             os.kill(pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)
 
-    def _fork(self, slot: Slot) -> int:
-        """Start the slot's worker; its pid."""
-        slot.worker_id = identity.new_id("w")
-        slot.group = group = JobGroup(slot.worker_id)
-        group.beat = time.monotonic()  # its start-up counts as a beat
-        slot.hung = None
-        slot.reaped = False
+    def _fork(self, child: Child) -> int:
+        """Start the child's worker process, with a new worker id for each slot; its pid."""
+        child.worker_ids = [identity.new_id("w") for _ in child.slots]
+        child.groups = [JobGroup(worker_id) for worker_id in child.worker_ids]
+        for group in child.groups:
+            group.beat = time.monotonic()  # its start-up counts as a beat
+        child.hung = None
+        child.reaped = False
         options = worker_mod.WorkerOptions(
             url=self.url,
-            worker_id=slot.worker_id,
+            worker_ids=tuple(child.worker_ids),
             supervisor_id=self.id,
             supervisor_pid=os.getpid(),
-            index=slot.index,
-            count=self.concurrency,
+            index=child.index,
+            count=len(self.children),
             queues=self.queues,
             hostname=self.hostname,
             burst=self.burst,
             wake=self.wake,
+            first_slot=child.slots[0],
         )
         # No database descriptor may cross the fork: SQLite forbids using a connection
         # in a child, and a child closing an inherited one would drop the POSIX locks
         # of its own connection on that file. Closed here, reopened on next use; the
         # lock file's descriptor is closed in the child (dialect._after_fork_in_child).
         self.store.drop_connections()
-        slot.process = process = self.ctx.Process(target=worker_mod.main, args=(options, group), name=f"worker-{slot.index}", daemon=False)
+        child.process = process = self.ctx.Process(target=worker_mod.main, args=(options, child.groups), name=f"worker-{child.index}", daemon=False)
         # Until the child installs its own handlers it runs these (inherited) ones on
         # its own copy of this object, so a stop sent to it in that window would be
         # lost and we would wait for it forever. With the signals blocked across the
@@ -225,36 +264,38 @@ class Supervisor:
         assert process.pid is not None  # started
         return process.pid
 
-    def _reap_child(self, slot: Slot) -> bool:
-        """Whether this slot's worker just exited (and is now waited for)."""
-        if slot.process is None or slot.done or slot.reaped:
+    def _reap_child(self, child: Child) -> bool:
+        """Whether this child's worker process just exited (and is now waited for)."""
+        if child.process is None or child.done or child.reaped:
             return False
         with self.slots_lock:
-            slot.reaped = not slot.process.is_alive()  # waitpid: from here its pid may be reused
-        return slot.reaped
+            child.reaped = not child.process.is_alive()  # waitpid: from here its pid may be reused
+        return child.reaped
 
-    def _child_exited(self, slot: Slot) -> None:
-        process, group = slot.process, slot.group
-        assert process is not None and group is not None  # the slot's worker was forked
+    def _child_exited(self, child: Child) -> None:
+        process = child.process
+        assert process is not None  # the child was forked
         process.join()
         clean = process.exitcode == 0
         # No job process outlives its worker: killed at once, before any database call
         # (one that waits out an outage would let another host run the job beside it),
         # if the group is still the job's (checked locally, see jobgroup.py).
-        group.kill()
+        child.kill_jobs()
         state = WorkerState.STOPPED if clean else WorkerState.DEAD
-        recovered = ride_out(lambda: self.store.end(slot.worker_id, state, cfg=self.cfg, error=slot.hung)) or []
-        group.remove()
-        for job_id, state in recovered:
-            log.warning("job %s of lost worker %s -> %s", job_id, slot.worker_id, state)
+        for worker_id, group in zip(child.worker_ids, child.groups, strict=True):
+            recovered = ride_out(lambda worker_id=worker_id: self.store.end(worker_id, state, cfg=self.cfg, error=child.hung)) or []
+            group.remove()
+            for job_id, job_state in recovered:
+                log.warning("job %s of lost worker %s -> %s", job_id, worker_id, job_state)
         if clean and (self.stop_mode or self.burst):
-            slot.done = True
+            child.done = True
             return
         if self.stop_mode:
-            slot.done = True
+            child.done = True
             return
-        log.warning("worker %s (pid %s) exited with %s; starting a replacement", slot.worker_id, process.pid, process.exitcode)
-        self._spawn(slot)
+        log.warning("worker process %d (pid %s, %s) exited with %s; starting a replacement",
+                    child.index, process.pid, ", ".join(child.worker_ids), process.exitcode)
+        self._spawn(child)
 
     def _fence_loop(self) -> None:
         while not self.fence_stop.wait(CHILD_CHECK):
@@ -268,18 +309,18 @@ class Supervisor:
         Its exit is then handled like any death: attempt charged, worker replaced.
         Runs on the fence thread, holding slots_lock."""
         now = time.monotonic()
-        for slot in self.slots:
-            if slot.process is None or slot.group is None or slot.done or slot.hung or slot.reaped:
+        for child in self.children:
+            if child.process is None or not child.groups or child.done or child.hung or child.reaped:
                 continue
-            silent = now - slot.group.beat
-            pgid = slot.group.value
-            if silent <= (worker_mod.fence_after(self.cfg) if pgid else self.cfg["heartbeat-timeout"]):
+            silent = now - child.beat
+            busy = child.running_job
+            if silent <= (worker_mod.fence_after(self.cfg) if busy else self.cfg["heartbeat-timeout"]):
                 continue
-            slot.hung = f"worker hung: no heartbeat for {silent:.1f}s (killed by its supervisor)"
-            log.error("worker %s (pid %s) sent no heartbeat for %.1fs; killing it%s",
-                      slot.worker_id, slot.process.pid, silent, " and its job" if pgid else "")
-            slot.group.kill()
-            slot.process.kill()
+            child.hung = f"worker hung: no heartbeat for {silent:.1f}s (killed by its supervisor)"
+            log.error("worker process %d (pid %s) sent no heartbeat for %.1fs; killing it%s",
+                      child.index, child.process.pid, silent, " and its jobs" if busy else "")
+            child.kill_jobs()
+            child.process.kill()
 
     # --- liveness and recovery -------------------------------------------------------
 
@@ -308,7 +349,7 @@ class Supervisor:
     def reap(self) -> None:
         """Declare dead the workers whose process is gone from this host, or whose
         heartbeat is older than heartbeat-timeout on any host, and recover their jobs."""
-        own = {slot.worker_id for slot in self.slots} | {self.id}
+        own = {worker_id for child in self.children for worker_id in child.worker_ids} | {self.id}
         now = utcnow()
         stale_before = now - timedelta(seconds=self.cfg["heartbeat-timeout"])
         try:
@@ -378,10 +419,10 @@ class Supervisor:
         self.forwarded = self.stop_mode
         log.info("stopping (%s)", "killing running jobs" if self.stop_mode == NOW else "after running jobs finish")
         with self.slots_lock:  # an exited worker not yet reaped keeps its pid: harmless
-            for slot in self.slots:
-                if slot.process is not None and not slot.reaped:
+            for child in self.children:
+                if child.process is not None and not child.reaped:
                     # Started under slots_lock, so it has a pid (typed Optional until start()).
-                    os.kill(slot.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)  # type: ignore[arg-type]
+                    os.kill(child.process.pid, signal.SIGUSR1 if self.stop_mode == NOW else signal.SIGTERM)  # type: ignore[arg-type]
 
 
 def run(url: str, options: PoolOptions) -> int:

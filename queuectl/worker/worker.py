@@ -1,8 +1,11 @@
-"""One worker process: claim a job, run it, record the outcome; heartbeat throughout.
+"""One worker process: one or more job slots (slot.py), each on a thread of its own,
+sharing the process's signals, its one database connection, one heartbeat thread
+that beats for every slot in one transaction, one output thread, and one look-out
+for work (lookout.py). docs/design.md section 19.
 
 Shaped as initialize / loop_once / shutdown. Signal handlers only set flags:
-SIGTERM = finish the current job, then exit; SIGUSR1 = stop now (kill the job and
-give it back unrun). SIGINT is ignored (by a no-op handler, so jobs do not inherit
+SIGTERM = finish the current jobs, then exit; SIGUSR1 = stop now (kill the jobs and
+give them back unrun). SIGINT is ignored (by a no-op handler, so jobs do not inherit
 the ignoring): a Ctrl-C reaches the whole terminal process group, and the supervisor
 alone decides what it means.
 """
@@ -18,48 +21,35 @@ from datetime import datetime
 from typing import Any
 
 from queuectl.errors import DatabaseError
-from queuectl.states import JobState, Role, WorkerState
+from queuectl.states import Role
 from queuectl.store import Store
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity, runner
+from queuectl.worker import identity
 from queuectl.worker.heartbeat import Heartbeat
+from queuectl.worker.lookout import Lookout
 from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
+from queuectl.worker.slot import STREAM_EVERY, Slot, fence_after
 from queuectl.worker.waiter import Waiter
 
+__all__ = ["STREAM_EVERY", "Worker", "WorkerOptions", "fence_after", "main"]
+
 log = logging.getLogger("queuectl.worker")
-
-# A job's process group is written to the workers row once it has run this long,
-# so the many short jobs cost no extra write while long ones can be found by a reaper.
-RECORD_BUSY_AFTER = 0.2
-# A running job is killed once its worker's heartbeat has not reached the database for
-# this fraction of heartbeat-timeout: by the worker itself, or by its supervisor if
-# the worker is hung. Other hosts declare the worker dead (and run the job again) only
-# after the whole heartbeat-timeout, so by then the first attempt is dead.
-FENCE_FRACTION = 0.5
-# A running job's output reaches the database this often (if it printed anything new):
-# `logs --follow` on any host sees it within about this long, and a chatty job costs
-# two and a half writes a second, not one per line. A job shorter than this never streams: its
-# output is written once, with its outcome.
-STREAM_EVERY = 0.4
-
-
-def fence_after(cfg: dict) -> float:
-    return cfg["heartbeat-timeout"] * FENCE_FRACTION
 
 
 @dataclass
 class WorkerOptions:
     url: str
-    worker_id: str
+    worker_ids: tuple[str, ...]  # one per slot: each is a row of the workers table
     supervisor_id: str
     supervisor_pid: int
-    index: int
-    count: int
+    index: int  # this process's number in its pool (1..count)
+    count: int  # worker processes in the pool
     queues: tuple[str, ...]
     hostname: str
     burst: bool
     wake: Any = None  # the pool's local wake-up socket (store/wakeup.py), inherited; None: poll
+    first_slot: int = 1  # the number of its first slot in the pool (`ps` shows slot numbers)
 
 
 # Signals a job must get with their default action even where the worker ignores them.
@@ -71,36 +61,25 @@ def _ignore(_signum, _frame) -> None:
 
 
 class Worker:
-    def __init__(self, options: WorkerOptions, published, *, clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic):
-        """clock: the wall time the worker's writes carry (claims, retries' run_at);
-        monotonic: its timer (fencing, busy). Given by tests that step a worker with
-        a fake clock (tests/test_worker_step.py); a running worker uses the real ones."""
+    def __init__(self, options: WorkerOptions, published: list, *, clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic):
+        """published: each slot's JobGroup (its running job's process group and the
+        process's last heartbeat), shared with the supervisor, which kills the job if
+        this process dies or stops beating (see jobgroup.py). clock: the wall time the
+        writes carry (claims, retries' run_at); monotonic: the timer (fencing, busy).
+        Given by tests that step a worker with a fake clock (tests/test_worker_step.py);
+        a running worker uses the real ones."""
         self.o = options
         self.clock = clock
         self.monotonic = monotonic
-        # The job's process group and our last heartbeat, shared with the supervisor:
-        # it kills the job if this process dies or stops beating (see jobgroup.py).
-        self.published = published
+        pairs = zip(options.worker_ids, published, strict=True)
+        self.slots = [Slot(self, options.first_slot + i, worker_id, group) for i, (worker_id, group) in enumerate(pairs)]
         self.graceful = False
         self.now_requested = False
-        self.declared_dead = False
-        self.fenced_after: float | None = None  # set when our own job was killed for a lost heartbeat
-        self.processed = 0
-        self.failed = 0
+        self.declared_dead = False  # a reaper ended one of our slots' rows: every slot stops now
+        self.crashed = False  # a slot's thread died of a bug: stop, exit 1, the supervisor recovers
         self.last_beat = 0.0
-        self.job: Any = None  # the running job's row (CLAIM_COLUMNS), None between jobs
-        self.job_started = 0.0
-        self.busy_recorded = False
-        self.next_job = None
-        self.cancel_job: str | None = None  # the running job `cancel` asked us to stop (set by a heartbeat)
-        self.cancel_sent = False
-        self.cancelled = False  # the job that just ended was cancelled
-        self.tail: runner.Tail | None = None  # the running job's output, streamed by _stream
-        self.streamed_size = 0
-        # Held while streaming output, and to end a job's stream: a late write of one
-        # attempt's output never lands on the next attempt of the same job.
-        self.stream_lock = threading.Lock()
         self.signal_fd: int | None = None  # see _take_signals
+        self.title_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -127,257 +106,162 @@ class Worker:
         self.signal_fd = read_end
         # The supervisor forked us with the stop signals blocked: a stop it sent
         # meanwhile is delivered now, to the handlers above. Nothing stays blocked,
-        # since jobs inherit this mask.
+        # since jobs (and the slots' threads, started after this) inherit this mask.
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
     def open(self, store: Store | None = None, heartbeat: bool = True) -> None:
-        """Register, and get ready to claim: everything but the process's signals, so
-        that a test can drive loop_once() in-process (with its own store, and the
-        heartbeat called by hand)."""
-        self._title("starting")
+        """Register, and get ready to claim: everything but the process's signals and
+        the slots' threads, so that a test can drive loop_once() in-process (with its
+        own store, and the heartbeat called by hand)."""
+        set_title(f"queuectl worker {self.o.index}/{self.o.count} starting")
         # A fresh engine in this process: connections are never shared across fork.
-        # One connection, shared with the heartbeat thread: a worker never holds two.
+        # One connection, shared by the slots and the threads: a worker process never
+        # holds two (a slot waits for the others' transactions, which are short).
         self.store = store or Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
-        self.cfg = self.store.register(
-            id=self.o.worker_id,
-            role=Role.WORKER,
-            host=self.o.hostname,
-            pid_started=identity.start_time(),
-            supervisor_id=self.o.supervisor_id,
-            supervisor_pid=self.o.supervisor_pid,
-            queues=self.o.queues,
-        )
+        for slot in self.slots:
+            self.cfg = self.store.register(
+                id=slot.worker_id,
+                role=Role.WORKER,
+                host=self.o.hostname,
+                pid_started=identity.start_time(),
+                supervisor_id=self.o.supervisor_id,
+                supervisor_pid=self.o.supervisor_pid,
+                queues=self.o.queues,
+            )
         self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.store, self.o.queues, self.clock, wake=self.o.wake, signal_fd=self.signal_fd)
+        self.lookout = Lookout(self)
         self.base_env = dict(os.environ)  # decoded once, not for every job
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
-        # Asleep while idle (an idle pool costs no wake-ups): woken when a job starts.
-        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY if self.job is not None else None, name="output")
+        # Asleep while no slot runs a job (an idle pool costs no wake-ups): woken when one starts.
+        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY if any(slot.job is not None for slot in self.slots) else None, name="output")
         if heartbeat:
             self.heartbeat.start()
             self.streamer.start()
-        self._title("idle")
+        self.titles()
 
     def run(self) -> int:
         self.initialize()
         try:
-            while not self._should_exit():
-                if not self.loop_once():
-                    if self.o.burst and self._queue_drained():
-                        break
-                    self.waiter.wait(self.cfg["poll-interval"], self._interrupted)
-            return 0
+            threads = [threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.number}", daemon=True) for slot in self.slots]
+            for thread in threads:
+                thread.start()
+            # The main thread only waits: signal handlers run here (a join is
+            # interrupted for them), and the look-out's wait ends on the signal's byte.
+            for thread in threads:
+                thread.join()
+            return 1 if self.crashed else 0
         finally:
             self.shutdown()
 
+    def _slot_loop(self, slot: Slot) -> None:
+        try:
+            while not self.should_exit():
+                job, slot.next_job = slot.next_job or self.lookout.next_job(slot), None
+                if job is None:
+                    if self.lookout.closed:
+                        break
+                    continue
+                slot.run(job)
+        except Exception:
+            log.exception("worker %s (slot %d) crashed; stopping the process", slot.worker_id, slot.number)
+            self.crashed = True
+            self.now_requested = True
+        finally:
+            if self.should_exit():  # the idle slots waiting for the watch leave too
+                self.lookout.close()
+
     def loop_once(self) -> bool:
-        """Claim and run one job; False if there was nothing to claim."""
-        if self._should_exit():
+        """Claim and run one job in the first slot; False if there was nothing to claim
+        (for tests that step a one-slot worker)."""
+        if self.should_exit():
             return True
+        slot = self.slots[0]
         # The previous job's outcome was recorded in the same transaction that
         # claimed this one: one write per job instead of two.
-        job, self.next_job = self.next_job or ride_out(self._claim, give_up=self._should_exit), None
+        job, slot.next_job = slot.next_job or ride_out(slot.claim, give_up=self.should_exit), None
         if job is None:
             return False
-        self._run(job)
+        slot.run(job)
         return True
 
     def shutdown(self) -> None:
         self.waiter.close()
         if hasattr(self, "heartbeat"):
             # A beat stuck on a locked database is abandoned (the thread is a daemon):
-            # the row is ended below either way.
+            # the rows are ended below either way.
             self.heartbeat.stop(timeout=1.0)
             self.streamer.stop(timeout=1.0)
-        if not self.declared_dead:
+        for slot in self.slots:
+            if slot.declared_dead:
+                continue
             try:
                 # A job claimed as the last one ended, never started, is given back.
-                unstarted = self.next_job.id if self.next_job is not None else None
-                self.store.worker_stopped(self.o.worker_id, unstarted_job=unstarted, processed=self.processed, failed=self.failed)
+                unstarted = slot.next_job.id if slot.next_job is not None else None
+                self.store.worker_stopped(slot.worker_id, unstarted_job=unstarted, processed=slot.processed, failed=slot.failed)
             except DatabaseError as err:
-                log.warning("worker %s could not deregister: %s", self.o.worker_id, err)
+                log.warning("worker %s could not deregister: %s", slot.worker_id, err)
         self.store.close()
         # No job runs any more (runner.run never returns before its group is killed):
-        # nothing for anyone to find. Our supervisor would remove it too, but it may be
-        # gone (SIGKILLed), and then nobody would.
-        self.published.remove()
-
-    # --- one job ---------------------------------------------------------------------
-
-    def _claim(self):
-        if not self.waiter.work_may_exist():
-            return None
-        job = self.store.claim(self.o.worker_id, self.o.queues, self.clock())
-        self.waiter.found(job is not None)
-        return job
-
-    def _run(self, job) -> None:
-        self.job = job
-        self.job_started = self.monotonic()
-        self.busy_recorded = False
-        self.fenced_after = None
-        self.cancel_sent = False
-        self.cancelled = False  # the job that just ended was cancelled
-        self._title(f"busy job={job.id}")
-        env = dict(self.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
-        timeout = job.timeout or None
-        log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
-        self.streamed_size = 0
-        self.tail = runner.Tail(int(self.cfg["output-limit"]))
-        self.streamer.unpark()  # self.job is set: its interval is STREAM_EVERY now
-        outcome = runner.run(
-            job.command,
-            cwd=job.cwd,
-            env=env,
-            timeout=timeout,
-            output_limit=int(self.cfg["output-limit"]),
-            on_start=self.published.publish,
-            on_end=self.published.clear,
-            tick=self._tick,
-            tail=self.tail,
-        )
-        with self.stream_lock:  # no more streaming of this attempt: its outcome follows
-            self.tail = None
-        if self.fenced_after is not None:
-            outcome = runner.Outcome(
-                None, outcome.output,
-                f"killed: no heartbeat reached the database for {self.fenced_after:.1f}s (so that no other worker runs it meanwhile)",
-            )
-        # Cancelled: signalled for it, or killed by the fence after a cancel was asked
-        # (a job someone cancelled is never retried). A job that ended by itself before
-        # the cancel reached it keeps its own outcome.
-        self.cancelled = self.cancel_sent or (self.cancel_job == job.id and self.fenced_after is not None)
-        if self.cancelled:
-            outcome = runner.Outcome(outcome.exit_code, outcome.output, "cancelled")
-        took = self.monotonic() - self.job_started
-        # Never given up: the outcome is written once the database is back.
-        ride_out(lambda: self._record(job, outcome, took))
-        self.job = None
-        self._title("idle")
-
-    def _tick(self) -> bool | float:
-        """Called while a job runs (never waits on the database): True means kill it
-        now, a number of seconds terminate it with that grace (see runner.run)."""
-        if self.now_requested or self.declared_dead:
-            return True
-        if self.cancel_job == self.job.id and not self.cancel_sent:
-            self.cancel_sent = True
-            log.info("job %s: cancelled; SIGTERM, SIGKILL in %gs if it has not ended", self.job.id, self.cfg["kill-grace"])
-            return float(self.cfg["kill-grace"])
-        now = self.monotonic()
-        if not self.busy_recorded and now - self.job_started >= RECORD_BUSY_AFTER:
-            self.busy_recorded = True
-            self.heartbeat.now()  # with the job and its process group
-        silent = now - self.last_beat
-        if silent > fence_after(self.cfg):
-            log.error("worker %s: no heartbeat reached the database for %.1fs; killing job %s", self.o.worker_id, silent, self.job.id)
-            self.fenced_after = silent
-            return True
-        return False
-
-    def _record(self, job, outcome: runner.Outcome, took: float = 0.0) -> None:
-        """Write the outcome and, unless stopping, claim the next job in the same write."""
-        if self.declared_dead:
-            return
-        cancelled = self.cancelled
-        if outcome.error is None and not outcome.stopped and not cancelled and not self._should_exit():
-            # The hot path: one statement on PostgreSQL, one transaction on SQLite.
-            owned, next_job = self.store.complete_and_claim(
-                job.id, self.o.worker_id, output=outcome.output, output_size=outcome.output_size, queues=self.o.queues, now=self.clock()
-            )
-            state = JobState.COMPLETED.value if owned else None
-        else:
-            state, next_job = self.store.record(
-                job.id,
-                self.o.worker_id,
-                stopped=outcome.stopped,
-                error=outcome.error,
-                exit_code=outcome.exit_code,
-                output=outcome.output,
-                cfg=self.cfg,
-                claim_next=not self._should_exit(),
-                queues=self.o.queues,
-                now=self.clock(),
-                cancelled=cancelled,
-                output_size=outcome.output_size,
-            )
-        self.next_job = next_job
-        self.waiter.found(next_job is not None)
-        if state is None:
-            log.warning("job %s was recovered by another process meanwhile; its outcome is discarded", job.id)
-        elif state == JobState.COMPLETED.value:
-            self.processed += 1
-            log.info("job %s completed in %.3fs (exit 0)", job.id, took)
-        elif state == JobState.PENDING.value:
-            log.info("job %s given back unrun after %.3fs (stopping now)", job.id, took)
-        elif state == JobState.CANCELLED.value:
-            self.processed += 1
-            log.info("job %s cancelled after %.3fs (exit %s)", job.id, took, outcome.exit_code)
-        else:
-            self.processed += 1
-            self.failed += 1
-            log.info("job %s failed in %.3fs: %s; now %s", job.id, took, outcome.error, state)
+        # nothing for anyone to find. Our supervisor would remove them too, but it may
+        # be gone (SIGKILLed), and then nobody would.
+        for slot in self.slots:
+            slot.published.remove()
 
     # --- heartbeats, flags, waiting --------------------------------------------------
 
     def _heartbeat(self) -> bool:
-        """One heartbeat (from the heartbeat thread); False if it did not reach the database."""
-        job = self.job
-        if job is not None:
-            fields = dict(state=WorkerState.BUSY.value, job_id=job.id, job_pgid=self.published.value or None)
-        else:
-            fields = dict(state=WorkerState.STOPPING.value if self.graceful else WorkerState.IDLE.value, job_id=None, job_pgid=None)
+        """One heartbeat for every slot, in one transaction (from the heartbeat thread);
+        False if it did not reach the database."""
+        slots = [slot for slot in self.slots if not slot.declared_dead]
+        fields = {slot.worker_id: slot.beat_fields() for slot in slots}
+        changed = [(slot.worker_id, fields[slot.worker_id]) for slot in slots if slot.beaten != fields[slot.worker_id]]
+        unchanged = [slot.worker_id for slot in slots if slot.beaten == fields[slot.worker_id]]
+        running = [(slot.job.id, slot.worker_id) for slot in slots if fields[slot.worker_id]["job_id"] is not None]
         try:
             # Every process sees `config set` within a heartbeat.
-            running = job.id if job is not None else None
-            alive, self.cfg, cancel = self.store.worker_heartbeat(self.o.worker_id, running, processed=self.processed, failed=self.failed, **fields)
-            if cancel:
-                self.cancel_job = job.id
+            alive, self.cfg, cancelled = self.store.slots_heartbeat(changed, unchanged, running)
         except DatabaseError as err:
             log.warning("heartbeat failed (will retry): %s", err)
             return False
-        if not alive:
-            log.error("worker %s was declared dead by a reaper; stopping", self.o.worker_id)
-            self.declared_dead = True
+        for slot in slots:
+            if slot.worker_id not in alive:
+                log.error("worker %s was declared dead by a reaper; stopping", slot.worker_id)
+                slot.declared_dead = self.declared_dead = True
+                continue
+            slot.beaten = fields[slot.worker_id]
+            job = slot.job
+            if job is not None and job.id in cancelled:
+                slot.cancel_job = job.id
+        if self.declared_dead:
+            self.lookout.close()
             return True
         self._beat_done()
         return True
 
     def _stream(self) -> bool:
-        """The running job's output so far, to the database if it printed anything new
-        since the last time (from the output thread, every STREAM_EVERY)."""
-        with self.stream_lock:
-            job, tail = self.job, self.tail
-            if job is None or tail is None or self.monotonic() - self.job_started < STREAM_EVERY:
-                return True
-            text, size = tail.snapshot()
-            if size == self.streamed_size:
-                return True
-            try:
-                self.store.stream_output(job.id, self.o.worker_id, output=text, output_size=size)
-            except DatabaseError as err:  # the outcome carries the whole output anyway
-                log.debug("job %s: output not streamed (will retry): %s", job.id, err)
-                return False
-            self.streamed_size = size
-            return True
+        """Each running job's new output, to the database (from the output thread)."""
+        results = [slot.stream() for slot in self.slots]
+        return all(results)
 
     def _beat_done(self) -> None:
         self.last_beat = self.monotonic()
-        self.published.beat = self.last_beat
+        for slot in self.slots:
+            slot.published.beat = self.last_beat
 
-    def _queue_drained(self) -> bool:
+    def drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
         return self.store.drained(self.o.queues, self.clock())
 
-    def _should_exit(self) -> bool:
+    def should_exit(self) -> bool:
         if os.getppid() != self.o.supervisor_pid and not self.graceful:
-            log.warning("supervisor %d is gone; worker %s stops after its current job", self.o.supervisor_pid, self.o.worker_id)
+            log.warning("supervisor %d is gone; worker %s stops after its current jobs", self.o.supervisor_pid, self.slots[0].worker_id)
             self.graceful = True
         return self.graceful or self.now_requested or self.declared_dead
 
-    def _interrupted(self) -> bool:
-        return self.graceful or self.now_requested
+    def interrupted(self) -> bool:
+        return self.graceful or self.now_requested or self.declared_dead
 
     def _on_term(self, _signum, _frame) -> None:
         self.graceful = True
@@ -385,25 +269,25 @@ class Worker:
     def _on_now(self, _signum, _frame) -> None:
         self.now_requested = True
 
-    def _title(self, what: str) -> None:
-        set_title(f"queuectl worker {self.o.index}/{self.o.count} {what}")
+    def titles(self) -> None:
+        """The process title (`ps`): what each slot is doing."""
+        with self.title_lock:
+            if len(self.slots) == 1:
+                what = self.slots[0].title()
+            else:
+                what = ", ".join(f"slot {slot.number} {slot.title()}" for slot in self.slots)
+            set_title(f"queuectl worker {self.o.index}/{self.o.count} {what}")
 
 
-def _preview(command: str, width: int = 80) -> str:
-    """A command for a log line: one line, control characters escaped, cut to width."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in command)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def main(options: WorkerOptions, published) -> None:
+def main(options: WorkerOptions, published: list) -> None:
     """multiprocessing target: runs in the forked child."""
     code = 1
     try:
         code = Worker(options, published).run()
     except DatabaseError as err:  # at start-up: a line, not a traceback; the supervisor replaces us
-        log.error("worker %s stopped: %s", options.worker_id, err)
+        log.error("worker %s stopped: %s", options.worker_ids[0], err)
     except Exception:
-        log.exception("worker %s crashed", options.worker_id)
+        log.exception("worker %s crashed", options.worker_ids[0])
     finally:
         logging.shutdown()
         os._exit(code)
