@@ -21,7 +21,7 @@ EXAMPLES = (
     ("queuectl enqueue --file jobs.txt", "One job per line (a command or a JSON job spec), all or nothing."),
     ("queuectl enqueue --wait make test", "Wait for the job, print its output and exit with its exit code."),
     ("queuectl enqueue --unique-key sync --on-conflict skip ./sync.sh", "Enqueue unless a sync job is still pending, failed or running."),
-    ("queuectl worker start --concurrency 4 --detach", "Four worker processes in the background; the pid and log file are printed."),
+    ("queuectl worker start --concurrency 4 --detach", "Four jobs at once in the background; the pid and log file are printed."),
     ("queuectl status", "Job counts per state, the queues and the workers."),
     ("queuectl list --state failed,dead --since 2h", "The jobs that failed or died in the last two hours."),
     ("queuectl wait build-7 --timeout 10m", "Block until job build-7 has finished, for at most ten minutes."),

@@ -417,7 +417,7 @@ def _worker(sub) -> None:
     wsub = p.add_subparsers(dest="worker_command", metavar="ACTION", required=True)
     sp = wsub.add_parser(
         "start", help="run a supervisor and its workers",
-        description="Run a supervisor that forks worker processes; Ctrl-C stops gracefully, a second Ctrl-C at once.",
+        description="Run a supervisor that forks worker processes running --concurrency job slots; Ctrl-C stops gracefully, a second Ctrl-C at once.",
     )
     sp.add_argument(
         "--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="job slots: jobs run at once (default 1)",
