@@ -10,7 +10,19 @@ import time
 import pytest
 
 from conftest import Cli, wait_until
-from worker_support import LONG, alive, configure, job, read_lines, sqlite_supervisors, supervisors, wait_workers  # noqa: F401
+from worker_support import (  # noqa: F401
+    FAST,
+    LONG,
+    alive,
+    configure,
+    job,
+    live_workers,
+    read_lines,
+    sqlite_supervisors,
+    supervisors,
+    wait_lines,
+    wait_workers,
+)
 
 
 def read_pid(path) -> int | None:
@@ -159,3 +171,31 @@ def test_the_heartbeat_thread_shares_the_workers_one_connection(db, supervisors,
             time.sleep(0.01)
     assert sup.wait() == 0, sup.log()
     assert 2 <= peak <= 2 + 1, f"{peak} statement connections for 2 workers and their supervisor"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_pool_holds_one_connection_per_process_and_one_listen_connection(db, supervisors, tmp_path):
+    """The connection budget on PostgreSQL: a host's pool holds its supervisor's
+    connection, one LISTEN connection (the supervisor's, relayed to its workers) and one
+    per worker process, however many slots: P + 2. Counted in pg_stat_activity while
+    every slot runs a job."""
+    import sqlalchemy as sa
+
+    configure(db, **FAST)
+    side = tmp_path / "started.log"
+    cli = Cli(supervisors.db_url, tmp_path)
+    for i in range(6):
+        cli.ok("enqueue", f'echo {i} >> "{side}"; sleep 300')
+    name = sa.engine.make_url(supervisors.db_url).database
+    sup = supervisors.start("--concurrency", "6", "--processes", "2")
+    wait_lines(side, 6)
+    rows = sa.text("SELECT query FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+
+    def settled():
+        with db.engine.connect() as conn:  # the test's own connection is not counted
+            queries = conn.execute(rows, {"d": name}).scalars().all()
+        listening = [q for q in queries if q.startswith("LISTEN")]
+        return (len(queries), len(listening)) == (2 + 2, 1) and queries
+
+    wait_until(settled, timeout=LONG, message="2 worker processes + the supervisor + 1 LISTEN connection")
+    assert len(live_workers(db, sup.pid)) == 6

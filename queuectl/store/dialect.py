@@ -524,7 +524,24 @@ class PostgresDialect:
         pass  # the server delivered the NOTIFY at commit
 
     def wake_socket(self, name: str):
-        return None  # workers LISTEN (PostgresListener)
+        """The pool's local wake-up socket, through which its supervisor passes on the
+        notifications of its one LISTEN connection (worker/relay.py); None when
+        notifications are off (QUEUECTL_LISTEN=0: the workers poll) or the socket
+        cannot be bound."""
+        if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
+            return None
+        from queuectl.errors import QueuectlError
+        from queuectl.store import wakeup
+
+        try:
+            # Named after the database (no password): the runtime directory may hold
+            # the sockets of pools of other databases.
+            return wakeup.WakeSocket(self.url.render_as_string(hide_password=True), name)
+        except (OSError, QueuectlError) as err:
+            import logging
+
+            logging.getLogger("queuectl.worker").warning("no local wake-up (idle workers poll every poll-interval): %s", err)
+            return None
 
     def listener(self, url: str) -> "PostgresListener | None":
         # QUEUECTL_LISTEN=0 turns notifications off (polling only): for benchmarks,

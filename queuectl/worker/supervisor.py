@@ -32,6 +32,7 @@ from queuectl.worker import worker as worker_mod
 from queuectl.worker.jobgroup import JobGroup, kill_orphaned
 from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
+from queuectl.worker.relay import Relay
 from queuectl.worker.scheduler import Scheduler
 
 log = logging.getLogger("queuectl.supervisor")
@@ -153,10 +154,15 @@ class Supervisor:
         self.store.recount_queues()
         # Bound before the first fork: every worker inherits it (store/wakeup.py).
         self.wake = self.store.wake_socket(self.id)
+        # PostgreSQL: the pool's one LISTEN connection, passed on through that socket.
+        listener = self.store.listener() if self.wake is not None else None
+        self.relay = Relay(listener, self.wake) if listener is not None else None
         self.children = [Child(index=i + 1, slots=slots) for i, slots in enumerate(split(self.concurrency, self.processes))]
         for child in self.children:
             self._spawn(child)
         self.fence.start()
+        if self.relay is not None:
+            self.relay.start()
         log.info("supervisor %s started %s on %s (db %s)", self.id, self._size(), self.hostname, self.store.display_url)
 
     def _size(self) -> str:
@@ -208,6 +214,9 @@ class Supervisor:
                 child.process.join()
                 child.reaped = True
                 self._child_exited(child)
+        relay = getattr(self, "relay", None)  # None too if initialize() failed before it
+        if relay is not None:
+            relay.stop()
         if getattr(self, "wake", None) is not None:
             self.wake.close()
         try:

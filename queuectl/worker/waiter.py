@@ -28,13 +28,15 @@ _DUE_MARGIN = 0.001
 
 class Waiter:
     def __init__(self, store, queues: tuple[str, ...], clock: Callable[[], datetime] = utcnow, *, wake=None, signal_fd: int | None = None):
-        """wake: the pool's WakeSocket (SQLite, from the supervisor), None to poll;
+        """wake: the pool's WakeSocket (from the supervisor), None to LISTEN or poll;
         signal_fd: the read end of the worker's signal wake-up pipe, so that a stop
         ends a long wait at once (none: the wait is sliced, as in a stepped test)."""
         self.store = store
         self.queues = queues
         self.clock = clock
-        self.listener = store.listener()
+        # A pool with a wake-up socket has its notifications relayed through it by
+        # its supervisor (worker/relay.py): its workers hold no LISTEN connection.
+        self.listener = store.listener() if wake is None else None
         self.waiting = None
         if wake is not None:
             from queuectl.store.wakeup import WakeWait
