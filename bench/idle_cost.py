@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from spooler import TSP, Spooler, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +82,8 @@ def idle_pool(url: str, concurrency: int, run_dir: Path, env: dict | None = None
     counter_path = run_dir / f"statements-{concurrency}-{time.monotonic_ns()}"
     counter_path.write_bytes(bytes(8))
     env = dict(env if env is not None else os.environ, XDG_RUNTIME_DIR=str(run_dir))
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if str(REPO) not in env.get("PYTHONPATH", "").split(os.pathsep):  # the source tree's queuectl
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     argv = [python, str(Path(__file__).resolve()), "--serve", str(counter_path), "--", "--db", url, "worker", "start", "-c", str(concurrency)]
     pool = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import psutil
+
 from spooler import TSP, Spooler, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,8 @@ def queuectl_pss(url: str, slots: int, run_dir: Path, env: dict | None = None, c
     `settle` seconds after the last one started. The pool is stopped at once
     (SIGUSR1: its jobs are killed) and any job still alive then is killed too."""
     env = dict(env if env is not None else os.environ, QUEUECTL_DB=url, XDG_RUNTIME_DIR=str(run_dir))
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if str(REPO) not in env.get("PYTHONPATH", "").split(os.pathsep):  # the source tree's queuectl
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cli = [python, "-m", "queuectl"]
     # `#i` makes every command its own, whatever the unique settings say
     subprocess.run([*cli, "enqueue", "--file", "-"], input="".join(f"{JOB} #{i}\n" for i in range(slots)),
