@@ -5,9 +5,9 @@
 
 Measures, on SQLite and on PostgreSQL when it answers: drain throughput against
 `xargs -P` and task-spooler, bulk and single enqueue, pickup latency, claim and
-`status` cost with a large history, and worker memory. The machine may be shared,
-so every timed figure is compared with a reference measured beside it in the same
-run. Prints a table (Markdown) and writes everything, raw samples included, to
+`status` cost with a large history, worker memory, and what a pool costs idle and
+per job slot beside task-spooler. The machine may be shared, so every timed figure
+is compared with a reference measured beside it in the same run. Prints a table (Markdown) and writes everything, raw samples included, to
 bench/results/latest.json.
 """
 
@@ -29,6 +29,7 @@ import dashboard
 
 import exit_peaks
 import measures
+import pool
 from common import REPO, Context, PostgresBackend, SQLiteBackend, floor_rss_kb, postgres_answers
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -36,10 +37,12 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FULL = dict(
     drain_n=2000, rounds={1: 2, 2: 3}, bulk_n=100_000, bulk_rounds=2, single=20, pickup=50, small=1_000, big=1_000_000, pending=300, cycles=200, status_runs=5,
     flow_blocked=1_000_000, flow_schedules=1_000, flow_passes=20, web_jobs=1_000_000, web_rounds=40,
+    idle_s=10, slot_widths=(1, 8, 16, 64),
 )
 QUICK = dict(
     drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3,
     flow_blocked=50_000, flow_schedules=1_000, flow_passes=5, web_jobs=50_000, web_rounds=10,
+    idle_s=3, slot_widths=(1, 8),
 )
 
 # Targets: (description, test on the figure)
@@ -54,10 +57,13 @@ TARGETS = {
     "flow": ("<= 1.5x the empty case", lambda v: v <= 1.5),
     "worker_rss": ("each < 60 MB", lambda kb: kb < 60 * 1024),
     "web": ("p95 < 100 ms", lambda v: v < 0.100),
+    "idle_cpu": ("< 1% of one core", lambda pct: pct < 1.0),
+    "pool_pss": ("< 250 MB", lambda kb: kb < 250 * 1024),
+    "slot_pss": ("< 2 MB", lambda kb: kb < 2 * 1024),
 }
 
 
-SECTIONS = ("drain", "bulk", "single", "pickup", "scale", "flow", "web")
+SECTIONS = ("drain", "bulk", "single", "pickup", "scale", "flow", "web", "pool")
 
 
 def parse_args(argv=None):
@@ -135,6 +141,7 @@ def run_backend(ctx: Context, backend, p: dict, only, errors: list) -> dict:
     section("scale", lambda: measures.scale(ctx, backend, p["small"], p["big"], p["pending"], p["cycles"], p["status_runs"]))
     section("flow", lambda: measures.flow(ctx, backend, p["flow_blocked"], p["flow_schedules"], p["pending"], p["cycles"], p["flow_passes"]))
     section("web", lambda: dashboard.measure(ctx, backend, p["web_jobs"], p["web_rounds"]))
+    section("pool", lambda: pool.measure(ctx, backend, p["idle_s"], p["slot_widths"]))
     return out
 
 
@@ -151,6 +158,17 @@ def _ms(v):
 
 def _mb(kb):
     return f"{kb / 1024:.1f} MB"
+
+
+def _pct(v):
+    return f"{v:.2f}%"
+
+
+def _pss_pair(pair):
+    """(queuectl's, tsp's) {pss_kb, processes}: PSS side by side; tsp's None when
+    it is not installed."""
+    mine, theirs = pair
+    return f"{_mb(mine['pss_kb'])} ({mine['processes']} proc) / " + (_mb(theirs["pss_kb"]) if theirs else "n/a, no tsp")
 
 
 class NotMeasured(Exception):
@@ -176,6 +194,14 @@ def tsp_figure(drain: dict, width: str, key: str):
     if not drain["tsp"]:
         raise NotMeasured("task-spooler (tsp) is not installed", "no tsp")
     return drain["widths"][width][key]
+
+
+def tsp_pool(pool: dict, figure):
+    """figure(pool), a task-spooler figure of the pool section, or NotMeasured when
+    tsp was not installed."""
+    if not pool["tsp"]:
+        raise NotMeasured("task-spooler (tsp) is not installed", "no tsp")
+    return figure(pool)
 
 
 NOT_MEASURED = "NOT MEASURED"
@@ -284,6 +310,22 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
         row(f"{label}: p95", lambda r, page=page: page(r)["p95_s"], _ms, None if label in dashboard.UNTARGETED else "web")
         row(f"{label}: median, SQL statements", lambda r, page=page: (page(r)["median_s"], page(r)["queries"]),
             lambda v: f"{v[0] * 1000:.1f} ms, {v[1]}")
+    idle, widths = p["idle_s"], p["slot_widths"]
+    sep("pool", f"Pool: an idle pool over {idle:g} s (CPU of supervisor + workers, SQL statements), and PSS with N `sleep 30` jobs running; "
+                "task-spooler beside it in the same run")
+    row("`worker start -c 8`, idle: CPU of one core", lambda r: r["pool"]["idle"]["8"]["cpu_pct_of_one_core"], _pct, "idle_cpu")
+    row("`tsp -S 8` server, idle, same window: CPU of one core",
+        lambda r: tsp_pool(r["pool"], lambda pl: pl["idle"]["8"]["tsp"]["cpu_pct_of_one_core"]), _pct)
+    row("`worker start -c 64`, idle: CPU of one core", lambda r: r["pool"]["idle"]["64"]["cpu_pct_of_one_core"], _pct)
+    row("SQL statements/s while idle, -c 8 / -c 64",
+        lambda r: (r["pool"]["idle"]["8"]["statements_per_s"], r["pool"]["idle"]["64"]["statements_per_s"]), lambda v: f"{v[0]:.1f}/s / {v[1]:.1f}/s")
+    widest = widths[-1]
+    row(f"PSS of queuectl's processes, {widest} slots", lambda r: r["pool"]["slots"][str(widest)]["queuectl"]["pss_kb"], _mb, "pool_pss")
+    row(f"PSS per additional slot, (PSS({widest}) - PSS(1)) / {widest - 1}", lambda r: r["pool"]["per_slot"]["queuectl_kb"], _mb, "slot_pss")
+    row("same for tsp -S N (server + one client per job)", lambda r: tsp_pool(r["pool"], lambda pl: pl["per_slot"]["tsp_kb"]), _mb)
+    for w in widths:
+        row(f"{w} slot{'s' if w > 1 else ''}: PSS of queuectl (its processes) / of tsp -S {w}",
+            lambda r, w=str(w): (r["pool"]["slots"][w]["queuectl"], r["pool"]["slots"][w]["tsp"]), _pss_pair)
     sep("drain", "Memory: peak RSS (VmHWM) of each process during the W=2 drains, read as it exits")
     row("supervisor", lambda r: sampled(r["drain"]["widths"]["2"], "supervisor_peak_kb"), _mb)
     row("each worker (the largest)", lambda r: sampled(r["drain"]["widths"]["2"], "worker_peak_kb"), _mb, "worker_rss")
@@ -398,6 +440,10 @@ def main(argv=None) -> int:
         "Pickup: 0.1-0.3 s random pauses between samples, so enqueues do not phase-lock with a worker's poll cycle.",
         "Memory: each queuectl process of the W=2 drains appends its VmHWM to a file as it exits (bench/exit_peaks.py);",
         "  the cross-check is the supervisor's getrusage(RUSAGE_CHILDREN).ru_maxrss once it has reaped its workers.",
+        "Pool: CPU is utime + stime of the pool's processes (the tsp server's) over one window opened 1 s after every",
+        "  worker is up; statements are counted by a SQLAlchemy listener in the pool (bench/idle_cost.py). PSS sums",
+        "  /proc/PID/smaps_rollup of queuectl's processes (its process group, not the jobs) and of tsp's server and",
+        "  clients, 1 s after the last of N jobs started (bench/slot_cost.py).",
     ]
     print("\n".join(notes))
     print(f"\nload average {meta['loadavg_before'][0]:.2f} -> {meta['loadavg_after'][0]:.2f}; suite ran {meta['duration_s']:.0f}s")
