@@ -21,7 +21,7 @@ from queuectl.errors import DatabaseError
 from queuectl.states import JobState, Role, WorkerState
 from queuectl.store import Store
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity, runner
+from queuectl.worker import identity, outage, runner
 from queuectl.worker.heartbeat import Heartbeat
 from queuectl.worker.outage import ride_out
 from queuectl.worker.proctitle import set_title
@@ -138,7 +138,10 @@ class Worker:
         # A fresh engine in this process: connections are never shared across fork.
         # One connection, shared with the heartbeat thread: a worker never holds two.
         self.store = store or Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
-        self.cfg = self.store.register(
+        # Waited for, not failed: a worker that exited for a database that refuses
+        # connections (all in use) would be replaced at once by its supervisor, again
+        # and again, a fork and a log line each time.
+        cfg = ride_out(lambda: self.store.register(
             id=self.o.worker_id,
             role=Role.WORKER,
             host=self.o.hostname,
@@ -146,7 +149,10 @@ class Worker:
             supervisor_id=self.o.supervisor_id,
             supervisor_pid=self.o.supervisor_pid,
             queues=self.o.queues,
-        )
+        ), give_up=self._still_starting)
+        if cfg is None:
+            raise DatabaseError("stopped before the database could be reached")
+        self.cfg = cfg
         self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.store, self.o.queues, self.clock, wake=self.o.wake, signal_fd=self.signal_fd)
         self.base_env = dict(os.environ)  # decoded once, not for every job
@@ -335,8 +341,9 @@ class Worker:
             if cancel:
                 self.cancel_job = job.id
         except DatabaseError as err:
-            log.warning("heartbeat failed (will retry): %s", err)
+            outage.failed(log, "heartbeat failed", err)
             return False
+        outage.recovered(log)
         if not alive:
             log.error("worker %s was declared dead by a reaper; stopping", self.o.worker_id)
             self.declared_dead = True
@@ -365,6 +372,12 @@ class Worker:
     def _beat_done(self) -> None:
         self.last_beat = self.monotonic()
         self.published.beat = self.last_beat
+
+    def _still_starting(self) -> bool:
+        """While registering waits out the database: whether to give up (a stop came).
+        Meanwhile this process is alive, not hung: its supervisor's fence is told so."""
+        self.published.beat = self.monotonic()
+        return self._should_exit()
 
     def _queue_drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
