@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine
 
-from queuectl.errors import DatabaseError, ValidationError
+from queuectl.errors import ConnectionsExhausted, DatabaseError, ValidationError
 
 if TYPE_CHECKING:
     import psycopg  # imported where used: only PostgreSQL pays for it
@@ -355,7 +355,7 @@ class SQLiteDialect:
         return None
 
     @staticmethod
-    def connections_exhausted(err: BaseException | None) -> bool:
+    def connections_exhausted(err: BaseException | str | None) -> bool:
         return False  # no server, no connection limit
 
 
@@ -599,7 +599,7 @@ class PostgresDialect:
         return PostgresListener(url)
 
     @staticmethod
-    def connections_exhausted(err: BaseException | None) -> bool:
+    def connections_exhausted(err: BaseException | str | None) -> bool:
         """Whether the server (or PgBouncer) refused a connection for want of free
         ones: a condition that passes, unlike a wrong password or host. Told by its
         text: libpq gives a refused connection no SQLSTATE."""
@@ -660,7 +660,8 @@ class PostgresListener:
 
         now = time.monotonic()
         if self.conn is None and now < self.retry_at:
-            raise DatabaseError(self.last_error)  # the worker polls meanwhile
+            # The worker polls meanwhile.
+            raise (ConnectionsExhausted if PostgresDialect.connections_exhausted(self.last_error) else DatabaseError)(self.last_error)
         deadline = now + timeout
         try:
             conn = self._connect()
@@ -690,6 +691,8 @@ class PostgresListener:
             self.last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
             self.retry_delay = min(max(self.retry_delay * 2, _LISTEN_RETRY_MIN), _LISTEN_RETRY_MAX)
             self.retry_at = time.monotonic() + self.retry_delay
+            if PostgresDialect.connections_exhausted(err):
+                raise ConnectionsExhausted(self.last_error) from None
             raise DatabaseError(self.last_error) from None
 
     def close(self) -> None:

@@ -4,6 +4,8 @@ connections) in the runtime, and saying so without flooding the log.
 An outage is reported per process: its first failure at once, then at most one line
 a minute however many calls fail (every worker of a pool, its heartbeat thread and
 its supervisor retry on their own), and one line when the database answers again.
+A failure of another kind within the minute is logged once too: a connection cut by
+a restart, then the server refusing new ones for want of free connections.
 A hundred workers waiting for a free connection then log a line a minute each, not
 one per try.
 
@@ -31,6 +33,7 @@ class _Outage:
         self.logged_at = 0.0
         self.failures = 0
         self.unlogged = 0
+        self.kinds: set[str] = set()  # of the failures logged since logged_at
 
 
 # The conditions reported apart, each with the line that says it is over: the
@@ -54,16 +57,19 @@ os.register_at_fork(after_in_child=_forget_in_child)
 def failed(logger: logging.Logger, what: str, err: BaseException, condition: str = "database") -> None:
     """A database call failed: log it if it is the first failure of an outage of this
     condition, or if REPORT_EVERY has passed since this process last did."""
-    now = time.monotonic()
+    now, kind = time.monotonic(), type(err).__name__
     with _LOCK:
         outage = _OUTAGES[condition]
         outage.failures += 1
         if outage.since is None:
-            outage.since, outage.logged_at, outage.unlogged = now, now, 0
+            outage.since, outage.logged_at, outage.unlogged, outage.kinds = now, now, 0, {kind}
             line = f"{what} (retrying; logged at most once a minute until it recovers): {err}"
-        elif now - outage.logged_at >= REPORT_EVERY:
-            line = f"{what} (still, for {now - outage.since:.0f}s, {outage.unlogged + 1} failure(s) since the last line): {err}"
-            outage.logged_at, outage.unlogged = now, 0
+        elif now - outage.logged_at >= REPORT_EVERY or kind not in outage.kinds:
+            line = f"{what} (failing for {now - outage.since:.0f}s, {outage.unlogged} failure(s) not logged since the last line): {err}"
+            if now - outage.logged_at >= REPORT_EVERY:
+                outage.logged_at, outage.kinds = now, set()
+            outage.unlogged = 0
+            outage.kinds.add(kind)
         else:
             outage.unlogged += 1
             return
@@ -80,7 +86,7 @@ def recovered(logger: logging.Logger, condition: str = "database") -> None:
             return
         took, failures = time.monotonic() - outage.since, outage.failures
         outage.since, outage.failures, outage.unlogged = None, 0, 0
-    logger.warning("%s after %.1fs (%d failed call(s))", RECOVERED[condition], took, failures)
+    logger.info("%s after %.1fs (%d failed call(s))", RECOVERED[condition], took, failures)
 
 
 def ride_out(action, give_up=lambda: False):
