@@ -1,4 +1,4 @@
-"""At the server's connection limit (docs/design.md section 24): a command fails with
+"""At the server's connection limit (docs/design.md section 19): a command fails with
 one line and exit 1, writing nothing; a pool waits, logging the condition a bounded
 number of times, and recovers by itself once connections free up, losing no job and
 running none twice.

@@ -444,13 +444,7 @@ class PostgresDialect:
         pass
 
     def engine_options(self, durable: bool) -> dict:
-        # prepare_threshold None: psycopg never prepares a statement on the server (by
-        # default it does at a statement's 5th run). A prepared statement belongs to
-        # one server session, and behind PgBouncer in transaction mode (1.18, Debian's,
-        # cannot track them) the next run lands on another one: "prepared statement
-        # _pg3_0 does not exist". Off everywhere: it cost nothing measurable on a
-        # worker's drain (docs/design.md section 24).
-        connect_args: dict[str, int | str | None] = {"connect_timeout": 10, "prepare_threshold": None}
+        connect_args: dict[str, int | str] = {"connect_timeout": 10}
         if durable:
             # pre_ping: a connection broken by a server restart is replaced, not used.
             return {"pool_pre_ping": True, "connect_args": connect_args}
@@ -463,10 +457,31 @@ class PostgresDialect:
         return {"connect_args": connect_args}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
-        """PostgreSQL commits are durable and its transactions need no hints. A pooler
-        may refuse the workers' startup option (PgBouncer: "unsupported startup
-        parameter: options"): then they connect without it, their commits synchronous."""
+        """PostgreSQL commits are durable and its transactions need no hints; what
+        changes is behind a pooler (PgBouncer), below."""
         dialect = self
+
+        @event.listens_for(engine, "connect")
+        def behind_pooler(dbapi_connection, _record):
+            # A pooler gives its clients a cancel key of its own, whose "backend pid"
+            # is no server process: one round trip per connection tells, whatever
+            # the pooler's settings. Behind one, psycopg prepares no statement on the
+            # server (by default it does at a statement's 5th run): a prepared
+            # statement belongs to one server session, and in transaction mode the
+            # next run lands on another ("prepared statement _pg3_0 does not exist";
+            # PgBouncer 1.18, Debian's, cannot follow them). Kept on a direct
+            # connection: the worker's claim-and-complete loop runs 2.3 times as fast
+            # with them (docs/design.md section 19).
+            with dbapi_connection.cursor() as cursor:
+                server_pid = cursor.execute("SELECT pg_backend_pid()").fetchone()[0]
+            dbapi_connection.rollback()
+            if server_pid != dbapi_connection.info.backend_pid:
+                dbapi_connection.prepare_threshold = None
+                dialect.behind_pooler = True
+
+        # A pooler may refuse the workers' startup option (PgBouncer: "unsupported
+        # startup parameter: options"): they connect without it, their commits then
+        # synchronous (unless the pooler's database entry sets synchronous_commit).
 
         @event.listens_for(engine, "do_connect")
         def connect(sa_dialect, _record, cargs, cparams):
