@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from conftest import Cli, wait_until
 from queuectl.store import Store
+from support import error_line
 from worker_support import Supervisors
 
 # The line every process logs when the server refuses it for want of connections.
@@ -104,11 +105,7 @@ def limited(pg_databases):
 
 
 def _one_line(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return error_line(result, 1)
 
 
 def test_a_command_at_the_limit_fails_with_one_line_and_writes_nothing(limited, tmp_path):

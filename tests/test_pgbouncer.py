@@ -15,6 +15,7 @@ from queuectl import jobspec
 from queuectl.store import Store
 from queuectl.store.database import Database
 from queuectl.store.dialect import PG_MIGRATION_LOCK
+from support import error_line
 from worker_support import Supervisors
 
 
@@ -166,3 +167,8 @@ def test_a_pool_runs_through_pgbouncer_woken_by_a_direct_listen_url(pgbouncer, d
     assert jobs["child"]["started_at"] >= jobs["parent"]["finished_at"]
     log = sup.log()
     assert "Traceback" not in log and "prepared statement" not in log and "no listen URL" not in log
+
+
+def test_a_listen_url_is_for_postgresql_only(scli):
+    error_line(scli("worker", "start", "--listen-db", "postgresql+psycopg://postgres@127.0.0.1/x"), 2, "--listen-db is for a PostgreSQL database")
+    error_line(scli("worker", "start", "--listen-db", " "), 2, "--listen-db is empty")
