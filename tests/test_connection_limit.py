@@ -12,7 +12,6 @@ import signal
 import time
 
 import psutil
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +19,8 @@ from conftest import Cli, wait_until
 from queuectl.store import Store
 from support import error_line
 from worker_support import Supervisors
+
+psycopg = pytest.importorskip("psycopg")
 
 # The line every process logs when the server refuses it for want of connections.
 CONDITION = "no free connection on the server"

@@ -5,7 +5,6 @@ URL (docs/design.md section 19)."""
 import json
 import signal
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from pgbouncer import pgbouncer  # noqa: F401
@@ -15,8 +14,9 @@ from queuectl import jobspec
 from queuectl.store import Store
 from queuectl.store.database import Database
 from queuectl.store.dialect import PG_MIGRATION_LOCK
-from support import error_line
 from worker_support import Supervisors
+
+psycopg = pytest.importorskip("psycopg")
 
 
 def _conninfo(url: str) -> str:
@@ -168,7 +168,3 @@ def test_a_pool_runs_through_pgbouncer_woken_by_a_direct_listen_url(pgbouncer, d
     log = sup.log()
     assert "Traceback" not in log and "prepared statement" not in log and "no listen URL" not in log
 
-
-def test_a_listen_url_is_for_postgresql_only(scli):
-    error_line(scli("worker", "start", "--listen-db", "postgresql+psycopg://postgres@127.0.0.1/x"), 2, "--listen-db is for a PostgreSQL database")
-    error_line(scli("worker", "start", "--listen-db", " "), 2, "--listen-db is empty")
