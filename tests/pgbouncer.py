@@ -28,7 +28,7 @@ from pg_server import free_port
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 RUN_AS = "postgres"
 # Users the auth file lets in (auth_type trust still needs them listed).
-USERS = ("postgres", "qctl_limited")
+USERS = ("postgres",)
 TIMEOUT = 30.0
 
 
