@@ -41,6 +41,11 @@ class DatabaseError(QueuectlError):
     """The database could not be used."""
 
 
+class ConnectionsExhausted(DatabaseError):
+    """The database server refused a connection: all it allows are in use (it passes
+    when some are closed)."""
+
+
 class StatementFailed(QueuectlError):
     """The database refused a statement for a reason other than being unusable (a
     schema changed by hand, a constraint): a bug or tampering, never retried."""

@@ -782,3 +782,8 @@ def test_names_that_are_not_utf8(qdb, latin1_dir, tmp_path):
     error_line(cli("enqueue", "true", cwd=latin1_dir), 2, "working directory", "not valid UTF-8")  # the default cwd
     error_line(cli("--db", os.path.join(latin1_dir, b"q.db"), "list"), 2, "not valid UTF-8")
     assert jobs_api.listing(db) == []
+
+
+def test_a_listen_url_is_for_postgresql_only(scli):
+    error_line(scli("worker", "start", "--listen-db", "postgresql+psycopg://postgres@127.0.0.1/x"), 2, "--listen-db is for a PostgreSQL database")
+    error_line(scli("worker", "start", "--listen-db", " "), 2, "--listen-db is empty")

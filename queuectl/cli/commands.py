@@ -735,6 +735,9 @@ def run_worker_start(args, session: Session) -> int:
         raise ValidationError("--log is for --detach (in the foreground the log goes to stderr)")
     if args.log is not None and not args.log.strip():
         raise ValidationError("--log is empty: give a file path")
+    url = session.url()
+    if args.listen_db is not None:
+        _use_listen_url(args.listen_db, url)
     options = supervisor.PoolOptions(
         concurrency=args.concurrency,
         processes=args.processes,
@@ -743,10 +746,26 @@ def run_worker_start(args, session: Session) -> int:
         hostname=args.hostname,
     )
     if args.detach:
-        pid, log_path = supervisor.detach(session.url(), options, log=args.log)
+        pid, log_path = supervisor.detach(url, options, log=args.log)
         print(f"started supervisor pid={pid} log={log_path}")
         return 0
-    return supervisor.run(session.url(), options)
+    return supervisor.run(url, options)
+
+
+def _use_listen_url(listen_db: str, url: str) -> None:
+    """--listen-db: checked, then handed to the pool as $QUEUECTL_LISTEN_DB (its forked
+    workers and a detached pool inherit it; the environment, not argv, keeps a password
+    out of `ps`)."""
+    import os
+
+    from queuectl.store import usable_url
+    from queuectl.store.dialect import LISTEN_DB_ENV
+
+    if not listen_db.strip():
+        raise ValidationError("--listen-db is empty: give a postgresql:// URL")
+    if "://" not in listen_db or not url.startswith("postgres"):
+        raise ValidationError("--listen-db is for a PostgreSQL database: give a postgresql:// URL, with --db one too")
+    os.environ[LISTEN_DB_ENV] = usable_url(listen_db)
 
 
 def run_worker_stop(args, session: Session) -> int:

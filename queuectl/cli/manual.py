@@ -39,7 +39,9 @@ ENVIRONMENT = (
     ("QUEUECTL_DB", "The database when --db is not given: a SQLite file path or a SQLAlchemy URL. Empty counts as unset."),
     ("QUEUECTL_BUSY_TIMEOUT", "Seconds a SQLite writer waits for the database lock before it fails (more than 0, at most 86400; default 60)."),
     ("QUEUECTL_HOSTNAME", "The host identity of `worker start` (as --hostname; default: this machine's hostname)."),
-    ("QUEUECTL_LISTEN", "0: PostgreSQL workers poll instead of waiting on LISTEN/NOTIFY (for a pooler in transaction mode)."),
+    ("QUEUECTL_LISTEN", "0: PostgreSQL workers poll instead of waiting on LISTEN/NOTIFY."),
+    ("QUEUECTL_LISTEN_DB", "PostgreSQL: the URL idle workers LISTEN on when the database URL goes through PgBouncer in "
+                           "transaction mode (as `worker start --listen-db`)."),
     ("QUEUECTL_WEB_TOKEN", "The token `queuectl web` requires of every request when --token is not given (empty counts as unset; at least 16 characters)."),
     ("NO_COLOR", "Set and not empty: no colour with --color auto (the default)."),
     ("XDG_DATA_HOME", "Where the default database lives: $XDG_DATA_HOME/queuectl (default ~/.local/share/queuectl)."),

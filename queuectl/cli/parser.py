@@ -436,6 +436,11 @@ def _worker(sub) -> None:
         "--log", metavar="PATH", help="with --detach: the log file (appended to; must be a regular file of this user, not a symbolic link)",
     ))
     sp.add_argument("--hostname", default=os.environ.get("QUEUECTL_HOSTNAME"), help="host identity (env QUEUECTL_HOSTNAME; default: this machine's hostname)")
+    sp.add_argument(
+        "--listen-db", metavar="URL", default=None,
+        help="PostgreSQL: the URL idle workers LISTEN on for new jobs, direct or through a session-mode pooler, when --db goes "
+             "through PgBouncer in transaction mode (env QUEUECTL_LISTEN_DB; default: the --db URL)",
+    )
     sp.set_defaults(command_name="worker start")
     tp = wsub.add_parser(
         "stop", help="stop running supervisors",

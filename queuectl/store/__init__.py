@@ -438,9 +438,18 @@ class Store:
         on PostgreSQL (LISTEN) or where it cannot be bound."""
         return self.db.dialect.wake_socket(name)
 
+    @property
+    def wake_is_relayed(self) -> bool:
+        """Whether a pool's wake-up socket is only useful with a LISTEN connection
+        relayed into it (PostgreSQL), rather than poked by the enqueuers (SQLite)."""
+        return self.db.dialect.wake_is_relayed
+
     def listener(self):
-        """A LISTEN connection for new work where the backend has one, else None."""
-        return self.db.dialect.listener(self.db.url)
+        """A LISTEN connection for new work where the backend has one (to
+        $QUEUECTL_LISTEN_DB if set), else None."""
+        from queuectl.store.database import listen_url
+
+        return self.db.dialect.listener(self.db.url, listen_url())
 
     def claim(self, worker_id: str, queues: tuple[str, ...], now: datetime | None = None):
         """The next due job, now running under `worker_id`, or None."""

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine, make_url
 
-from queuectl.errors import DatabaseError, StatementFailed, ValidationError
+from queuectl.errors import ConnectionsExhausted, DatabaseError, StatementFailed, ValidationError
 from queuectl.store import dialect, tallies
 
 ENV_VAR = "QUEUECTL_DB"
@@ -166,6 +166,9 @@ class Database:
             # parameters (psycopg: 'invalid connection option "SSLPassword"').
             refused = isinstance(err, exc.ProgrammingError) and err.statement is None
             if err.connection_invalidated or isinstance(err, exc.OperationalError) or type(err) is exc.DatabaseError or refused:
+                if self.dialect.connections_exhausted(err.orig):
+                    raise ConnectionsExhausted(f"database {self.display_url}: no free connection on the server"
+                                               f" ({_server_says(err.orig)})") from err
                 raise DatabaseError(f"database {self.display_url}: {_first_line(err.orig)}") from err
             # Anything else is the statement's own fault. SQLAlchemy's text of it holds
             # the whole statement and its parameters: only the driver's first line.
@@ -176,8 +179,20 @@ class Database:
         self.dialect.close()
 
 
+def _server_says(err: BaseException | None) -> str:
+    """The server's own words in libpq's "connection to server at ... failed: FATAL:  ..."."""
+    return " ".join(_first_line(err).rsplit("FATAL:", 1)[-1].split())
+
+
 def _first_line(err: BaseException | None) -> str:
     return str(err).strip().splitlines()[0] if err and str(err).strip() else type(err).__name__
+
+
+def listen_url() -> str | None:
+    """$QUEUECTL_LISTEN_DB (`worker start --listen-db` sets it for its pool): where idle
+    PostgreSQL workers LISTEN when the queue's URL goes through a transaction-mode
+    pooler; None (unset or empty): the queue's own URL."""
+    return os.environ.get(dialect.LISTEN_DB_ENV, "").strip() or None
 
 
 def usable_url(db: str | None = None) -> str:

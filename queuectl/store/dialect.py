@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import functools
+import logging
 import os
 import select
 import stat
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL, Connection, Engine
 
-from queuectl.errors import DatabaseError, ValidationError
+from queuectl.errors import ConnectionsExhausted, DatabaseError, ValidationError
 
 if TYPE_CHECKING:
     import psycopg  # imported where used: only PostgreSQL pays for it
@@ -45,6 +46,23 @@ WAKE_AFTER_COMMIT = "queuectl_wake_after_commit"
 PG_MIGRATION_LOCK = 0x7163746C
 # pg_advisory_xact_lock key for retention: one pruner at a time ("qprn" in ASCII).
 PG_PRUNE_LOCK = 0x7170726E
+# Workers' and supervisors' session option (PostgresDialect.engine_options), and how
+# PgBouncer refuses it.
+_WORKER_OPTIONS = "-c synchronous_commit=off"
+_REFUSED_OPTIONS = "unsupported startup parameter: options"
+# The URL idle PostgreSQL workers LISTEN on, when the queue's URL goes through a
+# transaction-mode pooler (`worker start --listen-db` sets it for the pool).
+LISTEN_DB_ENV = "QUEUECTL_LISTEN_DB"
+# How long an idle worker waits before it tries its LISTEN connection again (doubling).
+_LISTEN_RETRY_MIN, _LISTEN_RETRY_MAX = 0.5, 30.0
+# What PostgreSQL and PgBouncer say when they refuse a connection for want of free
+# ones (max_connections, a database's or role's CONNECTION LIMIT, max_client_conn).
+_NO_FREE_CONNECTION = (
+    "too many clients already",
+    "too many connections for",
+    "remaining connection slots are reserved",
+    "no more connections allowed",
+)
 
 
 # How SQLAlchemy stores a DATETIME in SQLite (text that sorts as time), and the
@@ -57,6 +75,8 @@ _SQLITE_TALLY = (
 
 
 class SQLiteDialect:
+    # The pool's wake-up socket is poked by the enqueuers themselves (not relayed).
+    wake_is_relayed = False
     name = "sqlite"
     supports_listen = False
     # No DML in a CTE: a claim takes its queue's slot (store/queues.py) with a second
@@ -328,8 +348,17 @@ class SQLiteDialect:
         job browser's text search 1.6 times slower over a million commands."""
         return column.like(pattern, escape="\\")
 
-    def listener(self, url: str):
+    def end_look(self, conn: Connection) -> None:
+        """After reading the schema's revision under migration_lock: end that read, so
+        that Alembic begins (and commits) a write transaction of its own."""
+        conn.rollback()
+
+    def listener(self, url: str, listen_url: str | None = None):
         return None
+
+    @staticmethod
+    def connections_exhausted(err: BaseException | str | None) -> bool:
+        return False  # no server, no connection limit
 
 
 # Every SQLite dialect of this process, so a forked child can drop their lock fds.
@@ -375,6 +404,8 @@ def _open_lock_file(path: str) -> int | None:
 
 
 class PostgresDialect:
+    # The pool's wake-up socket carries what its supervisor's LISTEN hears (worker/relay.py).
+    wake_is_relayed = True
     name = "postgresql"
     supports_listen = True
     # A claim takes its queue's slot (store/queues.py) in the claiming statement, a
@@ -406,6 +437,9 @@ class PostgresDialect:
 
     def __init__(self, url: URL):
         self.url = url
+        # Set once a connection met a pooler (see configure): LISTEN through it is not
+        # to be trusted (see listener).
+        self.behind_pooler = False
 
     def missing_driver_message(self, err: ImportError) -> str:
         return f"PostgreSQL support is not installed ({err}): pip install 'queuectl[postgres]'"
@@ -423,11 +457,46 @@ class PostgresDialect:
         # made by durable connections, still wait for their fsync. No pre-ping: it
         # would cost a round trip per job, and every write of theirs already retries
         # (worker/outage.py) on a fresh connection once a broken one has failed.
-        connect_args["options"] = "-c synchronous_commit=off"
+        connect_args["options"] = _WORKER_OPTIONS
         return {"connect_args": connect_args}
 
     def configure(self, engine: Engine, *, durable: bool) -> None:
-        pass  # PostgreSQL commits are durable and its transactions need no hints.
+        """PostgreSQL commits are durable and its transactions need no hints; what
+        changes is behind a pooler (PgBouncer), below."""
+        dialect = self
+
+        @event.listens_for(engine, "connect")
+        def behind_pooler(dbapi_connection, _record):
+            # A pooler gives its clients a cancel key of its own, whose "backend pid"
+            # is no server process: one round trip per connection tells, whatever
+            # the pooler's settings. Behind one, psycopg prepares no statement on the
+            # server (by default it does at a statement's 5th run): a prepared
+            # statement belongs to one server session, and in transaction mode the
+            # next run lands on another ("prepared statement _pg3_0 does not exist";
+            # PgBouncer 1.18, Debian's, cannot follow them). Kept on a direct
+            # connection: the worker's claim-and-complete loop runs 2.3 times as fast
+            # with them (docs/design.md section 19).
+            with dbapi_connection.cursor() as cursor:
+                server_pid = cursor.execute("SELECT pg_backend_pid()").fetchone()[0]
+            dbapi_connection.rollback()
+            if server_pid != dbapi_connection.info.backend_pid:
+                dbapi_connection.prepare_threshold = None
+                dialect.behind_pooler = True
+
+        # A pooler may refuse the workers' startup option (PgBouncer: "unsupported
+        # startup parameter: options"): they connect without it, their commits then
+        # synchronous (unless the pooler's database entry sets synchronous_commit).
+
+        @event.listens_for(engine, "do_connect")
+        def connect(sa_dialect, _record, cargs, cparams):
+            try:
+                return sa_dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except sa_dialect.loaded_dbapi.OperationalError as err:
+                if cparams.get("options") != _WORKER_OPTIONS or _REFUSED_OPTIONS not in str(err):
+                    raise
+            cparams.pop("options")  # and for every later connection of this engine
+            dialect.behind_pooler = True
+            return sa_dialect.loaded_dbapi.connect(*cargs, **cparams)
 
     @contextmanager
     def write_lock(self):
@@ -438,15 +507,18 @@ class PostgresDialect:
 
     @contextmanager
     def migration_lock(self, engine: Engine):
+        """Serialise migrations among processes: a lock that the yielded connection's
+        transaction holds until the caller commits (schema.upgrade) or it ends. Not a
+        session lock: behind PgBouncer in transaction mode a session is a server
+        connection lent for one transaction, and the unlock would reach another one
+        (the lock then held for good by a pooled connection nobody uses)."""
         with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})
-            conn.commit()
-            try:
-                yield conn
-            finally:
-                conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
-                conn.commit()
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+            yield conn
+
+    def end_look(self, conn: Connection) -> None:
+        """After reading the schema's revision under migration_lock: nothing, since
+        ending the transaction would release the lock (Alembic then migrates in it)."""
 
     @contextmanager
     def write_one(self, db):
@@ -543,12 +615,32 @@ class PostgresDialect:
             logging.getLogger("queuectl.worker").warning("no local wake-up (idle workers poll every poll-interval): %s", err)
             return None
 
-    def listener(self, url: str) -> "PostgresListener | None":
-        # QUEUECTL_LISTEN=0 turns notifications off (polling only): for benchmarks,
-        # and for poolers such as PgBouncer in transaction mode that cannot LISTEN.
+    def listener(self, url: str, listen_url: str | None = None) -> "PostgresListener | None":
+        """The connection an idle worker LISTENs on: to listen_url if given (a direct
+        or session-mode URL beside a transaction-mode PgBouncer), else to url. None
+        (the worker polls every poll-interval, and says so) with QUEUECTL_LISTEN=0, or
+        when url met a pooler (PgBouncer in transaction mode lends a server connection
+        for one transaction: a LISTEN stays on one nobody reads)."""
+        log = logging.getLogger("queuectl.worker")
         if os.environ.get("QUEUECTL_LISTEN", "1") == "0":
+            log.info("QUEUECTL_LISTEN=0: idle workers poll the database every poll-interval")
+            return None
+        if listen_url:
+            return PostgresListener(listen_url)
+        if self.behind_pooler:
+            log.warning("the database is behind a pooler (PgBouncer) and no listen URL is given: idle workers poll"
+                        " every poll-interval (give worker start --listen-db URL, or $%s, a direct or session-mode"
+                        " URL to be woken at once)", LISTEN_DB_ENV)
             return None
         return PostgresListener(url)
+
+    @staticmethod
+    def connections_exhausted(err: BaseException | str | None) -> bool:
+        """Whether the server (or PgBouncer) refused a connection for want of free
+        ones: a condition that passes, unlike a wrong password or host. Told by its
+        text: libpq gives a refused connection no SQLSTATE."""
+        message = str(err)
+        return any(text in message for text in _NO_FREE_CONNECTION)
 
 
 @functools.cache
@@ -580,6 +672,12 @@ class PostgresListener:
 
         self.conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.conn: psycopg.Connection | None = None
+        # After a failed connection, none is tried before retry_at (backing off to
+        # _LISTEN_RETRY_MAX): an idle worker's wait comes every poll-interval, and a
+        # server out of connections pays for each refusal with a process of its own.
+        self.retry_at = 0.0
+        self.retry_delay = 0.0
+        self.last_error = ""
 
     def _connect(self) -> "psycopg.Connection":
         import psycopg
@@ -596,9 +694,14 @@ class PostgresListener:
         interrupted() (four wake-ups a second per idle worker)."""
         import psycopg
 
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        if self.conn is None and now < self.retry_at:
+            # The worker polls meanwhile.
+            raise (ConnectionsExhausted if PostgresDialect.connections_exhausted(self.last_error) else DatabaseError)(self.last_error)
+        deadline = now + timeout
         try:
             conn = self._connect()
+            self.retry_delay = 0.0
             while not interrupted():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -621,7 +724,12 @@ class PostgresListener:
             return False
         except psycopg.Error as err:
             self.close()
-            raise DatabaseError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+            self.last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+            self.retry_delay = min(max(self.retry_delay * 2, _LISTEN_RETRY_MIN), _LISTEN_RETRY_MAX)
+            self.retry_at = time.monotonic() + self.retry_delay
+            if PostgresDialect.connections_exhausted(err):
+                raise ConnectionsExhausted(self.last_error) from None
+            raise DatabaseError(self.last_error) from None
 
     def close(self) -> None:
         if self.conn is not None:

@@ -49,7 +49,7 @@ def ensure(db) -> None:
     with db.translate_errors(), db.dialect.migration_lock(db.engine) as conn:
         # Another process may have migrated while we waited for the lock.
         revision = current_revision(conn)
-        conn.rollback()
+        db.dialect.end_look(conn)
         check_known(revision)
         if revision != HEAD:
             upgrade(conn, "head")
@@ -98,7 +98,7 @@ def command(url: str, action: str, revision: str | None = None) -> str | None:
         with db.translate_errors(), db.dialect.migration_lock(db.engine) as conn:
             # A newer queuectl's revision: refuse (exit 1) before Alembic touches anything.
             check_known(current_revision(conn))
-            conn.rollback()
+            db.dialect.end_look(conn)
             cfg = alembic_config(conn)
             if action == "current":
                 alembic_command.current(cfg)

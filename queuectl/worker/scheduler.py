@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from queuectl import cron
 from queuectl.errors import DatabaseError, QueuectlError
 from queuectl.timeutil import utcnow
+from queuectl.worker import outage
 
 log = logging.getLogger("queuectl.scheduler")
 # A tick fired this late still counts as on time (a supervisor busy, a slow machine).
@@ -55,7 +56,7 @@ class Scheduler:
                 if outcome is not None:
                     done.append((row.name, *outcome))
         except DatabaseError as err:
-            log.warning("firing schedules failed (will retry): %s", err)
+            outage.failed(log, "firing schedules failed", err)
         return done
 
     def run_due(self, longest: float, shortest: float) -> float:
@@ -67,7 +68,7 @@ class Scheduler:
         try:
             first = self.store.first_schedule_due()
         except DatabaseError as err:
-            log.warning("looking at schedules failed (will retry): %s", err)
+            outage.failed(log, "looking at schedules failed", err)
             return longest
         if first is None:
             return longest

@@ -27,7 +27,7 @@ from queuectl.states import Role, StopMode, WorkerState
 from queuectl.store import Store, retention
 from queuectl.store.wakeup import drain_pipe
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity
+from queuectl.worker import identity, outage
 from queuectl.worker import worker as worker_mod
 from queuectl.worker.jobgroup import JobGroup, kill_orphaned
 from queuectl.worker.outage import ride_out
@@ -157,6 +157,11 @@ class Supervisor:
         # PostgreSQL: the pool's one LISTEN connection, passed on through that socket.
         listener = self.store.listener() if self.wake is not None else None
         self.relay = Relay(listener, self.wake) if listener is not None else None
+        if self.relay is None and self.wake is not None and self.store.wake_is_relayed:
+            # Nothing to relay (QUEUECTL_LISTEN=0, a pooler without a listen URL):
+            # without the socket the workers poll every poll-interval.
+            self.wake.close()
+            self.wake = None
         self.children = [Child(index=i + 1, slots=slots) for i, slots in enumerate(split(self.concurrency, self.processes))]
         for child in self.children:
             self._spawn(child)
@@ -346,9 +351,10 @@ class Supervisor:
             self.next_beat = time.monotonic() + self.cfg["heartbeat-interval"]
             return
         except DatabaseError as err:
-            log.warning("supervisor heartbeat failed (will retry): %s", err)
+            outage.failed(log, "supervisor heartbeat failed", err)
             self.next_beat = time.monotonic() + 1.0
             return
+        outage.recovered(log)
         self.next_beat = time.monotonic() + self.cfg["heartbeat-interval"]
         if request == NOW:
             self.stop_mode = NOW
@@ -376,7 +382,7 @@ class Supervisor:
                     continue
                 self._declare_dead(row, local, stale_before)
         except DatabaseError as err:
-            log.warning("reaping failed (will retry): %s", err)
+            outage.failed(log, "reaping failed", err)
 
     def _declare_dead(self, row, local: bool, stale_before) -> None:
         if local and row.role == Role.WORKER:  # only the owning host kills by pid
@@ -398,7 +404,7 @@ class Supervisor:
         try:
             pruned = self.store.prune_batch(self.cfg)
         except DatabaseError as err:
-            log.warning("pruning failed (will retry): %s", err)
+            outage.failed(log, "pruning failed", err)
             self.next_prune = time.monotonic() + interval
             return
         done = sum(pruned.values()) if pruned else 0

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from queuectl.errors import DatabaseError
 from queuectl.timeutil import utcnow
+from queuectl.worker import outage
 
 log = logging.getLogger("queuectl.worker")
 # With wake-ups, polling is only the safety net for a lost one (or for work a wake-up
@@ -79,9 +80,10 @@ class Waiter:
         if self.listener is not None:
             try:
                 self.notified = self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted, self.signal_fd)
+                outage.recovered(log, "listen")
                 return
             except DatabaseError as err:
-                log.warning("LISTEN connection lost (polling until it is back): %s", err)
+                outage.failed(log, "LISTEN connection lost (polling until it is back)", err, "listen")
         elif self.waiting is not None:
             self._wait_for_wake(max(poll_interval, FALLBACK_POLL), interrupted)
             return

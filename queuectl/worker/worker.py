@@ -24,7 +24,7 @@ from queuectl.errors import DatabaseError
 from queuectl.states import Role
 from queuectl.store import Store
 from queuectl.timeutil import utcnow
-from queuectl.worker import identity
+from queuectl.worker import identity, outage
 from queuectl.worker.heartbeat import Heartbeat
 from queuectl.worker.lookout import Lookout
 from queuectl.worker.outage import ride_out
@@ -118,8 +118,11 @@ class Worker:
         # One connection, shared by the slots and the threads: a worker process never
         # holds two (a slot waits for the others' transactions, which are short).
         self.store = store or Store.open(self.o.url, durable=False, one_connection=True, migrate=False)
+        # Waited for, not failed: a worker that exited for a database that refuses
+        # connections (all in use) would be replaced at once by its supervisor, again
+        # and again, a fork and a log line each time.
         for slot in self.slots:
-            self.cfg = self.store.register(
+            cfg = ride_out(lambda slot=slot: self.store.register(
                 id=slot.worker_id,
                 role=Role.WORKER,
                 host=self.o.hostname,
@@ -127,7 +130,10 @@ class Worker:
                 supervisor_id=self.o.supervisor_id,
                 supervisor_pid=self.o.supervisor_pid,
                 queues=self.o.queues,
-            )
+            ), give_up=self._still_starting)
+            if cfg is None:
+                raise DatabaseError("stopped before the database could be reached")
+            self.cfg = cfg
         self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.store, self.o.queues, self.clock, wake=self.o.wake, signal_fd=self.signal_fd)
         self.lookout = Lookout(self)
@@ -223,8 +229,9 @@ class Worker:
             # Every process sees `config set` within a heartbeat.
             alive, self.cfg, cancelled = self.store.slots_heartbeat(changed, unchanged, running)
         except DatabaseError as err:
-            log.warning("heartbeat failed (will retry): %s", err)
+            outage.failed(log, "heartbeat failed", err)
             return False
+        outage.recovered(log)
         for slot in slots:
             if slot.worker_id not in alive:
                 log.error("worker %s was declared dead by a reaper; stopping", slot.worker_id)
@@ -249,6 +256,14 @@ class Worker:
         self.last_beat = self.monotonic()
         for slot in self.slots:
             slot.published.beat = self.last_beat
+
+    def _still_starting(self) -> bool:
+        """While registering waits out the database: whether to give up (a stop came).
+        Meanwhile this process is alive, not hung: its supervisor's fence is told so."""
+        now = self.monotonic()
+        for slot in self.slots:
+            slot.published.beat = now
+        return self.should_exit()
 
     def drained(self) -> bool:
         """Burst mode: nothing pending now, running, or failed awaiting a retry."""
