@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 DEMO_DB ?= $(CURDIR)/.demo/queue.db
 
-.PHONY: install demo lint test test-fast bench soak man clean
+.PHONY: install demo lint test test-fast bench bench-fleet soak man clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: install lint
 bench: install
 	command -v tsp >/dev/null || (apt-get update -qq && apt-get install -y -qq task-spooler)
 	QUEUECTL_BENCH_PG_URL='$(PG_URL)' $(PY) bench/run.py $(BENCH_ARGS)
+
+# Issue #18's simulated fleet: 10 pools x 10 slots with distinct hostnames on one PostgreSQL database.
+bench-fleet: install
+	QUEUECTL_BENCH_PG_URL='$(PG_URL)' $(PY) bench/fleet.py $(BENCH_ARGS)
 
 man: install
 	man -l $(VENV)/share/man/man1/queuectl.1
