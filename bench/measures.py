@@ -356,6 +356,7 @@ def pickup(ctx, backend, samples: int, listen: bool = True) -> dict:
         "enqueue_s": commits,
         "enqueue_median_s": median(commits),
         "after_commit_median_s": median([a - b for a, b in zip(latencies, commits)]),
+        "after_commit_p95_s": p95([a - b for a, b in zip(latencies, commits)]),
         "spawn_floor_s": floors,
         "spawn_floor_median_s": median(floors),
     }

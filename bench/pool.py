@@ -41,14 +41,15 @@ def measure(ctx, backend, idle_seconds: float, widths) -> dict:
 
 
 def per_slot(slots: dict) -> dict:
-    """PSS per additional slot, (PSS(widest) - PSS(1)) / (widest - 1), for queuectl
-    and tsp; absent when one of them was not measured at both widths."""
+    """PSS per additional slot, (PSS(widest) - PSS(narrowest)) / (widest - narrowest),
+    for queuectl and tsp; absent when one of them was not measured at both widths."""
     widths = sorted(int(w) for w in slots)
-    if len(widths) < 2 or widths[0] != 1:
+    if len(widths) < 2:
         return {}
-    first, last = slots["1"], slots[str(widths[-1])]
-    out = {"from": 1, "to": widths[-1]}
+    low, high = widths[0], widths[-1]
+    first, last = slots[str(low)], slots[str(high)]
+    out = {"from": low, "to": high}
     for side in ("queuectl", "tsp"):
         if first[side] and last[side]:
-            out[f"{side}_kb"] = round((last[side]["pss_kb"] - first[side]["pss_kb"]) / (widths[-1] - 1), 1)
+            out[f"{side}_kb"] = round((last[side]["pss_kb"] - first[side]["pss_kb"]) / (high - low), 1)
     return out

@@ -42,7 +42,7 @@ FULL = dict(
 QUICK = dict(
     drain_n=300, rounds={1: 1, 2: 1}, bulk_n=10_000, bulk_rounds=1, single=5, pickup=10, small=1_000, big=50_000, pending=300, cycles=40, status_runs=3,
     flow_blocked=50_000, flow_schedules=1_000, flow_passes=5, web_jobs=50_000, web_rounds=10,
-    idle_s=3, slot_widths=(1, 8),
+    idle_s=3, slot_widths=(2, 8),  # 2 slots: as many processes as 8 on a 2-CPU machine
 )
 
 # Targets: (description, test on the figure)
@@ -51,7 +51,9 @@ TARGETS = {
     "drain_vs_tsp": ("ahead of tsp (> 1.00x)", lambda v: v > 1.0),
     "bulk": (">= 50,000 jobs/s", lambda v: v >= 50_000),
     "single": ("<= 1.25x import floor", lambda v: v <= 1.25),
-    "pickup_sqlite": ("median < 50 ms", lambda v: v < 0.050),
+    # Issue #15: from `enqueue` returning (its commit) to the job starting, on SQLite.
+    "pickup_sqlite": ("median < 5 ms", lambda v: v < 0.005),
+    "pickup_sqlite_p95": ("p95 < 20 ms", lambda v: v < 0.020),
     "pickup_pg_listen": ("median < 10 ms", lambda v: v < 0.010),
     "scale": ("1M/1k <= 1.5x", lambda v: v <= 1.5),
     "flow": ("<= 1.5x the empty case", lambda v: v <= 1.5),
@@ -268,12 +270,14 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
         "median (LISTEN on PostgreSQL)",
         lambda r: r["pickup"]["listen"]["median_s"],
         _ms,
-        {"sqlite": "pickup_sqlite", "postgresql": "pickup_pg_listen"},
-        target_text="SQLite < 50 ms; PG < 10 ms",
+        {"postgresql": "pickup_pg_listen"},
+        target_text="PG < 10 ms",
     )
     row("p95 (LISTEN on PostgreSQL)", lambda r: r["pickup"]["listen"]["p95_s"], _ms)
     row("of which the enqueue's own transaction (median)", lambda r: r["pickup"]["listen"]["enqueue_median_s"], _ms)
-    row("after the enqueue committed (median)", lambda r: r["pickup"]["listen"]["after_commit_median_s"], _ms)
+    row("from the enqueue's return (its commit) to the job's start, median", lambda r: r["pickup"]["listen"]["after_commit_median_s"], _ms,
+        {"sqlite": "pickup_sqlite"}, target_text="SQLite < 5 ms")
+    row("the same, p95", lambda r: r["pickup"]["listen"]["after_commit_p95_s"], _ms, {"sqlite": "pickup_sqlite_p95"}, target_text="SQLite < 20 ms")
     row("median, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["median_s"], _ms)
     row("p95, PostgreSQL with QUEUECTL_LISTEN=0", lambda r: r["pickup"]["poll"]["p95_s"], _ms)
     row("after the enqueue committed, QUEUECTL_LISTEN=0 (median)", lambda r: r["pickup"]["poll"]["after_commit_median_s"], _ms)
@@ -321,7 +325,7 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
         lambda r: (r["pool"]["idle"]["8"]["statements_per_s"], r["pool"]["idle"]["64"]["statements_per_s"]), lambda v: f"{v[0]:.1f}/s / {v[1]:.1f}/s")
     widest = widths[-1]
     row(f"PSS of queuectl's processes, {widest} slots", lambda r: r["pool"]["slots"][str(widest)]["queuectl"]["pss_kb"], _mb, "pool_pss")
-    row(f"PSS per additional slot, (PSS({widest}) - PSS(1)) / {widest - 1}", lambda r: r["pool"]["per_slot"]["queuectl_kb"], _mb, "slot_pss")
+    row(f"PSS per additional slot, (PSS({widest}) - PSS({widths[0]})) / {widest - widths[0]}", lambda r: r["pool"]["per_slot"]["queuectl_kb"], _mb, "slot_pss")
     row("same for tsp -S N (server + one client per job)", lambda r: tsp_pool(r["pool"], lambda pl: pl["per_slot"]["tsp_kb"]), _mb)
     for w in widths:
         row(f"{w} slot{'s' if w > 1 else ''}: PSS of queuectl (its processes) / of tsp -S {w}",

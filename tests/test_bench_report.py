@@ -135,7 +135,7 @@ def test_without_tsp_its_target_is_not_measured():
 
 def a_pool(pss_kb=None, tsp=True, idle_pct=0.5, statements=(19.0, 19.0)):
     """A pool section as pool.measure leaves it. pss_kb: {width: queuectl's PSS}."""
-    pss_kb = pss_kb or {1: 55_000, 8: 72_000}
+    pss_kb = pss_kb or {2: 63_000, 8: 72_000}  # --quick's widths
     idle = {
         "8": {"cpu_pct_of_one_core": idle_pct, "statements_per_s": statements[0], "tsp": {"cpu_pct_of_one_core": 0.0} if tsp else None},
         "64": {"cpu_pct_of_one_core": idle_pct, "statements_per_s": statements[1]},
@@ -165,10 +165,10 @@ def test_pool_rows_give_figures_verdicts_and_tsp_beside():
     assert rows["SQL statements/s while idle, -c 8 / -c 64"]["cells"]["postgresql"] == "12.0/s / 12.5/s"
     total = rows["PSS of queuectl's processes, 8 slots"]  # --quick: the widest width is 8
     assert total["cells"]["sqlite"] == "70.3 MB" and total["verdicts"]["sqlite"] == "met"
-    per_slot = rows["PSS per additional slot, (PSS(8) - PSS(1)) / 7"]
-    assert per_slot["cells"]["sqlite"] == "2.4 MB" and per_slot["verdicts"]["sqlite"] == "MISSED"  # (72,000 - 55,000) / 7 kB
+    per_slot = rows["PSS per additional slot, (PSS(8) - PSS(2)) / 6"]
+    assert per_slot["cells"]["sqlite"] == "1.5 MB" and per_slot["verdicts"]["sqlite"] == "met"  # (72,000 - 63,000) / 6 kB
     assert rows["same for tsp -S N (server + one client per job)"]["cells"]["sqlite"] == "0.1 MB"
-    assert rows["1 slot: PSS of queuectl (its processes) / of tsp -S 1"]["cells"]["sqlite"] == "53.7 MB (2 proc) / 0.2 MB"
+    assert rows["2 slots: PSS of queuectl (its processes) / of tsp -S 2"]["cells"]["sqlite"] == "61.5 MB (3 proc) / 0.3 MB"
     assert rows["8 slots: PSS of queuectl (its processes) / of tsp -S 8"]["cells"]["sqlite"] == "70.3 MB (3 proc) / 0.9 MB"
 
 
@@ -186,7 +186,7 @@ def test_pool_without_tsp_shows_queuectl_and_no_tsp():
         assert rows[label]["cells"]["sqlite"] == "n/a, no tsp"
         assert rows[label]["verdicts"] == {}  # compared with, not a target
     assert rows["8 slots: PSS of queuectl (its processes) / of tsp -S 8"]["cells"]["sqlite"] == "70.3 MB (3 proc) / n/a, no tsp"
-    assert rows["PSS per additional slot, (PSS(8) - PSS(1)) / 7"]["cells"]["sqlite"] == "2.4 MB"
+    assert rows["PSS per additional slot, (PSS(8) - PSS(2)) / 6"]["cells"]["sqlite"] == "1.5 MB"
 
 
 def test_a_pool_section_that_failed_leaves_its_targets_not_measured():
@@ -197,7 +197,7 @@ def test_a_pool_section_that_failed_leaves_its_targets_not_measured():
     assert pool_rows({"sqlite": {}})["PSS of queuectl's processes, 8 slots"]["verdicts"] == {}  # not run: no verdict
 
 
-def test_per_slot_needs_one_slot_and_a_wider_width():
+def test_per_slot_needs_two_widths():
     slots = a_pool({1: 50_000, 16: 65_000})["slots"]
     assert pool.per_slot(slots) == {"from": 1, "to": 16, "queuectl_kb": 1000.0, "tsp_kb": 100.0}
     assert pool.per_slot({"8": slots["16"]}) == {}
