@@ -424,7 +424,7 @@ def _worker(sub) -> None:
     )
     sp.add_argument(
         "--processes", "-p", type=_positive_int, default=None, metavar="P",
-        help="worker processes the slots are spread over (default: one per CPU, at most N); each runs its slots on threads",
+        help="worker processes the slots are spread over (default: one per CPU, at most N and 4); each runs its slots on threads",
     )
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")
     sp.add_argument("--burst", action="store_true", help="exit once no job is due, running or awaiting a retry (jobs delayed into the future do not hold it)")
