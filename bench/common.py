@@ -213,3 +213,15 @@ def floor_rss_kb(ctx: Context, modules: str) -> int:
     code = f"import {modules}\nfor l in open('/proc/self/status'):\n    l.startswith('VmHWM:') and print(l.split()[1])"
     out = subprocess.run([ctx.py, "-c", code], env=ctx.env, capture_output=True, text=True, check=True).stdout
     return int(out.strip())
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """predicate()'s first true value, asked every 0.1 s; RuntimeError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)

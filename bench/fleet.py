@@ -30,9 +30,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import PostgresBackend, median, p95  # noqa: E402
+from common import PostgresBackend, median, p95, wait_for  # noqa: E402
 
 
 def _connections(admin, name: str) -> dict:
@@ -67,16 +67,6 @@ def _tree_cpu(roots) -> float:
         except psutil.Error:
             pass
     return _cpu(p.pid for p in procs)
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"fleet: timed out waiting for {what}")
 
 
 def _idle_rows(db, count: int) -> bool:
@@ -124,7 +114,7 @@ def _pickup(db, tmp: Path, samples: int) -> list[float]:
         spec = jobspec.build(f"date +%s.%N > {target}.tmp && mv {target}.tmp {target}", cwd=str(tmp))
         t0 = time.time()
         jobs.enqueue(db, [spec])
-        done = float(_wait(lambda target=target: target.exists() and target.read_text().strip(), 30, "a pickup job"))
+        done = float(wait_for(lambda target=target: target.exists() and target.read_text().strip(), 30, "a pickup job"))
         if i:
             latencies.append(done - t0)
         time.sleep(rng.uniform(0.1, 0.3))
@@ -152,7 +142,7 @@ def _mixed(db, sleeps: int, shorts: int, sleep_s: float) -> float:
     def done():
         return completed() - before >= sleeps + shorts
 
-    _wait(done, 600, "the mixed load to finish")
+    wait_for(done, 600, "the mixed load to finish")
     return time.monotonic() - t0
 
 
@@ -180,7 +170,7 @@ def main() -> int:
         db = Database(url)
         pools = _start_pools(url, 1, 1, tmp, env)
         try:
-            _wait(lambda: _idle_rows(db, 1), 60, "the lone worker")
+            wait_for(lambda: _idle_rows(db, 1), 60, "the lone worker")
             time.sleep(1.0)
             one = _pickup(db, tmp, samples)
         finally:
@@ -194,7 +184,7 @@ def main() -> int:
         db = Database(url)
         pools = _start_pools(url, args.hosts, args.slots, tmp, env)
         try:
-            _wait(lambda: _idle_rows(db, args.hosts * args.slots), 120, f"{args.hosts * args.slots} idle workers")
+            wait_for(lambda: _idle_rows(db, args.hosts * args.slots), 120, f"{args.hosts * args.slots} idle workers")
             time.sleep(3.0)  # settled: every pool has beaten and looked
             db.dispose()  # the bench's own connection is not the fleet's
             conns = _connections(admin, name)

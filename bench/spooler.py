@@ -11,10 +11,11 @@ the TS_SOCKET they were started with, which is how they are found here.
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
+
+from common import wait_for
 
 TSP = shutil.which("tsp")
 
@@ -76,18 +77,6 @@ class Spooler:
         for proc in alive:
             _kill(proc)
         psutil.wait_procs(alive, timeout=5)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """predicate()'s first true value, asked every 0.1 s; RuntimeError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _descendants(proc: psutil.Process) -> list[psutil.Process]:
