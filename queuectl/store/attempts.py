@@ -8,7 +8,9 @@ guard on that transition (state running, worker_id) makes the number unique even
 when a reaper and the worker race to end the same run: only one of them matches.
 """
 
-from sqlalchemy import Integer, case, delete, insert, literal, select, update
+import functools
+
+from sqlalchemy import Integer, bindparam, case, delete, insert, literal, select, update
 
 from queuectl.errors import NotFound
 from queuectl.store.chunks import chunks
@@ -33,14 +35,27 @@ def insert_from(ended, *, finished_at, exit_code, error, output):
     return insert(ATTEMPTS).from_select(COLUMNS, rows)
 
 
+@functools.cache
+def _record_statement():
+    """record's INSERT, built once: one per ended run (on SQLite, every job), and a
+    statement built per call costs SQLAlchemy a cache key each time. Parameters are
+    named apart from the columns (see transitions: SQLAlchemy would read a parameter
+    named like a column as one more value)."""
+    def param(column):
+        return bindparam(f"a_{column.name}", type_=column.type)
+
+    values = {c.name: param(c) for c in ATTEMPTS.c if c.name != "host"}
+    return insert(ATTEMPTS).values(host=_host(bindparam("a_host_of", type_=WORKERS.c.id.type)), **values)
+
+
 def record(conn, ended, *, finished_at, exit_code: int | None, error: str | None, output: str | None) -> None:
     """The attempt row of a run that just ended; `ended`: its job's ENDED columns after
     the transition (runs already incremented)."""
-    conn.execute(insert(ATTEMPTS).values(
-        job_id=ended.id, number=ended.runs, worker_id=ended.worker_id, host=_host(literal(ended.worker_id)),
-        started_at=ended.started_at, finished_at=finished_at, exit_code=exit_code, error=error,
-        output=output, output_size=ended.output_size,
-    ))
+    conn.execute(_record_statement(), {
+        "a_job_id": ended.id, "a_number": ended.runs, "a_worker_id": ended.worker_id, "a_host_of": ended.worker_id,
+        "a_started_at": ended.started_at, "a_finished_at": finished_at, "a_exit_code": exit_code, "a_error": error,
+        "a_output": output, "a_output_size": ended.output_size,
+    })
 
 
 def of_job(conn, job_id: str) -> list:
