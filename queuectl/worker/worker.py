@@ -224,7 +224,8 @@ class Worker:
         fields = {slot.worker_id: slot.beat_fields() for slot in slots}
         changed = [(slot.worker_id, fields[slot.worker_id]) for slot in slots if slot.beaten != fields[slot.worker_id]]
         unchanged = [slot.worker_id for slot in slots if slot.beaten == fields[slot.worker_id]]
-        running = [(slot.job.id, slot.worker_id) for slot in slots if fields[slot.worker_id]["job_id"] is not None]
+        # From the fields taken above: a slot's thread may end its job meanwhile.
+        running = [(fields[slot.worker_id]["job_id"], slot.worker_id) for slot in slots if fields[slot.worker_id]["job_id"] is not None]
         try:
             # Every process sees `config set` within a heartbeat.
             alive, self.cfg, cancelled = self.store.slots_heartbeat(changed, unchanged, running)
