@@ -11,11 +11,14 @@ import time
 import psutil
 from sqlalchemy import event
 
+from queuectl.errors import DatabaseError
 from queuectl.states import LIVE_WORKER_STATES as LIVE
 from queuectl.store import Store
+from queuectl.timeutil import utcnow
 from queuectl.worker.jobgroup import JobGroup
 from queuectl.worker.supervisor import default_processes, split
 from queuectl.worker.worker import Worker, WorkerOptions
+from support import enqueue
 from worker_support import (
     FAST,
     LONG,
@@ -174,13 +177,13 @@ def test_a_burst_over_several_slots_runs_everything_and_exits(cli, db, superviso
     assert len(rows) == 4 and len({r.pid for r in rows}) == 2
 
 
-def _many_slots(db, tmp_path, monkeypatch, slots: int) -> Worker:
+def _many_slots(db, tmp_path, monkeypatch, slots: int, burst: bool = False) -> Worker:
     run = tmp_path / f"run-{slots}"
     run.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     ids = tuple(f"w-beat-{slots}-{i}" for i in range(slots))
     options = WorkerOptions(url=db.url, worker_ids=ids, supervisor_id="s-beat", supervisor_pid=os.getppid(),
-                            index=1, count=1, queues=(), hostname="beat-host", burst=False)
+                            index=1, count=1, queues=(), hostname="beat-host", burst=burst)
     worker = Worker(options, [JobGroup(i) for i in ids])
     worker.open(store=Store(db), heartbeat=False)
     return worker
@@ -212,3 +215,46 @@ def test_an_idle_processs_heartbeat_costs_the_same_for_one_slot_or_thirty_two(db
         finally:
             worker.shutdown()
     assert costs[32] == costs[1] <= 4, costs
+
+
+def test_a_job_that_ends_while_the_heartbeat_reads_its_slot_does_not_fail_the_beat(db, tmp_path, monkeypatch):
+    # The heartbeat thread reads each slot's job while the slots' threads end theirs:
+    # the beat must go by the fields it took, not look at slot.job again.
+    worker = _many_slots(db, tmp_path, monkeypatch, 2)
+    try:
+        enqueue(db, "true", now=utcnow())
+        slot = worker.slots[0]
+        slot.job = slot.claim()
+        assert slot.job is not None
+        take_fields = slot.beat_fields
+
+        def then_the_job_ends() -> dict:
+            fields = take_fields()
+            slot.job = None  # the slot's thread, between this read and the next
+            return fields
+
+        slot.beat_fields = then_the_job_ends  # type: ignore[method-assign]
+        assert worker._heartbeat() is True
+    finally:
+        worker.shutdown()
+
+
+def test_a_burst_look_at_the_queue_that_fails_is_ridden_out_not_a_crash(db, tmp_path, monkeypatch):
+    # A failed read (a locked SQLite file, the one connection busy too long) in the
+    # look-out's "drained?" must not end the slot's thread: that crash stops the
+    # process now and kills every other slot's running job.
+    worker = _many_slots(db, tmp_path, monkeypatch, 2, burst=True)
+    real, calls = worker.store.drained, []
+
+    def unusable_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise DatabaseError("database is locked")
+        return real(*args)
+
+    try:
+        monkeypatch.setattr(worker.store, "drained", unusable_once)
+        assert worker.lookout.next_job(worker.slots[0]) is None
+        assert worker.lookout.closed and len(calls) == 2
+    finally:
+        worker.shutdown()
