@@ -150,6 +150,32 @@ def test_a_cancel_stops_only_its_own_slots_job(cli, db, supervisors, tmp_path):
     assert wait_until(lambda: job_in(db, "keep", "completed", "dead", "failed"), timeout=LONG, message="the other job")["state"] == "completed"
 
 
+def test_a_slot_declared_dead_stops_its_process_and_the_other_slots_give_their_jobs_back_unrun(cli, db, supervisors, tmp_path):
+    configure(db, **FAST, backoff_max=0.2)
+    side, go = tmp_path / "started.log", tmp_path / "go"
+    cli.ok("enqueue", "--id", "lost", "--max-retries", "2", gated(side, go))
+    cli.ok("enqueue", "--id", "kept", "--max-retries", "2", gated(side, go))
+    # Two slots, both busy: no idle slot of the process may claim the lost job's retry.
+    sup = supervisors.start("--concurrency", "2", "--processes", "1")
+    assert sorted(wait_lines(side, 2)) == ["kept-1", "lost-1"]
+    owners = wait_until(lambda: (o := {r.job_id: r.id for r in live_workers(db, sup.pid) if r.job_id}) and len(o) == 2 and o,
+                        timeout=LONG, message="two busy slots")
+    (process,) = sup.children()
+    store = Store(db)
+    # As a reaper does (another host that found the row silent too long): "lost" is
+    # charged its attempt and recovered.
+    assert store.declare_dead(owners["lost"], silent_since=None, cfg=store.config()) == [("lost", "failed")]
+
+    # The whole process stops; the slot whose row is alive gives "kept" back unrun
+    # (docs/design.md section 19), so it starts again as attempt 1.
+    wait_until(lambda: not alive(process), timeout=LONG, message="the process of the dead slot to stop")
+    assert sorted(wait_lines(side, 4)) == ["kept-1", "kept-1", "lost-1", "lost-2"]
+    go.touch()
+    for name, attempts in (("kept", 0), ("lost", 1)):
+        done = wait_until(lambda name=name: job_in(db, name, "completed", "dead"), timeout=LONG, message=f"job {name}")
+        assert (done["state"], done["attempts"]) == ("completed", attempts), done
+
+
 def test_a_graceful_stop_lets_every_slot_finish_its_job(cli, db, supervisors, tmp_path):
     configure(db, **FAST)
     side, go = tmp_path / "started.log", tmp_path / "go"
