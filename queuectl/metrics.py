@@ -114,7 +114,7 @@ class QueueCollector:
         yield _summary("queuectl_job_wait_seconds", f"Time from ready (enqueued, or due if later) to started, of the jobs completed "
                        f"in the last {WINDOW_SECONDS} s, per queue: quantiles of that window (NaN: none completed).", timings, "waits", known)
 
-        processes = GaugeMetricFamily("queuectl_workers", "Worker processes per host and state (stopped and dead ones for a day).",
+        processes = GaugeMetricFamily("queuectl_workers", "Job slots (one per workers row) per host and state (stopped and dead ones for a day).",
                                       labels=["host", "state"])
         beats = GaugeMetricFamily("queuectl_worker_last_heartbeat_timestamp_seconds", "Unix time of each live worker's last heartbeat.",
                                   labels=["worker", "host"])

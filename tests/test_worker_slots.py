@@ -11,11 +11,14 @@ import time
 import psutil
 from sqlalchemy import event
 
+from queuectl.errors import DatabaseError
 from queuectl.states import LIVE_WORKER_STATES as LIVE
 from queuectl.store import Store
+from queuectl.timeutil import utcnow
 from queuectl.worker.jobgroup import JobGroup
 from queuectl.worker.supervisor import default_processes, split
 from queuectl.worker.worker import Worker, WorkerOptions
+from support import enqueue
 from worker_support import (
     FAST,
     LONG,
@@ -147,6 +150,32 @@ def test_a_cancel_stops_only_its_own_slots_job(cli, db, supervisors, tmp_path):
     assert wait_until(lambda: job_in(db, "keep", "completed", "dead", "failed"), timeout=LONG, message="the other job")["state"] == "completed"
 
 
+def test_a_slot_declared_dead_stops_its_process_and_the_other_slots_give_their_jobs_back_unrun(cli, db, supervisors, tmp_path):
+    configure(db, **FAST, backoff_max=0.2)
+    side, go = tmp_path / "started.log", tmp_path / "go"
+    cli.ok("enqueue", "--id", "lost", "--max-retries", "2", gated(side, go))
+    cli.ok("enqueue", "--id", "kept", "--max-retries", "2", gated(side, go))
+    # Two slots, both busy: no idle slot of the process may claim the lost job's retry.
+    sup = supervisors.start("--concurrency", "2", "--processes", "1")
+    assert sorted(wait_lines(side, 2)) == ["kept-1", "lost-1"]
+    owners = wait_until(lambda: (o := {r.job_id: r.id for r in live_workers(db, sup.pid) if r.job_id}) and len(o) == 2 and o,
+                        timeout=LONG, message="two busy slots")
+    (process,) = sup.children()
+    store = Store(db)
+    # As a reaper does (another host that found the row silent too long): "lost" is
+    # charged its attempt and recovered.
+    assert store.declare_dead(owners["lost"], silent_since=None, cfg=store.config()) == [("lost", "failed")]
+
+    # The whole process stops; the slot whose row is alive gives "kept" back unrun
+    # (docs/design.md section 19), so it starts again as attempt 1.
+    wait_until(lambda: not alive(process), timeout=LONG, message="the process of the dead slot to stop")
+    assert sorted(wait_lines(side, 4)) == ["kept-1", "kept-1", "lost-1", "lost-2"]
+    go.touch()
+    for name, attempts in (("kept", 0), ("lost", 1)):
+        done = wait_until(lambda name=name: job_in(db, name, "completed", "dead"), timeout=LONG, message=f"job {name}")
+        assert (done["state"], done["attempts"]) == ("completed", attempts), done
+
+
 def test_a_graceful_stop_lets_every_slot_finish_its_job(cli, db, supervisors, tmp_path):
     configure(db, **FAST)
     side, go = tmp_path / "started.log", tmp_path / "go"
@@ -174,13 +203,13 @@ def test_a_burst_over_several_slots_runs_everything_and_exits(cli, db, superviso
     assert len(rows) == 4 and len({r.pid for r in rows}) == 2
 
 
-def _many_slots(db, tmp_path, monkeypatch, slots: int) -> Worker:
+def _many_slots(db, tmp_path, monkeypatch, slots: int, burst: bool = False) -> Worker:
     run = tmp_path / f"run-{slots}"
     run.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
     ids = tuple(f"w-beat-{slots}-{i}" for i in range(slots))
     options = WorkerOptions(url=db.url, worker_ids=ids, supervisor_id="s-beat", supervisor_pid=os.getppid(),
-                            index=1, count=1, queues=(), hostname="beat-host", burst=False)
+                            index=1, count=1, queues=(), hostname="beat-host", burst=burst)
     worker = Worker(options, [JobGroup(i) for i in ids])
     worker.open(store=Store(db), heartbeat=False)
     return worker
@@ -212,3 +241,46 @@ def test_an_idle_processs_heartbeat_costs_the_same_for_one_slot_or_thirty_two(db
         finally:
             worker.shutdown()
     assert costs[32] == costs[1] <= 4, costs
+
+
+def test_a_job_that_ends_while_the_heartbeat_reads_its_slot_does_not_fail_the_beat(db, tmp_path, monkeypatch):
+    # The heartbeat thread reads each slot's job while the slots' threads end theirs:
+    # the beat must go by the fields it took, not look at slot.job again.
+    worker = _many_slots(db, tmp_path, monkeypatch, 2)
+    try:
+        enqueue(db, "true", now=utcnow())
+        slot = worker.slots[0]
+        slot.job = slot.claim()
+        assert slot.job is not None
+        take_fields = slot.beat_fields
+
+        def then_the_job_ends() -> dict:
+            fields = take_fields()
+            slot.job = None  # the slot's thread, between this read and the next
+            return fields
+
+        slot.beat_fields = then_the_job_ends  # type: ignore[method-assign]
+        assert worker._heartbeat() is True
+    finally:
+        worker.shutdown()
+
+
+def test_a_burst_look_at_the_queue_that_fails_is_ridden_out_not_a_crash(db, tmp_path, monkeypatch):
+    # A failed read (a locked SQLite file, the one connection busy too long) in the
+    # look-out's "drained?" must not end the slot's thread: that crash stops the
+    # process now and kills every other slot's running job.
+    worker = _many_slots(db, tmp_path, monkeypatch, 2, burst=True)
+    real, calls = worker.store.drained, []
+
+    def unusable_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise DatabaseError("database is locked")
+        return real(*args)
+
+    try:
+        monkeypatch.setattr(worker.store, "drained", unusable_once)
+        assert worker.lookout.next_job(worker.slots[0]) is None
+        assert worker.lookout.closed and len(calls) == 2
+    finally:
+        worker.shutdown()

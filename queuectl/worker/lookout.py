@@ -46,7 +46,9 @@ class Lookout:
             job = ride_out(slot.claim, give_up=p.should_exit)
             if job is not None:
                 return job
-            if p.o.burst and p.drained():
+            # Ridden out: a failed read here must not crash the slot's thread (a crash
+            # stops the process now, killing the other slots' jobs).
+            if p.o.burst and ride_out(p.drained, give_up=p.should_exit):
                 break
             p.waiter.wait(p.cfg["poll-interval"], p.interrupted)
         self.close()

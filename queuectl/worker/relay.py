@@ -31,6 +31,7 @@ class Relay:
         self.listener = listener
         self.wake = wake
         self._stopping = False
+        self._stopped = threading.Event()  # ends a backoff's wait at once
         self._stop_read, self._stop_write = os.pipe()
         os.set_blocking(self._stop_read, False)
         self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
@@ -40,6 +41,7 @@ class Relay:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         try:
             os.write(self._stop_write, b"x")
         except OSError:
@@ -60,7 +62,7 @@ class Relay:
                     log.warning("LISTEN connection lost (workers look for work every second until it is back): %s", err)
                     logged = now
                 lost_since = lost_since or now
-                time.sleep(delay)  # a daemon thread: a stop does not wait for this
+                self._stopped.wait(delay)  # a stop does not wait out the backoff
                 delay = min(delay * 2, RETRY[1])
                 continue
             if lost_since is not None:

@@ -146,7 +146,7 @@ class Slot:
     def _record(self, job, outcome: runner.Outcome, took: float = 0.0) -> None:
         """Write the outcome and, unless stopping, claim the next job in the same write."""
         p = self.p
-        if self.declared_dead:  # a reaper recovered its job: nothing of ours to write
+        if self.declared_dead:  # its job was recovered by the reaper; a sibling's job is given back
             return
         cancelled = self.cancelled
         if outcome.error is None and not outcome.stopped and not cancelled and not p.should_exit():

@@ -224,7 +224,7 @@ class Worker:
         fields = {slot.worker_id: slot.beat_fields() for slot in slots}
         changed = [(slot.worker_id, fields[slot.worker_id]) for slot in slots if slot.beaten != fields[slot.worker_id]]
         unchanged = [slot.worker_id for slot in slots if slot.beaten == fields[slot.worker_id]]
-        # From the fields read above: a job may end (slot.job None) meanwhile.
+        # From the fields taken above: a slot's thread may end its job meanwhile.
         running = [(fields[slot.worker_id]["job_id"], slot.worker_id) for slot in slots if fields[slot.worker_id]["job_id"] is not None]
         try:
             # Every process sees `config set` within a heartbeat.
@@ -236,13 +236,16 @@ class Worker:
         for slot in slots:
             if slot.worker_id not in alive:
                 log.error("worker %s was declared dead by a reaper; stopping", slot.worker_id)
-                slot.declared_dead = self.declared_dead = True
+                slot.declared_dead = True
                 continue
             slot.beaten = fields[slot.worker_id]
             job = slot.job
             if job is not None and job.id in cancelled:
                 slot.cancel_job = job.id
-        if self.declared_dead:
+        # Every dead slot is marked before any slot stops for it: a slot whose row is
+        # alive gives its job back, a dead one leaves its job to the reaper.
+        if self.declared_dead or any(slot.declared_dead for slot in slots):
+            self.declared_dead = True
             self.lookout.close()
             return True
         self._beat_done()
