@@ -53,6 +53,13 @@ def test_slots_are_spread_evenly_over_the_processes():
     assert default_processes(64) == min(len(os.sched_getaffinity(0)), 4)
 
 
+def test_a_pool_of_more_slots_than_one_pool_can_hold_is_refused_in_one_line(cli, db):
+    result = cli("worker", "start", "-c", "100000")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result
+    assert result.stderr.strip().splitlines()[-1].endswith("at most 1000 per pool, not 100000 (start several pools for more)"), result.stderr
+    assert worker_rows(db, "supervisor") == []
+
+
 def test_the_slots_of_one_process_run_jobs_side_by_side_and_each_is_shown(cli, db, supervisors, tmp_path):
     configure(db, **FAST)
     side, go = tmp_path / "started.log", tmp_path / "go"

@@ -33,6 +33,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Job slots of one pool: each is a thread, a workers row and, while it runs a job, two
+# descriptors; more than this wants several pools (or hosts), not one.
+MAX_SLOTS = 1000
+
+
+def _slots(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SLOTS} per pool, not {value} (start several pools for more)")
+    return value
+
+
 GLOBAL_AFTER_HELP = "also accepted after the subcommand, where it wins over one given before"
 
 # The shells `queuectl completion` writes a script for (cli/completion.py).
@@ -420,10 +432,11 @@ def _worker(sub) -> None:
         description="Run a supervisor that forks worker processes running --concurrency job slots; Ctrl-C stops gracefully, a second Ctrl-C at once.",
     )
     sp.add_argument(
-        "--concurrency", "--count", "-c", dest="concurrency", type=_positive_int, default=1, metavar="N", help="job slots: jobs run at once (default 1)",
+        "--concurrency", "--count", "-c", dest="concurrency", type=_slots, default=1, metavar="N",
+        help=f"job slots: jobs run at once (default 1, at most {MAX_SLOTS})",
     )
     sp.add_argument(
-        "--processes", "-p", type=_positive_int, default=None, metavar="P",
+        "--processes", "-p", type=_slots, default=None, metavar="P",
         help="worker processes the slots are spread over (default: one per CPU, at most N and 4); each runs its slots on threads",
     )
     sp.add_argument("--queue", "-q", dest="queues", action="append", metavar="Q", help="only take jobs from this queue (repeatable)")

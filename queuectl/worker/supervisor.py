@@ -182,8 +182,10 @@ class Supervisor:
         return f"{self.concurrency} slots in {self.processes} worker(s)"
 
     def run(self) -> int:
-        self.initialize()
         try:
+            # Inside: a start that fails half-way (no database, out of descriptors)
+            # still ends the rows and children it made.
+            self.initialize()
             while not all(child.done for child in self.children):
                 self.loop_once()
             return 1 if self.declared_dead else 0
@@ -230,8 +232,11 @@ class Supervisor:
             relay.stop()
         if getattr(self, "wake", None) is not None:
             self.wake.close()
+        if not hasattr(self, "store"):  # the database never opened: nothing registered
+            return
         try:
-            self.store.end(self.id, WorkerState.STOPPED, cfg=self.cfg)
+            if hasattr(self, "cfg"):  # registered
+                self.store.end(self.id, WorkerState.STOPPED, cfg=self.cfg)
         except DatabaseError as err:
             log.warning("could not deregister supervisor %s: %s", self.id, err)
         self.store.close()
