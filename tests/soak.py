@@ -195,7 +195,8 @@ class Soak:
 
     def note(self, what: str) -> None:
         """A line in chaos.log, timestamped like the supervisors' logs."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+        now = time.time()  # one reading: two could straddle a second (…26,998 then …26,002)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
         with (self.work / "chaos.log").open("a") as log:
             log.write(f"{stamp} {what}\n")
 
@@ -638,9 +639,13 @@ class Soak:
             self.give_tick()
             if forced:
                 action, seconds = forced.pop(0)
+                worker_hits = self.slots_hit.total()
                 self.chaos_step(action, seconds)
-                if action == "hold_lock" and self.lock_hold is None:
-                    forced.insert(0, (action, seconds))  # busy: try again at the next step
+                # The lock was busy, or no worker process was up (a supervisor was
+                # replacing them, or stopped): try again at the next step.
+                missed = self.lock_hold is None if action == "hold_lock" else action in ("kill_worker", "stop_worker") and self.slots_hit.total() == worker_hits
+                if missed:
+                    forced.insert(0, (action, seconds))
             elif remaining > 0 and self.rng.random() < 0.3:
                 batch = min(remaining, self.rng.randint(20, 100))
                 self.enqueue_batch(batch)
@@ -855,11 +860,8 @@ def through_pgbouncer(db_url: str, workdir: Path):
     """A PgBouncer in transaction mode in front of db_url's server (tests/pgbouncer.py,
     the suite's fixture), for one standalone run: yields its URL for the database.
     Its log is kept in workdir."""
-    from pgbouncer import PgBouncer, why_unavailable
+    from pgbouncer import PgBouncer
 
-    reason = why_unavailable()
-    if reason:
-        raise SystemExit(f"soak.py: --pgbouncer: {reason}")
     bouncer = PgBouncer(db_url)
     try:
         bouncer.start()
@@ -881,8 +883,13 @@ def main() -> int:
              "the supervisors and every command get its URL, the supervisors --listen-db the database's",
     )
     args = parser.parse_args()
-    if args.pgbouncer and not (args.db or "").startswith("postgres"):
-        parser.error("--pgbouncer needs --db postgresql+psycopg://...")
+    if args.pgbouncer:
+        from pgbouncer import why_unavailable
+
+        if not (args.db or "").startswith("postgres"):
+            parser.error("--pgbouncer needs --db postgresql+psycopg://...")
+        if reason := why_unavailable(args.db):
+            parser.error(f"--pgbouncer: {reason}")
     workdir = Path(tempfile.mkdtemp(prefix="queuectl-soak-"))
     db_url = args.db or str(workdir / "queue.db")
     if args.pgbouncer:
