@@ -120,8 +120,10 @@ class PgBouncer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def why_unavailable() -> str | None:
-    if not os.environ.get("QUEUECTL_TEST_PG_URL"):
+def why_unavailable(server_url: str | None = None) -> str | None:
+    """Why no PgBouncer can be started in front of server_url (default: the test
+    server, QUEUECTL_TEST_PG_URL); None if it can."""
+    if not (server_url or os.environ.get("QUEUECTL_TEST_PG_URL")):
         return "QUEUECTL_TEST_PG_URL is not set"
     if not os.access(BINARY, os.X_OK):
         return f"no PgBouncer ({BINARY}; Debian package pgbouncer)"

@@ -1,7 +1,9 @@
-"""Chaos soak: many jobs on 2 supervisors x 3 workers while a driver SIGKILLs workers
-and supervisors and restarts them, SIGSTOPs them for a while and SIGCONTs them, holds
-the SQLite write lock from an outside connection, and runs enqueues, `dlq retry`,
-concurrent `dlq retry --all`/`dlq purge --all` races, `config set` and `worker stop`.
+"""Chaos soak: many jobs on 2 supervisors, each 4 job slots in 2 worker processes,
+while a driver SIGKILLs worker processes (a process runs 2 jobs at a time, so one kill
+or stop hits several busy slots at once) and supervisors and restarts them, SIGSTOPs
+them for a while and SIGCONTs them, holds the SQLite write lock from an outside
+connection, and runs enqueues, `dlq retry`, concurrent `dlq retry --all`/`dlq purge
+--all` races, `config set` and `worker stop`.
 Then it checks, from the database and from a side log every job appends to:
 
 - every job is `completed` or `dead` (none lost, none stuck); a job that left the
@@ -24,11 +26,17 @@ Then it checks, from the database and from a side log every job appends to:
 The driver never blocks on chaos it caused: SIGCONTs and the lock's release fall due
 in `tick`, which also runs while the driver waits for a command or a supervisor.
 
-Standalone:  python tests/soak.py [--jobs 2000] [--chaos-seconds 300] [--db URL] [--seed N]
+Standalone:  python tests/soak.py [--jobs 2000] [--chaos-seconds 300] [--db URL] [--seed N] [--pgbouncer]
 In the test suite: tests/test_soak.py (short in CI, long with -m slow).
+
+With --pgbouncer (--db a PostgreSQL URL) the soak starts a PgBouncer in transaction
+mode in front of the database (tests/pgbouncer.py, 2 server connections) and gives its
+URL to the supervisors and to every command; the supervisors LISTEN on the database
+directly (--listen-db), and the driver's own reads and checks go direct too.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -51,7 +59,11 @@ sys.path.insert(0, str(REPO))
 SUPERVISORS = 2
 # The schedule the driver gives ticks to (see give_tick).
 SCHEDULE = "soak-ticks"
-WORKERS_EACH = 3
+# Each supervisor runs SLOTS_EACH job slots over PROCESSES_EACH worker processes
+# (docs/design.md section 19): more slots than processes, so killing or stopping one
+# process hits every busy slot in it at once, whatever the number of CPUs.
+SLOTS_EACH = 4
+PROCESSES_EACH = 2
 # The soak's heartbeat-timeout (T). A worker's job is fenced after T/2 without a
 # heartbeat, an idle hung worker after T, and other processes declare it dead after T.
 HEARTBEAT_TIMEOUT = 3.0
@@ -79,6 +91,7 @@ PURGED = re.compile(r"purged (\d+) job\(s\)(?::\s*(.*))?")
 def _env(db_url: str) -> dict:
     env = dict(os.environ, QUEUECTL_DB=db_url, PYTHONPATH=str(REPO))
     env.pop("QUEUECTL_HOSTNAME", None)
+    env.pop("QUEUECTL_LISTEN_DB", None)  # the supervisors get --listen-db when they need one
     return env
 
 
@@ -90,6 +103,28 @@ def sqlite_path(db_url: str) -> str | None:
 
     url = make_url(db_url)
     return url.database if url.get_backend_name() == "sqlite" else None
+
+
+def process_snapshot(pid: int) -> str:
+    """What a process and its descendants are doing, thread by thread (state, where
+    the kernel has it wait, pending and blocked signals), for a supervisor that
+    outlived a `worker stop`: its title says what each slot runs."""
+    lines = []
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error as err:
+        return f"{pid}: {err}\n"
+    for proc in procs:
+        try:
+            lines.append(f"pid {proc.pid} ppid {proc.ppid()}: {' '.join(proc.cmdline())}")
+            for task in sorted(Path(f"/proc/{proc.pid}/task").iterdir(), key=lambda t: int(t.name)):
+                status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
+                fields = " ".join(f"{key}={status[key].strip()}" for key in ("State", "SigPnd", "ShdPnd", "SigBlk", "SigCgt") if key in status)
+                wchan = (task / "wchan").read_text() if (task / "wchan").exists() else "?"
+                lines.append(f"  tid {task.name} {(task / 'comm').read_text().strip()!r} {fields} wchan={wchan}")
+        except (psutil.Error, OSError) as err:
+            lines.append(f"  {proc.pid}: {err}")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -112,8 +147,13 @@ class Stall:
 
 
 class Soak:
-    def __init__(self, db_url: str, workdir: Path, seed: int):
+    def __init__(self, db_url: str, workdir: Path, seed: int, listen_db: str | None = None):
         self.db_url = db_url
+        # Through PgBouncer: the supervisors' LISTEN URL (the database, direct), which
+        # is also where the driver reads and moves the schedule and checks at the end,
+        # so that it never waits in PgBouncer's queue behind a SIGSTOPped client.
+        self.listen_db = listen_db
+        self.direct_url = listen_db or db_url
         self.sqlite = sqlite_path(db_url)
         self.work = workdir
         self.rng = random.Random(seed)
@@ -126,6 +166,9 @@ class Soak:
         self.kills = Counter()
         self.actions = Counter()
         self.stalls = Counter()
+        # Busy slots in each worker process the chaos killed or stopped ("kill 2": a
+        # SIGKILL that hit a process running two jobs).
+        self.slots_hit = Counter()
         self.enqueued = 0
         self.enqueued_ids: set[str] = set()
         # What `dlq purge` said it deleted: the total, and the ids it listed (it lists
@@ -152,7 +195,8 @@ class Soak:
 
     def note(self, what: str) -> None:
         """A line in chaos.log, timestamped like the supervisors' logs."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S") + f",{int(time.time() * 1000) % 1000:03d}"
+        now = time.time()  # one reading: two could straddle a second (…26,998 then …26,002)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
         with (self.work / "chaos.log").open("a") as log:
             log.write(f"{stamp} {what}\n")
 
@@ -209,7 +253,8 @@ class Soak:
         self.logs.append(log)
         with open(log, "w") as out:
             self.sups[slot] = subprocess.Popen(
-                [sys.executable, "-m", "queuectl", "worker", "start", "--concurrency", str(WORKERS_EACH), *extra],
+                [sys.executable, "-m", "queuectl", "worker", "start", "--concurrency", str(SLOTS_EACH), "--processes", str(PROCESSES_EACH),
+                 *(("--listen-db", self.listen_db) if self.listen_db else ()), *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=_env(self.db_url),
@@ -225,6 +270,25 @@ class Soak:
             return [c for c in psutil.Process(sup.pid).children() if "worker" in " ".join(c.cmdline())]
         except psutil.Error:
             return []
+
+    def pick_worker(self, taken: set[int] = frozenset()) -> tuple[psutil.Process, int] | None:
+        """A worker process to kill or stop, and how many of its slots are busy (its
+        title lists `busy job=N` per busy slot): half the time the busiest one, so that
+        a run surely hits several running jobs in one process, else any."""
+        busy = {}
+        for proc in [w for slot in range(SUPERVISORS) for w in self.workers_of(slot) if w.pid not in taken]:
+            try:
+                busy[proc] = " ".join(proc.cmdline()).count("busy job=")
+            except psutil.Error:
+                pass
+        if not busy:
+            return None
+        if self.rng.random() < 0.5:
+            most = max(busy.values())
+            victim = self.rng.choice([proc for proc, n in busy.items() if n == most])
+        else:
+            victim = self.rng.choice(list(busy))
+        return victim, busy[victim]
 
     def ready(self) -> None:
         """Wait until every running supervisor has registered (its log says started):
@@ -254,7 +318,9 @@ class Soak:
                     if re.search(rf"declared supervisor \S+ \(host \S+, pid {sup.pid}\) dead", line)]
         why = f"; declared dead at {declared[0]} while it lived" if declared else ""
         self.note(f"supervisor {sup.pid} still running {seconds:g} s after {after}{why}")
-        self.outlived_stop.append(f"supervisor {sup.pid} ({self.log_of[sup.pid]}) still running {seconds:g} s after {after}{why}")
+        snapshot = self.work / f"outlived-{sup.pid}.txt"
+        snapshot.write_text(process_snapshot(sup.pid))
+        self.outlived_stop.append(f"supervisor {sup.pid} ({self.log_of[sup.pid]}) still running {seconds:g} s after {after}{why} ({snapshot.name})")
         sup.kill()
         sup.wait()
         self.kills["supervisor"] += 1
@@ -278,28 +344,33 @@ class Soak:
             pass  # killed meanwhile (its supervisor fenced it, or the chaos did)
 
     def stall(self, role: str, seconds: float | None) -> None:
+        taken = {s.proc.pid for s in self.stalled}
+        busy = None
         if role == "worker":
-            victims = [w for slot in range(SUPERVISORS) for w in self.workers_of(slot)]
+            picked = self.pick_worker(taken)
+            if picked is None:
+                return
+            victim, busy = picked
         else:
             victims = []
             for sup in self.sups:
-                if sup is not None and sup.poll() is None:
+                if sup is not None and sup.poll() is None and sup.pid not in taken:
                     try:
                         victims.append(psutil.Process(sup.pid))
                     except psutil.Error:
                         pass
-        taken = {s.proc.pid for s in self.stalled}
-        victims = [v for v in victims if v.pid not in taken]
-        if not victims:
-            return
-        victim = self.rng.choice(victims)
+            if not victims:
+                return
+            victim = self.rng.choice(victims)
         seconds = seconds if seconds is not None else self.rng.uniform(*STALL_SECONDS)
         try:
             victim.suspend()
         except psutil.Error:
             return
+        if busy is not None:
+            self.slots_hit[f"stop {busy}"] += 1
         self.stalled.append(Stall(victim, role, time.monotonic() + seconds))
-        self.note(f"SIGSTOP {role} {victim.pid} for {seconds:.1f}s")
+        self.note(f"SIGSTOP {role} {victim.pid} for {seconds:.1f}s" + (f" ({busy} busy slots)" if busy is not None else ""))
         band = "<T/2" if seconds < HEARTBEAT_TIMEOUT / 2 else "T/2..T" if seconds < HEARTBEAT_TIMEOUT else ">T"
         self.stalls[f"{role} {band}"] += 1
 
@@ -489,10 +560,16 @@ class Soak:
         self.actions[action] += 1
         self.note(action)
         if action == "kill_worker":
-            victims = [w for slot in range(SUPERVISORS) for w in self.workers_of(slot)]
-            if victims:
-                self.rng.choice(victims).kill()
+            picked = self.pick_worker()
+            if picked is not None:
+                victim, busy = picked
+                try:
+                    victim.kill()
+                except psutil.Error:
+                    return
+                self.note(f"SIGKILL worker {victim.pid} ({busy} busy slots)")
                 self.kills["worker"] += 1
+                self.slots_hit[f"kill {busy}"] += 1
         elif action == "kill_supervisor":
             slot = self.rng.randrange(SUPERVISORS)
             sup = self.sups[slot]
@@ -530,7 +607,7 @@ class Soak:
             self.cli("config", "set", key, value)
         from queuectl.store import open_database
 
-        self.store_db = open_database(self.db_url)
+        self.store_db = open_database(self.direct_url)
         # A yearly cron: every tick of the soak is one the driver gives (give_tick).
         self.cli("schedule", "add", SCHEDULE, "--cron", "0 0 1 1 *", "--overlap", "allow", "--", self.job_command(kind="quick")[0])
         for _ in range(8):
@@ -562,9 +639,13 @@ class Soak:
             self.give_tick()
             if forced:
                 action, seconds = forced.pop(0)
+                worker_hits = self.slots_hit.total()
                 self.chaos_step(action, seconds)
-                if action == "hold_lock" and self.lock_hold is None:
-                    forced.insert(0, (action, seconds))  # busy: try again at the next step
+                # The lock was busy, or no worker process was up (a supervisor was
+                # replacing them, or stopped): try again at the next step.
+                missed = self.lock_hold is None if action == "hold_lock" else action in ("kill_worker", "stop_worker") and self.slots_hit.total() == worker_hits
+                if missed:
+                    forced.insert(0, (action, seconds))
             elif remaining > 0 and self.rng.random() < 0.3:
                 batch = min(remaining, self.rng.randint(20, 100))
                 self.enqueue_batch(batch)
@@ -607,7 +688,7 @@ class Soak:
         from queuectl.store import open_database
         from queuectl.store.models import ConfigEntry
 
-        db = open_database(self.db_url)
+        db = open_database(self.direct_url)
         rows = [jobs_mod.to_dict(r) for r in jobs_mod.listing(db)]
         with db.read() as conn:
             config = ConfigEntry.__table__
@@ -674,6 +755,7 @@ class Soak:
             "attempts_started": attempts_started,
             "kills": dict(self.kills),
             "stalls": dict(self.stalls),
+            "busy_slots_hit": dict(sorted(self.slots_hit.items())),
             "lock_holds": dict(self.lock_holds),
             "dlq_races": dict(self.races),
             "status_checks": self.status_checks,
@@ -761,12 +843,32 @@ def violations(report: dict) -> list[str]:
     return problems
 
 
-def run_soak(db_url: str, workdir: Path, *, jobs: int, chaos_seconds: float, seed: int) -> dict:
-    soak = Soak(db_url, workdir, seed)
+def run_soak(db_url: str, workdir: Path, *, jobs: int, chaos_seconds: float, seed: int, listen_db: str | None = None) -> dict:
+    """The soak on db_url. Through PgBouncer, db_url is PgBouncer's URL for the
+    database and listen_db the database's own (see `Soak.__init__`)."""
+    soak = Soak(db_url, workdir, seed, listen_db)
+    started = time.monotonic()
     try:
-        return soak.run(jobs, chaos_seconds)
+        report = soak.run(jobs, chaos_seconds)
     finally:
         soak.cleanup()
+    return {"seconds": round(time.monotonic() - started, 1), **report}
+
+
+@contextlib.contextmanager
+def through_pgbouncer(db_url: str, workdir: Path):
+    """A PgBouncer in transaction mode in front of db_url's server (tests/pgbouncer.py,
+    the suite's fixture), for one standalone run: yields its URL for the database.
+    Its log is kept in workdir."""
+    from pgbouncer import PgBouncer
+
+    bouncer = PgBouncer(db_url)
+    try:
+        bouncer.start()
+        yield bouncer.url(db_url)
+    finally:
+        (workdir / "pgbouncer.log").write_text(bouncer.log())
+        bouncer.remove()
 
 
 def main() -> int:
@@ -775,11 +877,27 @@ def main() -> int:
     parser.add_argument("--chaos-seconds", type=float, default=300)
     parser.add_argument("--db", help="database URL or path (default: a fresh SQLite file)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--pgbouncer", action="store_true",
+        help="run through a PgBouncer in transaction mode started in front of --db (a postgresql:// URL): "
+             "the supervisors and every command get its URL, the supervisors --listen-db the database's",
+    )
     args = parser.parse_args()
+    if args.pgbouncer:
+        from pgbouncer import why_unavailable
+
+        if not (args.db or "").startswith("postgres"):
+            parser.error("--pgbouncer needs --db postgresql+psycopg://...")
+        if reason := why_unavailable(args.db):
+            parser.error(f"--pgbouncer: {reason}")
     workdir = Path(tempfile.mkdtemp(prefix="queuectl-soak-"))
     db_url = args.db or str(workdir / "queue.db")
-    report = run_soak(db_url, workdir, jobs=args.jobs, chaos_seconds=args.chaos_seconds, seed=args.seed)
-    print(json.dumps({"seed": args.seed, "workdir": str(workdir), **report}, indent=2))
+    if args.pgbouncer:
+        with through_pgbouncer(db_url, workdir) as bouncer_url:
+            report = run_soak(bouncer_url, workdir, jobs=args.jobs, chaos_seconds=args.chaos_seconds, seed=args.seed, listen_db=db_url)
+    else:
+        report = run_soak(db_url, workdir, jobs=args.jobs, chaos_seconds=args.chaos_seconds, seed=args.seed)
+    print(json.dumps({"seed": args.seed, "workdir": str(workdir), "through_pgbouncer": args.pgbouncer, **report}, indent=2))
     problems = violations(report)
     print("PASS" if not problems else "FAIL:\n" + "\n".join(problems))
     return 1 if problems else 0

@@ -52,6 +52,10 @@ class WorkerOptions:
     first_slot: int = 1  # the number of its first slot in the pool (`ps` shows slot numbers)
 
 
+# At most this long between a stop signal taken by another thread than the main one
+# and its handler (see run): the main thread's wake-ups while it waits for the slots.
+SIGNAL_CHECK = 0.5
+
 # Signals a job must get with their default action even where the worker ignores them.
 _IGNORED_BUT_NOT_BY_JOBS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGALRM, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -153,10 +157,15 @@ class Worker:
             threads = [threading.Thread(target=self._slot_loop, args=(slot,), name=f"slot-{slot.number}", daemon=True) for slot in self.slots]
             for thread in threads:
                 thread.start()
-            # The main thread only waits: signal handlers run here (a join is
-            # interrupted for them), and the look-out's wait ends on the signal's byte.
+            # The main thread only waits: signal handlers run here, and the look-out's
+            # wait ends on the signal's byte. Never in one untimed join: the kernel
+            # gives a signal sent to this process to any thread not blocking it, and
+            # only one taken by the main thread interrupts the join. Taken by a slot's
+            # thread, the handler waited for the main thread's next wake-up, the end
+            # of a slot (tests/test_worker_stop.py, found by the chaos soak).
             for thread in threads:
-                thread.join()
+                while thread.is_alive():
+                    thread.join(SIGNAL_CHECK)
             return 1 if self.crashed else 0
         finally:
             self.shutdown()
