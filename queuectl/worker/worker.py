@@ -83,6 +83,7 @@ class Worker:
         self.crashed = False  # a slot's thread died of a bug: stop, exit 1, the supervisor recovers
         self.last_beat = 0.0
         self.signal_fd: int | None = None  # see _take_signals
+        self._signal_write: int | None = None
         self.title_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -108,6 +109,7 @@ class Worker:
         os.set_blocking(write_end, False)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self.signal_fd = read_end
+        self._signal_write = write_end
         # The supervisor forked us with the stop signals blocked: a stop it sent
         # meanwhile is delivered now, to the handlers above. Nothing stays blocked,
         # since jobs (and the slots' threads, started after this) inherit this mask.
@@ -293,9 +295,23 @@ class Worker:
 
     def _on_term(self, _signum, _frame) -> None:
         self.graceful = True
+        self._rewake()
 
     def _on_now(self, _signum, _frame) -> None:
         self.now_requested = True
+        self._rewake()
+
+    def _rewake(self) -> None:
+        """One more byte on the signal pipe, now that the flag is set: the signal's own
+        byte may have ended the look-out's wait before this handler ran (it runs on
+        the main thread, up to SIGNAL_CHECK late when another thread took the signal),
+        and the look-out, seeing no flag yet, would have waited on."""
+        if self._signal_write is None:  # a stepped test: no signals taken
+            return
+        try:
+            os.write(self._signal_write, b"\0")
+        except OSError:  # full: a byte is there already
+            pass
 
     def titles(self) -> None:
         """The process title (`ps`): what each slot is doing."""
