@@ -9,17 +9,17 @@ idle process therefore costs what one idle worker did, however many slots it has
 """
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from queuectl.worker.outage import ride_out
 
 if TYPE_CHECKING:
     from queuectl.worker.slot import Slot
-    from queuectl.worker.worker import Worker
 
 
 class Lookout:
-    def __init__(self, process: "Worker"):
+    def __init__(self, process: Any):
+        """process: its worker.Worker (not imported: worker.py imports this module)."""
         self.p = process
         self._cond = threading.Condition()
         self._looking = False  # a slot is on the watch

@@ -9,15 +9,12 @@ heartbeat and output threads, and one look-out for work (lookout.py).
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from queuectl.errors import DatabaseError
 from queuectl.states import JobState, WorkerState
 from queuectl.worker import runner
 from queuectl.worker.outage import ride_out
-
-if TYPE_CHECKING:
-    from queuectl.worker.worker import Worker
 
 log = logging.getLogger("queuectl.worker")
 
@@ -41,8 +38,9 @@ def fence_after(cfg: dict) -> float:
 
 
 class Slot:
-    def __init__(self, process: "Worker", number: int, worker_id: str, published):
-        """number: the slot's place in its pool (1..concurrency, shown by `ps`);
+    def __init__(self, process: Any, number: int, worker_id: str, published):
+        """process: its worker.Worker (not imported: worker.py imports this module);
+        number: the slot's place in its pool (1..concurrency, shown by `ps`);
         published: its JobGroup, shared with the supervisor."""
         self.p = process
         self.number = number
