@@ -494,13 +494,6 @@ class Store:
         with self.db.write_one() as conn:
             return transitions.stream_output(conn, job_id, worker_id, output=output, output_size=output_size)
 
-    def worker_heartbeat(self, worker_id: str, running: str | None, **fields) -> tuple[bool, dict, bool]:
-        """A worker's beat: (still alive?, current config, was the job it is `running` cancelled?)."""
-        with self.db.begin() as conn:
-            alive = workers.heartbeat(conn, worker_id, utcnow(), **fields)
-            cancel = running is not None and alive and transitions.cancel_requested(conn, running, worker_id)
-            return alive, config.load(conn), cancel
-
     def slots_heartbeat(self, changed: list[tuple[str, dict]], unchanged: list[str], running: list[tuple[str, str]]) -> tuple[set[str], dict, set[str]]:
         """One heartbeat for the slots of a worker process, in one transaction:
         `changed` [(worker id, the fields to write)] for slots whose row has news,

@@ -12,17 +12,15 @@ finds jobs, exactly as on SQLite.
 import logging
 import os
 import threading
-import time
 
 from queuectl.errors import DatabaseError
+from queuectl.worker import outage
 from queuectl.worker.waiter import LISTEN_FALLBACK_POLL
 
 log = logging.getLogger("queuectl.supervisor")
 # After the LISTEN connection is lost: the first retry, doubled up to the last. The
 # pool's workers meanwhile look for work every second (their safety poll).
 RETRY = (0.5, 30.0)
-# One line per this long while the connection stays lost (the first loss is logged at once).
-LOG_EVERY = 60.0
 
 
 class Relay:
@@ -52,21 +50,17 @@ class Relay:
         os.close(self._stop_write)
 
     def _run(self) -> None:
-        delay, lost_since, logged = RETRY[0], None, 0.0
+        delay = RETRY[0]
         while not self._stopping:
             try:
                 notified = self.listener.wait(LISTEN_FALLBACK_POLL * 30, lambda: self._stopping, self._stop_read)
             except DatabaseError as err:
-                now = time.monotonic()
-                if lost_since is None or now - logged >= LOG_EVERY:
-                    log.warning("LISTEN connection lost (workers look for work every second until it is back): %s", err)
-                    logged = now
-                lost_since = lost_since or now
+                # Logged like every outage of this process: the first, then once a minute.
+                outage.failed(log, "LISTEN connection lost (workers look for work every second until it is back)", err, "listen")
                 self._stopped.wait(delay)  # a stop does not wait out the backoff
                 delay = min(delay * 2, RETRY[1])
                 continue
-            if lost_since is not None:
-                log.info("LISTEN connection back after %.0fs", time.monotonic() - lost_since)
-                lost_since, delay = None, RETRY[0]
+            outage.recovered(log, "listen")
+            delay = RETRY[0]
             if notified:
                 self.wake.poke()
