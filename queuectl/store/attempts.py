@@ -50,7 +50,8 @@ def _record_statement():
 
 def record(conn, ended, *, finished_at, exit_code: int | None, error: str | None, output: str | None) -> None:
     """The attempt row of a run that just ended; `ended`: its job's ENDED columns after
-    the transition (runs already incremented)."""
+    the transition (runs already incremented). `conn`: a Connection, or the hot path's
+    DriverTransaction (store/prepared.py)."""
     conn.execute(_record_statement(), {
         "a_job_id": ended.id, "a_number": ended.runs, "a_worker_id": ended.worker_id, "a_host_of": ended.worker_id,
         "a_started_at": ended.started_at, "a_finished_at": finished_at, "a_exit_code": exit_code, "a_error": error,

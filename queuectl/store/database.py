@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from queuectl.errors import ConnectionsExhausted, DatabaseError, StatementFailed, ValidationError
 from queuectl.store import dialect, tallies
+from queuectl.store.prepared import DriverTransaction, Prepared
 
 ENV_VAR = "QUEUECTL_DB"
 
@@ -126,6 +127,8 @@ class Database:
         def carry_dialect(_dbapi_connection, record) -> None:
             record.info[tallies.DIALECT_KEY] = helpers
 
+        self._prepared: dict[int, Prepared] = {}
+
     @contextmanager
     def begin(self):
         """A write transaction (on SQLite: BEGIN IMMEDIATE, so it never deadlocks on upgrade)."""
@@ -139,6 +142,28 @@ class Database:
             # Committed, and the write lock is released for the workers it wakes.
             if wake:
                 self.dialect.wake_after_commit()
+
+    @contextmanager
+    def begin_driver(self):
+        """A write transaction on the driver's own connection, for the worker's hot path
+        (store/prepared.py), opened and ended by the dialect (SQLite: BEGIN IMMEDIATE
+        under the write lock; PostgreSQL: one autocommitted statement); its errors are
+        translated as begin()'s are."""
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        with self.translate_errors():
+            try:
+                with self.dialect.driver_transaction(self.engine) as cursor:
+                    yield DriverTransaction(cursor, self.prepare)
+            except dbapi_error as err:
+                raise exc.DBAPIError.instance(None, None, err, dbapi_error, dialect=self.engine.dialect) from err
+
+    def prepare(self, statement) -> Prepared:
+        """`statement` compiled for this database, once per process (statements on the
+        hot path are built once, so their identity names them)."""
+        prepared = self._prepared.get(id(statement))
+        if prepared is None:
+            prepared = self._prepared[id(statement)] = Prepared(statement, self.engine.dialect)
+        return prepared
 
     def write_one(self):
         """For a write that is a single statement: on PostgreSQL it commits by itself

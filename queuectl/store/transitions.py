@@ -185,6 +185,12 @@ _COMPLETE = (
 )
 
 
+# The hot path's completion on SQLite (dialect.complete_and_claim, on the driver's
+# cursor): only a job with nothing more to settle, no dependents and no queue controls.
+# Anything else is left running, and the caller completes it with complete().
+COMPLETE_PLAIN = _COMPLETE.where(JOBS.c.has_dependents == false(), JOBS.c.queue.not_in(controls.controlled()))
+
+
 def outcome_params(job_id: str, worker_id: str, *, exit_code: int, output: str | None, output_size: int | None, now: datetime) -> dict:
     """The parameters of _COMPLETE (also of the statement that claims beside it)."""
     return {"job_id": job_id, "owner": worker_id, "claimer": worker_id, "now": now, "result_code": exit_code,
