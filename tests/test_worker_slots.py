@@ -210,6 +210,28 @@ def test_a_burst_over_several_slots_runs_everything_and_exits(cli, db, superviso
     assert len(rows) == 4 and len({r.pid for r in rows}) == 2
 
 
+def test_a_burst_ends_within_a_poll_interval_of_its_last_job(cli, db, supervisors, tmp_path):
+    """An idle burst worker waits for the jobs still running elsewhere; once the last
+    one ends, the pool exits within about a poll-interval (0.05 s here), not at the
+    safety poll (1 s): a drain's end is its own figure (bench/run.py --only drain)."""
+    configure(db, **FAST)
+    side, go = tmp_path / "side", tmp_path / "go"
+    cli.ok("enqueue", "--id", "last", gated(side, go))
+    sup = supervisors.start("--concurrency", "2", "--processes", "2", "--burst")
+    wait_lines(side, 1)
+    # The other process takes this one and then waits, its last look just made.
+    cli.ok("enqueue", "--id", "quick", "true")
+    wait_until(lambda: job(db, "quick")["state"] == "completed", LONG, message="the quick job done")
+    go.touch()
+    released = time.monotonic()
+    assert sup.wait(timeout=LONG) == 0
+    took = time.monotonic() - released
+    assert job(db, "last")["state"] == "completed"
+    # The gated job notices `go` within 0.05 s; before, the idle worker looked again
+    # only a second after its last look.
+    assert took < 0.6, f"the pool exited {took:.2f}s after its last job was released"
+
+
 def _many_slots(db, tmp_path, monkeypatch, slots: int, burst: bool = False) -> Worker:
     run = tmp_path / f"run-{slots}"
     run.mkdir(mode=0o700)

@@ -50,7 +50,7 @@ class Lookout:
             # stops the process now, killing the other slots' jobs).
             if p.o.burst and ride_out(p.drained, give_up=p.should_exit):
                 break
-            p.waiter.wait(p.cfg["poll-interval"], p.interrupted)
+            p.waiter.wait(p.cfg["poll-interval"], p.interrupted, ending=p.o.burst)
         self.close()
         return None
 

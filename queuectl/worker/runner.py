@@ -86,7 +86,7 @@ def run(
     command: str,
     *,
     cwd: str,
-    env: dict[str, str],
+    env: dict[str, str] | dict[bytes, bytes],
     timeout: float | None,
     output_limit: int,
     on_start: Callable[[int], None],
@@ -102,6 +102,10 @@ def run(
     now, SIGKILL once those have passed (a cancel). `tail`: where the output goes,
     for a caller that reads it while the job runs (else one of output_limit)."""
     tail = tail or Tail(output_limit)
+    # The job's output pipe, ours rather than Popen's (which wraps its end in a
+    # buffered file object we would not use): its write end goes to the job only.
+    out_fd, job_out = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(out_fd, False)  # ours only: the job's end blocks, as a pipe should
     try:
         # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
         # way there is. If this worker dies, the supervisor (or, when the supervisor
@@ -110,18 +114,18 @@ def run(
             ["/bin/sh", "-c", command],
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdin=_devnull(),
+            stdout=job_out,
+            stderr=job_out,
             start_new_session=True,
         )
     except OSError as err:
+        os.close(out_fd)
         return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")
+    finally:
+        os.close(job_out)  # the job's copy is the only writer left: its exit is our EOF
     pgid = proc.pid  # start_new_session: the shell leads its own process group
     on_start(pgid)
-    assert proc.stdout is not None  # stdout=PIPE
-    out_fd = proc.stdout.fileno()
-    os.set_blocking(out_fd, False)
     exit_fd = os.pidfd_open(proc.pid)
     deadline = time.monotonic() + timeout if timeout else None
     next_tick = time.monotonic() + tick_interval
@@ -176,7 +180,7 @@ def run(
             tail.add(data)
     finally:
         os.close(exit_fd)
-        proc.stdout.close()
+        os.close(out_fd)
         if proc.returncode is None:
             proc.wait()
     tail.add(b"", final=True)  # an incomplete character at the very end
@@ -192,6 +196,25 @@ def run(
     if returncode == 127:
         return Outcome(127, output, "exit code 127 (command not found?)", output_size=size)
     return Outcome(returncode, output, f"exit code {returncode}", output_size=size)
+
+
+def job_environment(base: dict[bytes, bytes], **extra: str) -> dict[bytes, bytes]:
+    """A job's environment: its worker's (`base`, encoded once per process: Popen
+    encodes every str variable anew for each job) and the job's own variables."""
+    env = dict(base)
+    env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
+    return env
+
+
+_DEVNULL: int | None = None
+
+
+def _devnull() -> int:
+    """/dev/null, opened once per process: every job's stdin."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _DEVNULL
 
 
 def _signal_name(signum: int) -> str:

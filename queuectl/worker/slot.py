@@ -84,7 +84,7 @@ class Slot:
         self.cancel_sent = False
         self.cancelled = False
         p.titles()
-        env = dict(p.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
+        env = runner.job_environment(p.base_env, QUEUECTL_JOB_ID=job.id, QUEUECTL_ATTEMPT=str(job.attempts + 1))
         timeout = job.timeout or None
         log.info("job %s started (attempt %d): %s", job.id, job.attempts + 1, _preview(job.command))
         self.streamed_size = 0

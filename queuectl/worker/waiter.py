@@ -73,19 +73,23 @@ class Waiter:
             self.waiting.wake.poke()
         self.woken = False
 
-    def wait(self, poll_interval: float, interrupted) -> None:
+    def wait(self, poll_interval: float, interrupted, *, ending: bool = False) -> None:
         """Return when work may have arrived, the next delayed job is due, the
         safety poll is due, or we are interrupted. (Heartbeats have a thread of
-        their own: a long wait here delays none.)"""
+        their own: a long wait here delays none.) ending: a burst worker waiting for
+        jobs that run elsewhere to end; no wake-up announces that, so it looks again
+        after poll-interval rather than the safety poll's second (a drain ended up
+        to a second after its last job)."""
         if self.listener is not None:
             try:
-                self.notified = self.listener.wait(max(poll_interval, LISTEN_FALLBACK_POLL), interrupted, self.signal_fd)
+                self.notified = self.listener.wait(poll_interval if ending else max(poll_interval, LISTEN_FALLBACK_POLL),
+                                                   interrupted, self.signal_fd)
                 outage.recovered(log, "listen")
                 return
             except DatabaseError as err:
                 outage.failed(log, "LISTEN connection lost (polling until it is back)", err, "listen")
         elif self.waiting is not None:
-            self._wait_for_wake(max(poll_interval, FALLBACK_POLL), interrupted)
+            self._wait_for_wake(poll_interval if ending else max(poll_interval, FALLBACK_POLL), interrupted)
             return
         deadline = time.monotonic() + poll_interval
         while not interrupted():

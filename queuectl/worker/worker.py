@@ -143,7 +143,7 @@ class Worker:
         self._beat_done()  # registering was a heartbeat
         self.waiter = Waiter(self.store, self.o.queues, self.clock, wake=self.o.wake, signal_fd=self.signal_fd)
         self.lookout = Lookout(self)
-        self.base_env = dict(os.environ)  # decoded once, not for every job
+        self.base_env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}  # encoded once, not for every job (runner.job_environment)
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
         # Asleep while no slot runs a job (an idle pool costs no wake-ups): woken when one starts.
