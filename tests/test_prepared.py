@@ -104,3 +104,35 @@ def test_a_forked_child_opens_its_own_hot_connection(tmp_path):
         assert job_row(db, job_id).state == "completed"
     finally:
         db.dispose()
+
+
+def test_a_postgresql_connection_killed_under_the_hot_path_is_dropped_and_replaced(db):
+    """The server ends the worker's connection between two jobs: the hot path fails
+    once as a DatabaseError (ridden out by the worker), the broken connection is not
+    given back to the pool, and the next call connects afresh and succeeds."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("a server connection to kill")
+    job_id = enqueue(db, now=T0)
+    assert Store(db).claim("w-1", (), now=T0).id == job_id
+    worker_db = Database(db.url, durable=False, one_connection=True)  # a worker's: no pre-ping to hide the loss
+    try:
+        _kill_and_recover(db, worker_db, job_id)
+    finally:
+        worker_db.dispose()
+
+
+def _kill_and_recover(db, worker_db, job_id):
+    with worker_db.begin_driver() as driver:
+        driver.execute_sql("SELECT pg_backend_pid()", None)
+        victim = driver.cursor.fetchone()[0]
+    killer = Database(db.url)  # its own connections
+    try:
+        with killer.begin() as conn:
+            assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({int(victim)})").scalar() is True
+    finally:
+        killer.dispose()
+    with pytest.raises(DatabaseError):
+        worker_db.dialect.complete_and_claim(worker_db, job_id, "w-1", output=None, now=T0 + seconds(1), queues=None)
+    assert job_row(db, job_id).state == "running"
+    assert worker_db.dialect.complete_and_claim(worker_db, job_id, "w-1", output=None, now=T0 + seconds(2), queues=None) == (True, None)
+    assert job_row(db, job_id).state == "completed"

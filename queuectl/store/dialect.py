@@ -578,21 +578,18 @@ class PostgresDialect:
     @contextmanager
     def driver_transaction(self, engine: Engine):
         """Database.begin_driver's: one autocommitted statement on the pooled connection
-        (a worker's only one), which goes back to the pool as it came; a connection
-        the error broke is dropped from the pool."""
+        (a worker's only one), which goes back to the pool as it came. After any error
+        its state is not known (broken, or still in autocommit): it is dropped from the
+        pool, and the next use connects afresh."""
         pooled = engine.raw_connection()
         driver: Any = pooled.driver_connection
         try:
             driver.autocommit = True
-            try:
-                with driver.cursor() as cursor:
-                    yield cursor
-            finally:
-                if not driver.closed:
-                    driver.autocommit = False
-        except engine.dialect.loaded_dbapi.Error as err:
-            if engine.dialect.is_disconnect(err, driver, None):
-                pooled.invalidate(err)
+            with driver.cursor() as cursor:
+                yield cursor
+            driver.autocommit = False
+        except BaseException as err:
+            pooled.invalidate(err if isinstance(err, Exception) else None)
             raise
         finally:
             pooled.close()
