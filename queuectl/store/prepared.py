@@ -3,7 +3,7 @@
 A job that runs `true` costs the shell about 0.9 ms of CPU; the worker's writes for it
 (its completion, its attempt, its tally and the next claim, in one transaction) cost
 1.06 ms through SQLAlchemy's Connection, and 0.21 ms as the same SQL on the driver's
-cursor (docs/design.md section 19). Most of the difference is SQLAlchemy's work per
+cursor (docs/design.md section 21). Most of the difference is SQLAlchemy's work per
 execution: a cache key for each statement, an execution context, processing the
 parameters and building the result's rows. So the hot path's statements are still
 built with Core, from the models (a new column reaches them by itself), but each is
