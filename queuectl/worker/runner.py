@@ -119,9 +119,11 @@ def run(
             stderr=job_out,
             start_new_session=True,
         )
-    except OSError as err:
+    except BaseException as err:
         os.close(out_fd)
-        return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")
+        if isinstance(err, OSError):
+            return Outcome(None, "", f"cannot start the job in {cwd!r}: {err.strerror or err}")
+        raise
     finally:
         os.close(job_out)  # the job's copy is the only writer left: its exit is our EOF
     pgid = proc.pid  # start_new_session: the shell leads its own process group
