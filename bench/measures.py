@@ -2,6 +2,7 @@
 (JSON-ready); run.py turns them into the table. Every timed figure is paired with a
 reference measured beside it in the same run, because the machine is shared."""
 
+import json
 import os
 import random
 import shutil
@@ -102,6 +103,28 @@ def queuectl_drain(ctx, backend, jobs_file: Path, n: int, width: int, sample_mem
         backend.drop(url)
 
 
+def ceiling_drain(ctx, jobs_file: Path, width: int) -> float:
+    """The same commands, started as a queuectl slot starts them, by a Python process that
+    imports SQLAlchemy and keeps no queue (bench/drain_ceiling.py): no drain can be faster."""
+    return ctx.run([ctx.py, str(REPO / "bench" / "drain_ceiling.py"), "spawn", jobs_file, str(width)], name=f"ceiling-w{width}")
+
+
+def writes_alone(ctx, backend, jobs_file: Path, n: int, width: int) -> dict:
+    """queuectl's own writes for a drain of n jobs (end one, claim the next), in width
+    processes, no command run (bench/drain_ceiling.py): wall and CPU per job."""
+    url = backend.fresh("writes")
+    try:
+        ctx.run(ctx.queuectl(url, "enqueue", "--file", jobs_file), name="enqueue-file")
+        out = ctx.tmp / f"writes-w{width}.json"
+        wall = ctx.run([ctx.py, str(REPO / "bench" / "drain_ceiling.py"), "writes", url, str(width), out], name=f"writes-w{width}")
+        shares = json.loads(out.read_text())["shares"]
+        if sum(share["jobs"] for share in shares) != n:
+            raise RuntimeError(f"writes W={width}: ended {[share['jobs'] for share in shares]} jobs, expected {n} in all")
+        return {"writes_s": wall, "writes_cpu_s": sum(share["cpu_s"] for share in shares)}
+    finally:
+        backend.drop(url)
+
+
 def empty_burst(ctx, backend, width: int) -> float:
     """The fixed cost of a drain: `worker start --burst` on an empty queue, start to exit."""
     url = backend.fresh("empty")
@@ -145,14 +168,18 @@ def drain(ctx, backend, n: int, rounds: dict) -> dict:
     for width, count in rounds.items():
         runs = []
         for r in range(count):
-            order = ["xargs", "queuectl", "tsp", "empty"]
-            order = order[r % 4 :] + order[: r % 4]  # rotate, so no contender always runs first
+            order = ["xargs", "queuectl", "tsp", "empty", "ceiling", "writes"]
+            order = order[r % 6 :] + order[: r % 6]  # rotate, so no contender always runs first
             run = {}
             for what in order:
                 if what == "empty":
                     run["empty_s"] = empty_burst(ctx, backend, width)
                 elif what == "xargs":
                     run["xargs_s"] = xargs_drain(ctx, jobs_file, width)
+                elif what == "ceiling":
+                    run["ceiling_s"] = ceiling_drain(ctx, jobs_file, width)
+                elif what == "writes":
+                    run.update(writes_alone(ctx, backend, jobs_file, n, width))
                 elif what == "queuectl":
                     run.update(queuectl_drain(ctx, backend, jobs_file, n, width, sample_memory=width == 2))
                 elif TSP:
@@ -167,6 +194,9 @@ def drain(ctx, backend, n: int, rounds: dict) -> dict:
             "xargs_jobs_s": median([n / r["xargs_s"] for r in runs]),
             "vs_xargs": median([r["xargs_s"] / r["drain_s"] for r in runs]),
             "enqueue_plus_drain_jobs_s": median([n / (r["enqueue_s"] + r["drain_s"]) for r in runs]),
+            "ceiling_vs_xargs": median([r["xargs_s"] / r["ceiling_s"] for r in runs]),
+            "writes_s": median([r["writes_s"] for r in runs]),
+            "writes_cpu_ms_per_job": median([r["writes_cpu_s"] / n * 1000 for r in runs]),
         }
         if TSP:
             summary.update(

@@ -252,6 +252,8 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
         row(f"W={w} queuectl without that fixed cost / xargs", lambda r, d=d: d(r)["per_job_vs_xargs"], lambda v: f"{v:.0%}")
         row(f"W={w} xargs -P{w} (physical limit)", lambda r, d=d: d(r)["xargs_jobs_s"], _rate)
         row(f"W={w} queuectl / xargs", lambda r, d=d: d(r)["vs_xargs"], lambda v: f"{v:.0%}", "drain_vs_xargs" if w == "2" else None)
+        row(f"W={w} ceiling: `import sqlalchemy` + a bare Popen loop, no queue / xargs", lambda r, d=d: d(r)["ceiling_vs_xargs"], lambda v: f"{v:.0%}")
+        row(f"W={w} queuectl's writes alone (end + claim, nothing run): CPU per job", lambda r, d=d: d(r)["writes_cpu_ms_per_job"], lambda v: f"{v:.2f} ms")
         row(f"W={w} tsp -S {w} (enqueue + run)", lambda r, w=w: tsp_figure(r["drain"], w, "tsp_jobs_s"), _rate)
         row(f"W={w} queuectl / tsp", lambda r, w=w: tsp_figure(r["drain"], w, "vs_tsp"), lambda v: f"{v:.2f}x", "drain_vs_tsp" if w == "2" else None)
         row(f"W={w} queuectl enqueue --file + drain / tsp", lambda r, w=w: tsp_figure(r["drain"], w, "enqueue_plus_drain_vs_tsp"), lambda v: f"{v:.2f}x")
@@ -440,6 +442,10 @@ def main(argv=None) -> int:
         "Ratios are medians of pairs measured side by side; jobs/s are medians of the rounds.",
         "tsp: wall time from the first `tsp` enqueue (a shell loop, one tsp client process per job) until a final",
         "  barrier job needing all W slots has run; its jobs run while the loop enqueues.",
+        "Drain ceiling: the same commands started as a slot starts them, by a Python process that imports SQLAlchemy",
+        "  and keeps no queue (bench/drain_ceiling.py): a queuectl drain can only be slower. Writes alone: the",
+        "  drain's end + claim transactions in W processes, no command run; CPU of those processes per job",
+        "  (PostgreSQL's server is not in it).",
         "Children import the source tree with a warmed bytecode cache (PYTHONPYCACHEPREFIX).",
         "Pickup: 0.1-0.3 s random pauses between samples, so enqueues do not phase-lock with a worker's poll cycle.",
         "Memory: each queuectl process of the W=2 drains appends its VmHWM to a file as it exits (bench/exit_peaks.py);",
