@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from queuectl.worker import runner
+from queuectl.worker import jobgroup, runner
 
 # A job that should end at once must end within this (a loaded machine is slow, never this slow).
 QUICK = 10.0
@@ -33,15 +33,18 @@ class Run:
     seconds: float
     starts: list[int] = field(default_factory=list)
     ends: int = 0
+    born: list[tuple[int, int]] = field(default_factory=list)
 
 
 def run_job(command: str, cwd: Path, *, env=None, timeout=SAFETY_TIMEOUT, output_limit=65536,
             on_start=None, on_end=None, tick=None, tick_interval=0.05) -> Run:
     starts: list[int] = []
+    born: list[tuple[int, int]] = []
     ends = 0
 
-    def started(pgid: int) -> None:
+    def started(pgid: int, birth: tuple[int, int]) -> None:
         starts.append(pgid)
+        born.append(birth)
         if on_start:
             on_start(pgid)
 
@@ -63,7 +66,7 @@ def run_job(command: str, cwd: Path, *, env=None, timeout=SAFETY_TIMEOUT, output
         tick=tick or (lambda: False),
         tick_interval=tick_interval,
     )
-    return Run(outcome, time.monotonic() - began, starts, ends)
+    return Run(outcome, time.monotonic() - began, starts, ends, born)
 
 
 def dead_or_dying(pid: int) -> bool:
@@ -279,6 +282,23 @@ def test_on_start_gets_the_group_leader_before_the_job_ends(tmp_path):
     assert run.outcome.output == f"{pgid}\n"  # the shell's pid
     assert seen["group of the leader"] == pgid  # it leads its own group
     assert pgid != os.getpgrp()
+
+
+def test_on_start_gets_when_the_leader_was_born(tmp_path):
+    """`born` brackets the leader's start time as the kernel shows it in /proc (what
+    the published job group is checked against before anyone kills it)."""
+    seen = {}
+
+    def on_start(pgid: int) -> None:
+        seen["start ticks"] = jobgroup._start_ticks(pgid)
+        (tmp_path / "started").touch()
+
+    run = run_job("while [ ! -e started ]; do sleep 0.01; done", tmp_path, on_start=on_start)
+    assert run.outcome.error is None
+    [(before, after)] = run.born
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    assert before <= after
+    assert before // tick <= seen["start ticks"] <= after // tick
 
 
 def test_on_end_is_called_once_after_the_group_is_killed(tmp_path):

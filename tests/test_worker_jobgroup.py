@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -44,6 +45,75 @@ def test_the_published_group_survives_the_process_and_kills_the_job(runtime):
     finally:
         job.kill()
         job.wait()
+
+
+TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def start_group_timed(**env) -> tuple[subprocess.Popen, tuple[int, int]]:
+    """start_group, and CLOCK_BOOTTIME just before and after the fork, as runner.run gives it."""
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    proc = start_group(**env)
+    return proc, (before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+
+@pytest.fixture
+def fresh_clock_check(monkeypatch):
+    """This process's check of the kernel's start times against CLOCK_BOOTTIME, not done yet."""
+    monkeypatch.setattr(jobgroup, "_boottime_agrees", None)
+
+
+def published_start(path: Path) -> int:
+    return jobgroup._Cell.from_buffer_copy(path.read_bytes()).start
+
+
+def test_the_start_published_from_the_clock_is_the_kernels(runtime, fresh_clock_check):
+    """Births pinned to one clock tick are published without reading /proc, and agree
+    with it; a birth spanning two ticks is read from /proc."""
+    published = jobgroup.JobGroup("w-clock")
+    pinned = spanning = 0
+    while pinned < 20 or spanning < 1:
+        job, born = start_group_timed()
+        try:
+            if born[0] // TICK_NS != born[1] // TICK_NS:
+                spanning += 1
+            else:
+                pinned += 1
+            published.publish(job.pid, born)
+            assert published_start(runtime / "w-clock.pgid") == jobgroup._start_ticks(job.pid)
+            if spanning == 0 and pinned == 5:  # make one birth span two ticks
+                job2, born2 = start_group_timed()
+                published.publish(job2.pid, (born2[0] - TICK_NS, born2[1]))
+                assert published_start(runtime / "w-clock.pgid") == jobgroup._start_ticks(job2.pid)
+                spanning += 1
+                job2.kill()
+                job2.wait()
+        finally:
+            job.kill()
+            job.wait()
+    assert jobgroup._boottime_agrees is True
+    published.remove()
+
+
+def test_a_clock_that_disagrees_with_the_kernel_is_not_trusted(runtime, fresh_clock_check):
+    """Were the kernel's start times not CLOCK_BOOTTIME's, the first check finds it:
+    the true start is published, then and for every later job."""
+    published = jobgroup.JobGroup("w-skew")
+    try:
+        for _ in range(3):
+            job, born = start_group_timed()
+            try:
+                wrong = (born[0] - 50 * TICK_NS, born[0] - 50 * TICK_NS)  # half a second off, one tick wide
+                published.publish(job.pid, wrong)
+                assert published_start(runtime / "w-skew.pgid") == jobgroup._start_ticks(job.pid)
+                assert published.kill() is True
+                assert job.wait(timeout=10) == -9
+            finally:
+                job.kill()
+                job.wait()
+        assert jobgroup._boottime_agrees is False
+    finally:
+        published.remove()
 
 
 def name_in_place(path: Path, pid: int) -> None:

@@ -12,9 +12,10 @@ again. This replaces PR_SET_PDEATHSIG, which needed an extra exec per job (~1 ms
 `setpriv`) and killed only the shell, not the processes it started.
 
 Before a group is killed, its leader's start time is compared with the one
-published (read from /proc, no database): a group id that the kernel has handed to
-a stranger since the job ended is never killed, and a job that emptied its
-environment (`env -i`) is still recognised.
+published (no database): a group id that the kernel has handed to a stranger since
+the job ended is never killed, and a job that emptied its environment (`env -i`) is
+still recognised. The worker publishes that start time without reading /proc when
+it can (see _leader_ticks): the read cost about 0.3 ms of CPU per job.
 
 The same mapping carries the worker's last successful heartbeat (a CLOCK_MONOTONIC
 time, the same clock in every process of the host): a supervisor sees a hung worker
@@ -69,10 +70,11 @@ class JobGroup:
     def value(self) -> int:
         return self._cell.pgid
 
-    def publish(self, pgid: int) -> None:
-        """A job started, in group `pgid` led by its shell (whose pid it is)."""
+    def publish(self, pgid: int, born: tuple[int, int] | None = None) -> None:
+        """A job started, in group `pgid` led by its shell (whose pid it is); `born`:
+        CLOCK_BOOTTIME (ns) just before and just after that shell was forked."""
         # The start first: whoever sees the group sees its start with it.
-        self._cell.start = _start_ticks(pgid) or 0
+        self._cell.start = _leader_ticks(pgid, born) or 0
         self._cell.pgid = pgid
 
     def clear(self) -> None:
@@ -129,6 +131,31 @@ def _same_group(pgid: int, start: int) -> bool:
     group of that id exists, so a leaderless group `pgid` cannot be a stranger's."""
     leader = _start_ticks(pgid)
     return leader is None or leader == start
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+# Whether this process has seen the kernel's start times agree with CLOCK_BOOTTIME:
+# None until its first job whose birth falls within one tick, which is read from
+# /proc as well (see _leader_ticks).
+_boottime_agrees: bool | None = None
+
+
+def _leader_ticks(pid: int, born: tuple[int, int] | None) -> int | None:
+    """A new job's leader's start time, as _start_ticks gives it. The kernel stamps a
+    process at fork with CLOCK_BOOTTIME and shows it in clock ticks (10 ms), rounded
+    down; so when the clock read just before and just after the fork (`born`) fall in
+    the same tick, that tick is the start time, no /proc read needed (most jobs: a
+    fork takes about a millisecond). Checked once per process against /proc, so that a
+    kernel that stamped otherwise would only cost the read, never a wrong guard."""
+    global _boottime_agrees
+    if born is None or _boottime_agrees is False or born[0] // _TICK_NS != born[1] // _TICK_NS:
+        return _start_ticks(pid)
+    tick = born[0] // _TICK_NS
+    if _boottime_agrees is None:
+        read = _start_ticks(pid)  # the leader has not been reaped yet: readable
+        _boottime_agrees = read == tick
+        return read
+    return tick
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -89,13 +89,14 @@ def run(
     env: dict[str, str] | dict[bytes, bytes],
     timeout: float | None,
     output_limit: int,
-    on_start: Callable[[int], None],
+    on_start: Callable[[int, tuple[int, int]], None],
     on_end: Callable[[], None],
     tick: Callable[[], bool | float],
     tick_interval: float = 0.1,
     tail: Tail | None = None,
 ) -> Outcome:
-    """Run `command` to its end. `on_start(pgid)` once its process group exists and
+    """Run `command` to its end. `on_start(pgid, born)` once its process group exists
+    (`born`: CLOCK_BOOTTIME in ns just before and just after its leader was forked) and
     `on_end()` once that group is killed; `tick()` is called about every tick_interval
     seconds while it runs, and returns True to have the job killed at once (stop now:
     the Outcome says `stopped`), or a number of seconds to have it terminated: SIGTERM
@@ -106,6 +107,7 @@ def run(
     # buffered file object we would not use): its write end goes to the job only.
     out_fd, job_out = os.pipe2(os.O_CLOEXEC)
     os.set_blocking(out_fd, False)  # ours only: the job's end blocks, as a pipe should
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     try:
         # No preexec_fn, so CPython starts the shell with vfork + exec, the cheapest
         # way there is. If this worker dies, the supervisor (or, when the supervisor
@@ -127,7 +129,7 @@ def run(
     finally:
         os.close(job_out)  # the job's copy is the only writer left: its exit is our EOF
     pgid = proc.pid  # start_new_session: the shell leads its own process group
-    on_start(pgid)
+    on_start(pgid, (before, time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
     exit_fd = os.pidfd_open(proc.pid)
     deadline = time.monotonic() + timeout if timeout else None
     next_tick = time.monotonic() + tick_interval

@@ -96,7 +96,7 @@ class Slot:
             env=env,
             timeout=timeout,
             output_limit=int(p.cfg["output-limit"]),
-            on_start=self.published.publish,
+            on_start=self.published.publish,  # (pgid, born)
             on_end=self.published.clear,
             tick=self._tick,
             tail=self.tail,
