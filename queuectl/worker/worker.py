@@ -147,7 +147,7 @@ class Worker:
         # At least four beats per fence period, whatever heartbeat-interval says.
         self.heartbeat = Heartbeat(self._heartbeat, lambda: min(self.cfg["heartbeat-interval"], fence_after(self.cfg) / 4))
         # Asleep while no slot runs a job (an idle pool costs no wake-ups): woken when one starts.
-        self.streamer = Heartbeat(self._stream, lambda: STREAM_EVERY if any(slot.job is not None for slot in self.slots) else None, name="output")
+        self.streamer = Heartbeat(self._stream, self._output_interval, name="output")
         if heartbeat:
             self.heartbeat.start()
             self.streamer.start()
@@ -261,6 +261,16 @@ class Worker:
             return True
         self._beat_done()
         return True
+
+    def _output_interval(self) -> float | None:
+        """The output thread's pace: STREAM_EVERY while a slot runs a job or started one
+        within the last STREAM_EVERY, else None (it parks until the next job starts).
+        Parking only after a quiet STREAM_EVERY spares a drain of short jobs a wake-up
+        of that thread (a thread switch) at nearly every job start."""
+        now = self.monotonic()
+        if any(slot.job is not None or now - slot.job_started < STREAM_EVERY for slot in self.slots):
+            return STREAM_EVERY
+        return None
 
     def _stream(self) -> bool:
         """Each running job's new output, to the database (from the output thread)."""
