@@ -247,16 +247,16 @@ def bulk_enqueue(ctx, backend, n: int, rounds: int) -> dict:
 
 
 def single_enqueue(ctx, backend, samples: int) -> dict:
-    """One `queuectl enqueue "true"` process vs `python -c "import sqlalchemy.orm"`,
+    """One `queuectl enqueue "true"` process vs `python -c "import sqlalchemy"`,
     interleaved. On PostgreSQL a third process, which also imports the driver
     (psycopg), shows how much of the gap the driver alone explains."""
     url = backend.fresh("single")
     contenders = {
         "enqueue": ctx.queuectl(url, "enqueue", "true"),
-        "floor": [ctx.py, "-c", "import sqlalchemy.orm"],
+        "floor": [ctx.py, "-c", "import sqlalchemy"],
     }
     if backend.name == "postgresql":
-        contenders["driver_floor"] = [ctx.py, "-c", "import sqlalchemy.orm, psycopg"]
+        contenders["driver_floor"] = [ctx.py, "-c", "import sqlalchemy, psycopg"]
     times = {key: [] for key in contenders}
     try:
         for _ in range(2):  # warm-up: page cache, bytecode cache

@@ -101,7 +101,7 @@ def warm_up(ctx: Context, backend) -> None:
         ctx.run(ctx.queuectl(url, "enqueue", "true"), name="warmup-enqueue")
         # under the memory recorder of the drains, which is then in the bytecode cache too
         ctx.run(exit_peaks.command(ctx.tmp / "warmup.peaks", ctx.queuectl(url, "worker", "start", "--burst", "-c", "1")), name="warmup-worker")
-        ctx.run([ctx.py, "-c", "import sqlalchemy.orm"], name="warmup-floor")
+        ctx.run([ctx.py, "-c", "import sqlalchemy"], name="warmup-floor")
         lines = measures.write_lines(ctx.tmp / "warmup.txt", 10)
         ctx.run([ctx.py, str(REPO / "bench" / "floor_insert.py"), url, str(lines), "1000000"], name="warmup-floor-insert")
     finally:
@@ -263,9 +263,9 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row("queuectl / floor", lambda r: r["bulk"]["vs_floor"], lambda v: f"{v:.0%}")
     sep("single", f"Single enqueue (one process, median of {p['single']}, interleaved)")
     row('`queuectl enqueue "true"`', lambda r: r["single"]["enqueue_median_s"], _ms)
-    row('`python -c "import sqlalchemy.orm"` (floor)', lambda r: r["single"]["floor_median_s"], _ms)
+    row('`python -c "import sqlalchemy"` (floor)', lambda r: r["single"]["floor_median_s"], _ms)
     row("enqueue / floor", lambda r: r["single"]["ratio"], lambda v: f"{v:.2f}x", "single")
-    row('`python -c "import sqlalchemy.orm, psycopg"` (driver floor)', lambda r: r["single"]["driver_floor_median_s"], _ms)
+    row('`python -c "import sqlalchemy, psycopg"` (driver floor)', lambda r: r["single"]["driver_floor_median_s"], _ms)
     row("enqueue / driver floor", lambda r: r["single"]["driver_ratio"], lambda v: f"{v:.2f}x")
     sep("pickup", f"Pickup latency (idle `worker start -c 1`, enqueue -> job's timestamp, {p['pickup']} samples)")
     row(
@@ -336,7 +336,7 @@ def build_rows(results: dict, backends: list[str], p: dict) -> list[dict]:
     row("supervisor", lambda r: sampled(r["drain"]["widths"]["2"], "supervisor_peak_kb"), _mb)
     row("each worker (the largest)", lambda r: sampled(r["drain"]["widths"]["2"], "worker_peak_kb"), _mb, "worker_rss")
     row("largest of the supervisor's children, by the kernel (cross-check)", lambda r: sampled(r["drain"]["widths"]["2"], "children_maxrss_kb"), _mb)
-    row("python + sqlalchemy.orm + psutil (floor)", lambda r: r["memory_floor_kb"], _mb)
+    row("python + sqlalchemy + psutil (floor)", lambda r: r["memory_floor_kb"], _mb)
     return rows
 
 
@@ -421,7 +421,7 @@ def main(argv=None) -> int:
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="qbench-") as tmp:
         ctx = Context(Path(tmp), args.quick)
-        memory_floor = floor_rss_kb(ctx, "sqlalchemy.orm, psutil")
+        memory_floor = floor_rss_kb(ctx, "sqlalchemy, psutil")
         for name in backends:
             backend = SQLiteBackend(ctx.tmp) if name == "sqlite" else PostgresBackend(args.pg_url)
             try:

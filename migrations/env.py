@@ -4,7 +4,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from queuectl.store.models import Base
+from queuectl.store.models import METADATA
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -12,7 +12,7 @@ connection = config.attributes.get("connection")
 
 def run(conn) -> None:
     # render_as_batch: ALTERs become table rebuilds on SQLite, plain ALTERs elsewhere.
-    context.configure(connection=conn, target_metadata=Base.metadata, render_as_batch=True)
+    context.configure(connection=conn, target_metadata=METADATA, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -686,12 +686,12 @@ class Soak:
 
         from queuectl.store import jobs as jobs_mod
         from queuectl.store import open_database
-        from queuectl.store.models import ConfigEntry
+        from queuectl.store.models import CONFIG
 
         db = open_database(self.direct_url)
         rows = [jobs_mod.to_dict(r) for r in jobs_mod.listing(db)]
         with db.read() as conn:
-            config = ConfigEntry.__table__
+            config = CONFIG
             purged_counter = int(conn.execute(select(config.c.value).where(config.c.key == jobs_mod.PURGED_KEY)).scalar() or 0)
         db.dispose()
         states = Counter(r["state"] for r in rows)

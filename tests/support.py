@@ -7,7 +7,7 @@ from sqlalchemy import func, select, update
 
 from queuectl import jobspec
 from queuectl.store import jobs, transitions
-from queuectl.store.models import ConfigEntry, DeadJob, Job
+from queuectl.store.models import CONFIG, DEAD_JOBS, JOBS
 
 # A fixed, controllable clock for the library API (far from the real time).
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -52,20 +52,20 @@ def enqueue(db, command: str = "true", now: datetime = T0, **fields) -> str:
 
 def job_row(db, job_id: str):
     with db.read() as conn:
-        return conn.execute(select(Job.__table__).where(Job.id == job_id)).first()
+        return conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
 
 
 def dead_row(db, job_id: str):
     with db.read() as conn:
-        return conn.execute(select(DeadJob.__table__).where(DeadJob.id == job_id)).first()
+        return conn.execute(select(DEAD_JOBS).where(DEAD_JOBS.c.id == job_id)).first()
 
 
 def take(db, job_id: str, worker_id: str = "w-test", now: datetime = T0) -> None:
     """Put one given job in the running state for worker_id (as a claim of that job would)."""
     with db.begin() as conn:
         changed = conn.execute(
-            update(Job.__table__)
-            .where(Job.id == job_id)
+            update(JOBS)
+            .where(JOBS.c.id == job_id)
             .values(state="running", worker_id=worker_id, started_at=now, updated_at=now)
         ).rowcount
     assert changed == 1, job_id
@@ -95,7 +95,7 @@ def kill(db, job_id: str, *, now: datetime = T0, error: str = "exit code 3", exi
 
 def config_value(db, key: str) -> str | None:
     with db.read() as conn:
-        return conn.execute(select(ConfigEntry.value).where(ConfigEntry.key == key)).scalar()
+        return conn.execute(select(CONFIG.c.value).where(CONFIG.c.key == key)).scalar()
 
 
 def all_ids(db) -> list[str]:
@@ -106,6 +106,6 @@ def real_counts(db) -> dict[str, int]:
     """The brute-force truth: a GROUP BY over the whole jobs table, and the DLQ."""
     with db.read() as conn:
         counts = {state: 0 for state in ("pending", "running", "completed", "failed", "dead", "cancelled", "blocked")}
-        counts.update(dict(conn.execute(select(Job.state, func.count()).group_by(Job.state)).all()))
-        counts["dead"] += conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
+        counts.update(dict(conn.execute(select(JOBS.c.state, func.count()).group_by(JOBS.c.state)).all()))
+        counts["dead"] += conn.execute(select(func.count()).select_from(DEAD_JOBS)).scalar_one()
     return counts

@@ -249,7 +249,7 @@ def test_the_0004_migration_from_0003_with_data_both_ways(db):
         rows = conn.exec_driver_sql("SELECT id, runs, output_size FROM jobs ORDER BY seq").all()
         assert rows == [("kept", 0, None), ("done", 1, 9), ("broken", 1, 5)]
         attempts = conn.exec_driver_sql("SELECT job_id, number, worker_id, exit_code, error, output FROM attempts ORDER BY job_id").all()
-        # A completed attempt's output stays the job's (models.Attempt.output).
+        # A completed attempt's output stays the job's (models.ATTEMPTS.c.output).
         assert attempts == [("broken", 1, "w-old", 1, "exit code 1", "oops\n"), ("done", 1, "w-old", 1, "exit code 1", None)]
         alembic_command.downgrade(cfg, "0003")
         conn.commit()

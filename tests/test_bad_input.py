@@ -36,7 +36,7 @@ from queuectl.cli.render import escape
 from queuectl.jobspec import MAX_COMMAND_BYTES, SPEC_KEYS
 from queuectl.store import jobs as jobs_api
 from queuectl.store import open_database
-from queuectl.store.models import ConfigEntry
+from queuectl.store.models import CONFIG
 from support import error_line
 
 # The database is per test, shared by its examples (each compares before/after).
@@ -125,7 +125,7 @@ def snapshot(db):
     """Everything a refused command must leave alone: every job (live and dead) and every config row."""
     jobs = [tuple(row) for row in jobs_api.listing(db)]
     with db.read() as conn:
-        config = conn.execute(select(ConfigEntry.key, ConfigEntry.value).order_by(ConfigEntry.key)).all()
+        config = conn.execute(select(CONFIG.c.key, CONFIG.c.value).order_by(CONFIG.c.key)).all()
     return jobs, [tuple(row) for row in config]
 
 

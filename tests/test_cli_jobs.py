@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import Cli
-from queuectl.store.models import Worker
+from queuectl.store.models import WORKERS
 from queuectl.timeutil import utcnow
 from support import enqueue, error_line, fail_once, finish, kill, take, usage_error
 
@@ -105,7 +105,7 @@ def test_status_text_and_json(cli, db, populated):
     with db.begin() as conn:
         base = {"role": "worker", "pid_started": 0.0, "supervisor_id": "sup-1", "supervisor_pid": 4241, "job_pgid": None,
                 "processed": 3, "failed": 1, "stop_request": None, "started_at": now, "last_heartbeat": now, "stopped_at": None}
-        conn.execute(Worker.__table__.insert(), [
+        conn.execute(WORKERS.insert(), [
             dict(base, id="worker-busy", host="elsewhere.example", pid=4242, state="busy", job_id="2", queues="default,other"),
             dict(base, id="worker-gone", host="elsewhere.example", pid=4243, state="stopped", job_id=None, queues=None,
                  stopped_at=now - timedelta(hours=1)),

@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select
 from conftest import env_for
 from queuectl.cli import render
 from queuectl.store import Store, counts, transitions
-from queuectl.store.models import DEAD_JOBS, JOBS, Worker
+from queuectl.store.models import DEAD_JOBS, JOBS, WORKERS
 from queuectl.timeutil import utcnow
 from support import CFG, T0, enqueue, fail_once, finish, kill, seconds, take
 
@@ -54,7 +54,7 @@ def on_terminal(cli, *args, columns=100, env=None):
 def add_worker(db, worker_id: str, queues: str | None, state: str = "idle") -> None:
     now = utcnow()
     with db.begin() as conn:
-        conn.execute(Worker.__table__.insert(), [dict(
+        conn.execute(WORKERS.insert(), [dict(
             id=worker_id, role="worker", host="elsewhere.example", pid=4242, pid_started=0.0, supervisor_id="sup", supervisor_pid=1,
             job_pgid=None, processed=0, failed=0, stop_request=None, started_at=now, last_heartbeat=now, stopped_at=None,
             state=state, job_id=None, queues=queues,

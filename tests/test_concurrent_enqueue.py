@@ -10,7 +10,7 @@ from sqlalchemy import select
 from conftest import env_for, wait_until
 from queuectl.store import config as settings
 from queuectl.store import jobs, open_database, schema
-from queuectl.store.models import ConfigEntry
+from queuectl.store.models import CONFIG
 
 PROCESSES = 8
 JOBS_EACH = 50
@@ -85,7 +85,7 @@ def test_eight_processes_enqueue_at_once_on_a_fresh_database(empty_db_url, tmp_p
             assert mine == sorted(mine)
         with db.read() as conn:
             assert schema.current_revision(conn) == schema.HEAD
-            assert conn.execute(select(ConfigEntry.value).where(ConfigEntry.key == "_seq")).scalar() == str(len(ids))
+            assert conn.execute(select(CONFIG.c.value).where(CONFIG.c.key == "_seq")).scalar() == str(len(ids))
     finally:
         db.dispose()
 

@@ -274,9 +274,9 @@ def test_two_dependencies_ending_at_once_unblock_their_job(db):
 
 
 def test_the_claim_index_leaves_blocked_jobs_out(db):
-    from queuectl.store.models import Base
+    from queuectl.store.models import METADATA
 
-    claim = next(ix for ix in Base.metadata.tables["jobs"].indexes if ix.name == "ix_jobs_claim")
+    claim = next(ix for ix in METADATA.tables["jobs"].indexes if ix.name == "ix_jobs_claim")
     where = str(claim.dialect_options[db.engine.dialect.name]["where"].compile(db.engine, compile_kwargs={"literal_binds": True}))
     assert "blocked" not in where and "pending" in where
 

@@ -20,7 +20,7 @@ from conftest import env_for, wait_until
 from queuectl.cli.main import main
 from queuectl.errors import NotFound
 from queuectl.store import counts, dlq, open_database, transitions
-from queuectl.store.models import DeadJob
+from queuectl.store.models import DEAD_JOBS
 from queuectl.timeutil import utcnow
 from support import CFG, T0, config_value, dead_row, enqueue, error_line, finish, job_row, kill, real_counts, take
 
@@ -93,7 +93,7 @@ def reported(result: subprocess.CompletedProcess, verb: str) -> list[str]:
 
 def dead_count(db) -> int:
     with db.read() as conn:
-        return conn.execute(select(func.count()).select_from(DeadJob)).scalar_one()
+        return conn.execute(select(func.count()).select_from(DEAD_JOBS)).scalar_one()
 
 
 def test_two_retry_all_at_once_move_every_dead_job_exactly_once(db, db_url, tmp_path):

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import update
 
 from conftest import env_for
-from queuectl.store.models import DeadJob, Job
+from queuectl.store.models import DEAD_JOBS, JOBS
 from queuectl.timeutil import utcnow
 from support import enqueue, finish, kill
 
-JOBS = 48  # completed ones, and as many dead ones
+N_JOBS = 48  # completed ones, and as many dead ones
 BIG = 1 << 20  # 1 MiB of output each: 96 MiB in all
 # Peak RSS varies by a few MiB from run to run (allocator, imports); one job's output
 # read into memory is 1 MiB, all of them 48-96 MiB (and more: driver buffers, copies).
@@ -43,8 +43,8 @@ def peak_rss(db_url, tmp_path, *argv: str) -> int:
 
 def set_outputs(db, text: str) -> None:
     with db.begin() as conn:
-        conn.execute(update(Job.__table__).values(output=text))
-        conn.execute(update(DeadJob.__table__).values(output=text))
+        conn.execute(update(JOBS).values(output=text))
+        conn.execute(update(DEAD_JOBS).values(output=text))
 
 
 COMMANDS = [("list",), ("list", "--json"), ("dlq", "list"), ("dlq", "list", "--json")]
@@ -52,7 +52,7 @@ COMMANDS = [("list",), ("list", "--json"), ("dlq", "list"), ("dlq", "list", "--j
 
 def test_listing_memory_does_not_grow_with_job_outputs(db, db_url, tmp_path):
     now = utcnow()
-    for _ in range(JOBS):
+    for _ in range(N_JOBS):
         finish(db, enqueue(db, "yes | head -c 1M", now=now), now=now)
         kill(db, enqueue(db, "yes | head -c 1M; exit 1", now=now, max_retries=0), now=now)
 

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from conftest import REPO, env_for
 from queuectl.store import schema
 from queuectl.store.database import Database, resolve_url
-from queuectl.store.models import Base
+from queuectl.store.models import METADATA
 from support import all_ids, enqueue, error_line
 
 ALEMBIC = Path(sys.executable).with_name("alembic")
@@ -24,7 +24,7 @@ ALEMBIC = Path(sys.executable).with_name("alembic")
 def schema_diff(engine) -> list:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
-        return compare_metadata(context, Base.metadata)
+        return compare_metadata(context, METADATA)
 
 
 def table_names(engine) -> set[str]:
@@ -39,11 +39,11 @@ def revision(engine) -> str | None:
 def test_migrations_build_exactly_the_models_schema(db):
     assert revision(db.engine) == schema.HEAD
     assert schema_diff(db.engine) == []
-    assert table_names(db.engine) == set(Base.metadata.tables) | {"alembic_version"}
+    assert table_names(db.engine) == set(METADATA.tables) | {"alembic_version"}
     # Autogenerate does not compare partial-index predicates: check those by hand.
     inspector = sa.inspect(db.engine)
     dialect = db.engine.dialect.name
-    for name, table in Base.metadata.tables.items():
+    for name, table in METADATA.tables.items():
         reflected = {ix["name"]: ix for ix in inspector.get_indexes(name) if not ix.get("duplicates_constraint")}
         assert set(reflected) == {ix.name for ix in table.indexes}, name
         for index in table.indexes:

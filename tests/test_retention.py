@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from conftest import wait_until
 from queuectl import jobspec
 from queuectl.store import Store, jobs, retention
-from queuectl.store.models import Attempt, DeadJob, Job
+from queuectl.store.models import ATTEMPTS, DEAD_JOBS, JOBS
 from queuectl.timeutil import utcnow
 from support import T0, all_ids, enqueue, error_line, finish, kill, real_counts, seconds
 from worker_support import FAST, configure, supervisors  # noqa: F401
@@ -26,7 +26,7 @@ def exact_counts(db, now=T0) -> bool:
 
 def attempt_owners(db) -> set[str]:
     with db.read() as conn:
-        return set(conn.execute(select(Attempt.job_id)).scalars())
+        return set(conn.execute(select(ATTEMPTS.c.job_id)).scalars())
 
 
 def history(db, now=T0) -> dict[str, str]:
@@ -38,7 +38,7 @@ def history(db, now=T0) -> dict[str, str]:
         finish(db, done, now=when)
         cancelled = enqueue(db, now=when, id=f"{label}-cancelled")
         with db.begin() as conn:
-            conn.execute(sa.update(Job.__table__).where(Job.id == cancelled).values(state="cancelled", finished_at=when))
+            conn.execute(sa.update(JOBS).where(JOBS.c.id == cancelled).values(state="cancelled", finished_at=when))
         dead = enqueue(db, now=when, id=f"{label}-dead", max_retries=0)
         kill(db, dead, now=when)
         made.update({done: label, cancelled: label, dead: label})
@@ -66,7 +66,7 @@ def test_batches_are_bounded(db, monkeypatch):
     when = T0 - seconds(30 * DAY)
     ids = [enqueue(db, now=when) for _ in range(25)]
     with db.begin() as conn:
-        conn.execute(sa.update(Job.__table__).values(state="completed", finished_at=when))
+        conn.execute(sa.update(JOBS).values(state="completed", finished_at=when))
     cut = retention.cutoffs({"completed": 0}, T0)
     sizes = []
     while True:
@@ -83,7 +83,7 @@ def test_batches_are_bounded(db, monkeypatch):
     for _ in range(9):
         enqueue(db, now=when, id=None)
     with db.begin() as conn:
-        conn.execute(sa.update(Job.__table__).values(state="completed", finished_at=when))
+        conn.execute(sa.update(JOBS).values(state="completed", finished_at=when))
     assert Store(db).prune({"completed": DAY}, now=T0)["completed"] == 9
     assert exact_counts(db)
 
@@ -148,7 +148,7 @@ def test_running_supervisors_prune(db, supervisors):
     wait_until(pruned, timeout=90, message=f"jobs {ids + [dead]} pruned")
     assert attempt_owners(db) == set()
     with db.read() as conn:
-        assert conn.execute(select(func.count()).select_from(DeadJob)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(DEAD_JOBS)).scalar() == 0
     counts = Store(db).status(T0)[0]
     assert (counts["completed"], counts["dead"], counts["cancelled"]) == (0, 0, 1)
     assert exact_counts(db)

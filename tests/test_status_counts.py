@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from queuectl.store import counts, dlq, schema, transitions
 from queuectl.store.database import Database, resolve_url
-from queuectl.store.models import DeadJob
+from queuectl.store.models import DEAD_JOBS
 from support import CFG, T0, enqueue, real_counts, seconds
 
 
@@ -36,12 +36,12 @@ def test_counts_match_the_real_ones_through_every_kind_of_change(db):
                     # else: left running
         elif action == "retry":
             with db.read() as conn:
-                dead = conn.execute(select(DeadJob.id)).scalars().all()
+                dead = conn.execute(select(DEAD_JOBS.c.id)).scalars().all()
             if dead:
                 dlq.retry(db, rng.sample(dead, rng.randint(1, len(dead))), now=now)
         else:
             with db.read() as conn:
-                dead = conn.execute(select(DeadJob.id)).scalars().all()
+                dead = conn.execute(select(DEAD_JOBS.c.id)).scalars().all()
             if dead:
                 dlq.purge(db, rng.sample(dead, rng.randint(1, len(dead))))
         assert derived_counts(db) == real_counts(db), f"after step {step} ({action})"

@@ -27,7 +27,7 @@ from conftest import Cli, env_for
 from fault_support import run_many
 from queuectl.store import Database, open_database
 from queuectl.store import jobs as jobs_api
-from queuectl.store.models import ConfigEntry
+from queuectl.store.models import CONFIG
 from support import error_line
 
 ROOT = os.geteuid() == 0
@@ -40,7 +40,7 @@ def digest(path: Path) -> str:
 def contents(db) -> tuple:
     """Every job (live and dead) and every config row, through the library."""
     with db.read() as conn:
-        config = conn.execute(select(ConfigEntry.key, ConfigEntry.value).order_by(ConfigEntry.key)).all()
+        config = conn.execute(select(CONFIG.c.key, CONFIG.c.value).order_by(CONFIG.c.key)).all()
     return [tuple(r) for r in jobs_api.listing(db)], [tuple(r) for r in config]
 
 

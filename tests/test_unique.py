@@ -13,7 +13,7 @@ from queuectl import jobspec
 from queuectl.errors import KeyTaken
 from queuectl.store import Store, jobs, schema
 from queuectl.store.database import Database, resolve_url
-from queuectl.store.models import Base, Job
+from queuectl.store.models import JOBS, METADATA
 from support import T0, all_ids, enqueue, error_line, finish, job_row, kill, real_counts
 
 RACERS = 8
@@ -21,7 +21,7 @@ RACERS = 8
 
 def active_with_key(db, key: str) -> list[tuple[str, str]]:
     with db.read() as conn:
-        rows = conn.execute(select(Job.id, Job.state).where(Job.unique_key == key, Job.state.in_(("pending", "failed", "running"))))
+        rows = conn.execute(select(JOBS.c.id, JOBS.c.state).where(JOBS.c.unique_key == key, JOBS.c.state.in_(("pending", "failed", "running"))))
         return [(row.id, row.state) for row in rows]
 
 
@@ -113,7 +113,7 @@ def test_a_finished_job_frees_its_key(db):
     assert active_with_key(db, "k") == [(again, "pending")]
     # Failed and running jobs still hold it.
     with db.begin() as conn:
-        conn.execute(sa.update(Job.__table__).where(Job.id == again).values(state="failed"))
+        conn.execute(sa.update(JOBS).where(JOBS.c.id == again).values(state="failed"))
     try:
         enqueue(db, unique_key="k")
     except KeyTaken as err:
@@ -214,7 +214,7 @@ def test_the_0007_migration_from_0005_with_data_both_ways(empty_db_url):
         assert "pending" in head["ix_jobs_unique_key"][2] and "running" in head["ix_jobs_unique_key"][2]
         assert head["ix_dead_jobs_dead_at"][0] == ("dead_at",)
         assert {k: v for k, v in head.items() if k in at_0005} == at_0005  # the older indexes kept whole
-        assert {ix.name for t in Base.metadata.tables.values() for ix in t.indexes} == set(head)
+        assert {ix.name for t in METADATA.tables.values() for ix in t.indexes} == set(head)
         # Keys work on the upgraded data.
         enqueue(db, unique_key="k")
         try:

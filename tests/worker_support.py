@@ -21,7 +21,7 @@ from queuectl.states import LIVE_WORKER_STATES
 from queuectl.store import config as settings
 from queuectl.store import jobs as jobs_mod
 from queuectl.store.database import resolve_url
-from queuectl.store.models import Worker
+from queuectl.store.models import WORKERS
 
 # Bounds for waits: generous, because a loaded 2-core machine is slow, but finite.
 STARTUP = 60.0
@@ -222,7 +222,7 @@ def job_in(db, job_id, *states):
 
 def worker_rows(db, role: str = "worker") -> list:
     with db.read() as conn:
-        return conn.execute(select(Worker.__table__).where(Worker.role == role).order_by(Worker.started_at)).all()
+        return conn.execute(select(WORKERS).where(WORKERS.c.role == role).order_by(WORKERS.c.started_at)).all()
 
 
 def live_workers(db, supervisor_pid: int | None = None) -> list:

@@ -43,7 +43,7 @@ def upgrade() -> None:
             batch_op.add_column(sa.Column('output_size', sa.BigInteger(), nullable=True))
             batch_op.add_column(sa.Column('runs', sa.Integer(), server_default='0', nullable=False))
         # The last attempt of every finished job, as the job row kept it (a completed
-        # attempt's output stays the job's: see models.Attempt.output).
+        # attempt's output stays the job's: see models.ATTEMPTS.c.output).
         op.execute(
             f"INSERT INTO attempts (job_id, number, worker_id, host, started_at, finished_at, exit_code, error, output, output_size)"
             f" SELECT j.id, 1, j.worker_id, (SELECT w.host FROM workers w WHERE w.id = j.worker_id), j.started_at, j.finished_at,"

@@ -210,7 +210,7 @@ def complete(conn, job_id: str, worker_id: str, *, exit_code: int, output: str |
         return False
     if ended.controlled:
         controls.free_slot(conn, ended.queue)
-    # The output stays the job's alone (see models.Attempt.output).
+    # The output stays the job's alone (see models.ATTEMPTS.c.output).
     attempts.record(conn, ended, finished_at=now, exit_code=exit_code, error=None, output=None)
     if ended.has_dependents:
         dependencies.settle(conn, [job_id], now=now)
