@@ -248,8 +248,8 @@ def bulk_enqueue(ctx, backend, n: int, rounds: int) -> dict:
 
 def single_enqueue(ctx, backend, samples: int) -> dict:
     """One `queuectl enqueue "true"` process vs `python -c "import sqlalchemy"`,
-    interleaved. On PostgreSQL a third process, which also imports the driver
-    (psycopg), shows how much of the gap the driver alone explains."""
+    interleaved. On PostgreSQL a third process also imports the driver (psycopg):
+    the floor there, since queuectl cannot import less."""
     url = backend.fresh("single")
     contenders = {
         "enqueue": ctx.queuectl(url, "enqueue", "true"),
