@@ -145,7 +145,7 @@ def _leader_ticks(pid: int, born: tuple[int, int] | None) -> int | None:
     process at fork with CLOCK_BOOTTIME and shows it in clock ticks (10 ms), rounded
     down; so when the clock read just before and just after the fork (`born`) fall in
     the same tick, that tick is the start time, no /proc read needed (most jobs: a
-    fork takes about a millisecond). Checked once per process against /proc, so that a
+    fork takes a quarter of a millisecond). Checked once per process against /proc, so that a
     kernel that stamped otherwise would only cost the read, never a wrong guard."""
     global _boottime_agrees
     if born is None or _boottime_agrees is False or born[0] // _TICK_NS != born[1] // _TICK_NS:
