@@ -2,8 +2,8 @@
 
 Core tables, not ORM classes: nothing here is ever loaded as an object (every
 statement in store/ is Core), and declaring the tables as mapped classes cost each
-command importing SQLAlchemy's ORM and mapping nine classes, about 0.2 s of a
-`queuectl status` on the project's machine (docs/design.md section 22). A column
+command importing SQLAlchemy's ORM and mapping nine classes: 0.15-0.2 s of every
+command's start on the project's machine (docs/design.md section 22). A column
 is NOT NULL unless it says `nullable=True`.
 """
 
