@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from starlette.routing import Route
 
-from conftest import REPO, env_for, wait_until
+from conftest import REPO, env_for
 from queuectl import jobspec
 from queuectl.states import Role, WorkerState
 from queuectl.store import Store, resolve_url
@@ -527,14 +527,10 @@ def test_the_real_command_serves_and_refuses_a_public_host_without_a_token(sqlit
                               text=True, env=env, cwd=tmp_path)
     try:
         assert server.stdout.readline().startswith(f"queuectl web: http://127.0.0.1:{port}/ on sqlite:///")
-
-        def fetched():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-            except httpx.TransportError:
-                return None
-
-        page = wait_until(fetched, timeout=30, message="the dashboard answers")
+        # Served once announced: a script may connect the moment it reads the URL
+        # (a socket bound but not yet listening refuses connections).
+        socket.create_connection(("127.0.0.1", port), timeout=30).close()
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
         assert page.status_code == 200 and "Overview" in page.text
         taken = subprocess.run([sys.executable, "-m", "queuectl", "web", "--port", str(port)], capture_output=True, text=True, env=env, timeout=30)
         assert (taken.returncode, taken.stdout) == (1, "")

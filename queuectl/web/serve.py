@@ -15,9 +15,12 @@ def url_of(host: str, port: int) -> str:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port. Bound here rather than by uvicorn, so that a port
-    in use or an unknown host is one line and exit 1 (uvicorn logs and exits 3), and
-    the URL is printed only once it is really served."""
+    """A socket listening on host:port. Bound here rather than by uvicorn, so that a
+    port in use or an unknown host is one line and exit 1 (uvicorn logs and exits 3),
+    and listening here too, so that the URL is printed only once it takes connections:
+    bound but not listening, it refused them until uvicorn had started (a script that
+    fetched the URL as soon as it was printed failed; so did a browser test in CI).
+    Connections that arrive before uvicorn serves wait in the backlog."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
@@ -26,6 +29,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
         sock.bind(address)
+        sock.listen(2048)  # uvicorn's default backlog; it calls listen again with its own
     except OSError as err:
         sock.close()
         raise QueuectlError(f"cannot listen on {url_of(host, port)}: {err.strerror or err}") from None
